@@ -1,0 +1,3 @@
+from cmbert_pipe.cli import main
+
+main()

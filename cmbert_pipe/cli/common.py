@@ -1,0 +1,85 @@
+"""Helpers shared by the CLI commands: error display, failure reports, progress bars."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Iterator
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from cmbert_pipe.cli.app import STATE, console
+from cmbert_pipe.errors import CmbertError
+from cmbert_pipe.schema import BatchSummary
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn a domain error into one red line and exit code 2 (traceback only with --debug)."""
+    try:
+        yield
+    except CmbertError as e:
+        if STATE["debug"]:
+            console.print_exception()
+        console.print(f"[bold red]error:[/] {e}")
+        raise typer.Exit(2) from None
+
+
+@contextlib.contextmanager
+def progress_bar(description: str, total: int) -> Iterator["BatchProgress"]:
+    """A rich progress bar showing done/total and the number of failures so far."""
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("[red]{task.fields[failed]} failed"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+    with progress:
+        task = progress.add_task(description, total=total, failed=0)
+        yield BatchProgress(progress, task)
+
+
+class BatchProgress:
+    def __init__(self, progress: Progress, task: int):
+        self._progress, self._task = progress, task
+
+    def __call__(self, done: int, failed: int, total: int) -> None:
+        self._progress.update(self._task, completed=done, total=total, failed=failed)
+
+
+def report_summary(summary: BatchSummary, summary_path: Path | None = None) -> None:
+    """Print what a batch run did, list every failure with its reason, and exit non-zero
+    when anything failed. Writes the machine-readable summary to ``summary_path``."""
+    if summary_path is not None:
+        summary_path.parent.mkdir(parents=True, exist_ok=True)
+        summary_path.write_text(json.dumps(summary.to_dict(), indent=2), encoding="utf-8")
+    console.print(
+        f"[bold]{summary.stage}[/]: {summary.total} item(s), {summary.done} done, "
+        f"{summary.skipped} already current, [red]{len(summary.failures)} failed[/]"
+    )
+    if summary.failures:
+        table = Table(title="failures", show_lines=False)
+        table.add_column("item")
+        table.add_column("file")
+        table.add_column("reason", overflow="fold")
+        for f in summary.failures:
+            table.add_row(f.item_id, f.path or "", f.reason)
+        console.print(table)
+    if summary_path is not None:
+        console.print(f"summary: {summary_path}")
+    if summary.failures:
+        raise typer.Exit(1)

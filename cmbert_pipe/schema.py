@@ -1,0 +1,200 @@
+"""Records that cross a stage boundary, and the constants with units they are measured in.
+
+Every record is a frozen dataclass with ``to_dict`` / ``from_dict`` so that it can be written
+to JSON manifests and read back unchanged. Stages exchange these, never bare dicts or tuples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SAMPLE_RATE = 16_000  # Hz: every stage works on 16 kHz mono float32
+FRAME_HOP_S = 0.010  # s: acoustic frame k is centred at FRAME_OFFSET_S + k * FRAME_HOP_S
+FRAME_OFFSET_S = 0.005  # s: centre of the first acoustic frame (COVAREP convention)
+ACOUSTIC_DIM = 74  # COVAREP columns
+MAX_SEQ_LEN = 50  # word-pieces, [CLS] and [SEP] included (CM-BERT default)
+SPLITS = ("train", "dev", "test")
+
+
+def _path_or_none(value: Any) -> Path | None:
+    return None if value in (None, "") else Path(value)
+
+
+def _float_or_none(value: Any) -> float | None:
+    return None if value in (None, "") else float(value)
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One recording and what is said in it.
+
+    ``id`` is unique within a corpus and safe to use as a relative file path (it may contain
+    ``/`` for corpora with sub-folders). ``label`` is sentiment in [-3, 3] where known.
+    """
+
+    id: str
+    audio: Path
+    transcript: str
+    label: float | None = None
+    split: str | None = None  # "train" | "dev" | "test" | None
+    speaker: str | None = None
+    transcript_path: Path | None = None  # where the transcript came from, for error messages
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "audio": str(self.audio),
+            "transcript": self.transcript,
+            "label": self.label,
+            "split": self.split,
+            "speaker": self.speaker,
+            "transcript_path": str(self.transcript_path) if self.transcript_path else None,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Utterance":
+        return cls(
+            id=str(d["id"]),
+            audio=Path(d["audio"]),
+            transcript=str(d["transcript"]),
+            label=_float_or_none(d.get("label")),
+            split=d.get("split") or None,
+            speaker=d.get("speaker") or None,
+            transcript_path=_path_or_none(d.get("transcript_path")),
+        )
+
+
+@dataclass(frozen=True)
+class WordInterval:
+    """A word as the user wrote it, and where it is in the audio (seconds from the start)."""
+
+    word: str
+    start_s: float
+    end_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"word": self.word, "start_s": self.start_s, "end_s": self.end_s}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "WordInterval":
+        return cls(str(d["word"]), float(d["start_s"]), float(d["end_s"]))
+
+
+@dataclass(frozen=True)
+class PhoneInterval:
+    """A phone (ARPAbet for the pocketsphinx backend) and its place in the audio."""
+
+    phone: str
+    start_s: float
+    end_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"phone": self.phone, "start_s": self.start_s, "end_s": self.end_s}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "PhoneInterval":
+        return cls(str(d["phone"]), float(d["start_s"]), float(d["end_s"]))
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """Word (and phone) intervals for one utterance, in transcript order."""
+
+    utterance_id: str
+    words: tuple[WordInterval, ...]
+    phones: tuple[PhoneInterval, ...] = ()
+    duration_s: float = 0.0
+    aligner: str = ""  # backend name and version, e.g. "pocketsphinx-5.0.4"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "utterance_id": self.utterance_id,
+            "words": [w.to_dict() for w in self.words],
+            "phones": [p.to_dict() for p in self.phones],
+            "duration_s": self.duration_s,
+            "aligner": self.aligner,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Alignment":
+        return cls(
+            utterance_id=str(d["utterance_id"]),
+            words=tuple(WordInterval.from_dict(w) for w in d["words"]),
+            phones=tuple(PhoneInterval.from_dict(p) for p in d.get("phones", [])),
+            duration_s=float(d.get("duration_s", 0.0)),
+            aligner=str(d.get("aligner", "")),
+        )
+
+
+@dataclass(frozen=True)
+class FeatureRecord:
+    """Where one utterance's word-pooled features live in the cache, and how to read them.
+
+    ``path`` is relative to the cache root; the entry is an ``.npz`` holding
+    ``word_features`` (n_words, dim) float32, ``words``, ``word_start_s``, ``word_end_s`` and,
+    when frames were kept, ``frames`` (n_frames, dim).
+    """
+
+    utterance_id: str
+    key: str  # content address: hash of audio bytes, transcript, aligner and extractor settings
+    path: str
+    feature_set: str  # e.g. "covarep74", "egemaps"
+    feature_version: str
+    dim: int
+    n_words: int
+    n_frames: int = 0
+    frame_hop_s: float = FRAME_HOP_S
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "FeatureRecord":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass(frozen=True)
+class ItemFailure:
+    """One item of a batch run that failed: which, at what stage, and why."""
+
+    item_id: str
+    path: str | None
+    stage: str  # "load", "align", "extract", "predict", ...
+    reason: str
+    error_type: str = "CmbertError"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ItemFailure":
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    """What a batch run did: counts, and every failure with its reason."""
+
+    stage: str
+    total: int
+    done: int
+    skipped: int  # already current, not recomputed
+    failures: tuple[ItemFailure, ...] = field(default_factory=tuple)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "total": self.total,
+            "done": self.done,
+            "skipped": self.skipped,
+            "failed": len(self.failures),
+            "failures": [f.to_dict() for f in self.failures],
+        }
