@@ -1,0 +1,31 @@
+"""Sentiment models on BERT word-pieces plus word-aligned audio, and the registry that names them.
+
+``MODELS[key](config, encoder=None)`` builds a model; keys: ``"tbert"`` (text only),
+``"cmbert"`` (Yang, Xu & Gao, ACM MM 2020) and whatever the fusion modules register.
+"""
+
+from __future__ import annotations
+
+from cmbert_pipe.model.base import (
+    MODELS,
+    ModelConfig,
+    ModelOutput,
+    SentimentModel,
+    build_model,
+    load_encoder,
+    register,
+)
+
+# Importing a model module registers it.
+from cmbert_pipe.model import tbert as _tbert  # noqa: F401,E402
+from cmbert_pipe.model import cmbert as _cmbert  # noqa: F401,E402
+
+__all__ = [
+    "MODELS",
+    "ModelConfig",
+    "ModelOutput",
+    "SentimentModel",
+    "build_model",
+    "load_encoder",
+    "register",
+]

@@ -1,0 +1,23 @@
+"""T-BERT: the text-only baseline of the CM-BERT paper (Yang, Xu & Gao, ACM MM 2020, §4.3):
+the same encoder, ``[CLS]`` of the last layer → dropout → ``Linear_{H→1}``. Audio is ignored."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cmbert_pipe.model.base import ModelConfig, ModelOutput, SentimentModel, register
+
+
+@register("tbert")
+class TBert(SentimentModel):
+    def __init__(self, config: ModelConfig, encoder: nn.Module | None = None):
+        super().__init__(config, encoder)
+        self.dropout = nn.Dropout(config.dropout)
+        self.regressor = nn.Linear(self.hidden_size, 1)
+
+    def forward(self, input_ids, attention_mask, token_type_ids, audio=None,
+                labels=None) -> ModelOutput:
+        x_t = self.encode(input_ids, attention_mask, token_type_ids)  # (B, L, H)
+        pred = self.regressor(self.dropout(x_t[:, 0])).squeeze(-1).float()  # (B,)
+        return ModelOutput(pred=pred, loss=self.mse(pred, labels))
