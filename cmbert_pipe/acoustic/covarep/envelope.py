@@ -1,0 +1,140 @@
+"""Stage J of COVAREP-74: MCEP_0..24 from a True Envelope (COVAREP74.md §12).
+
+The True Envelope is the iterative cepstral upper envelope of Röbel & Rodet 2005 ("Efficient
+spectral envelope estimation and its application to pitch shifting and envelope preservation")
+with the lifter smoothing window and pre-smoothing of Röbel, Villavicencio & Rodet 2007; the
+envelope is then mel-warped and turned into a cepstrum (frequency-warped cepstrum, as in
+Degottex's ``hspec2fwcep``). Everything is batched over frames: each frame iterates until its
+own convergence (per-frame mask), so results equal a frame-by-frame evaluation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cmbert_pipe.acoustic.covarep.sinusoidal import HarmonicFrames, mround
+
+TE_MAX_ITER = 200  # iterations of the True Envelope
+TE_PRECISION_DB = 2.0  # convergence when the envelope is within 2 dB of every peak
+MEL_CONST = 1127.01048  # 1000 / ln(1 + 1000/700)
+
+
+def _lifter_half_windows(orders: np.ndarray, width: int) -> np.ndarray:
+    """(N, width) right halves of hamming(2o+1) (o+1 values from 1.0), zero beyond o."""
+    k = np.arange(width)[None, :]
+    o = orders[:, None].astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        w = 0.54 - 0.46 * np.cos(2 * np.pi * (k + o) / (2 * o))  # hamming(2o+1)[o + k]
+    w = np.where(k <= o, w, 0.0)
+    w[:, 0] = 1.0
+    return w
+
+
+def _te_iterate(log_half: np.ndarray, orders: np.ndarray, dftlen: int) -> np.ndarray:
+    """True-Envelope iterations (§12.3 d–e) on (N, dftlen/2+1) log magnitudes; orders already
+    scaled. Returns the log envelope V (N, dftlen/2+1)."""
+    n, nbin = log_half.shape
+    dblim = np.log(10 ** (TE_PRECISION_DB / 20))
+    width = int(orders.max()) + 1
+    lw = _lifter_half_windows(orders, width)
+    qidx = np.arange(dftlen // 2)[None, :]
+    a = log_half.copy()
+    a0 = log_half
+    cc = np.zeros((n, width))
+    v_out = np.empty_like(log_half)
+    active = np.arange(n)
+    for _ in range(TE_MAX_ITER):
+        cca = np.fft.irfft(a[active], n=dftlen, axis=1)  # (n_act, dftlen)
+        ccp = cca[:, :width] * 2.0
+        ccp[:, 0] = cca[:, 0]
+        o_act = orders[active][:, None]
+        ccp = np.where(np.arange(width)[None, :] <= o_act, ccp, 0.0)
+        tail = (2.0 * cca[:, : dftlen // 2]) ** 2
+        eo = np.sqrt(np.sum(np.where(qidx > o_act, tail, 0.0), axis=1))
+        ei = np.sqrt(np.sum(ccp**2, axis=1))
+        lam = (ei + eo) / ei
+        c = cc[active]
+        c = lam[:, None] * lw[active] * (ccp - c) + c
+        cc[active] = c
+        v = np.fft.rfft(c, n=dftlen, axis=1).real  # (n_act, nbin)
+        a[active] = np.maximum(a[active], v)
+        v_out[active] = v
+        done = np.max(a0[active] - v, axis=1) <= dblim
+        active = active[~done]
+        if active.size == 0:
+            break
+    return v_out
+
+
+def true_envelope_log(half_spec: np.ndarray, te_orders, dftlen: int = 4096) -> np.ndarray:
+    """Log-magnitude True Envelope with smoothing window + pre-smoothing (§12.3).
+
+    half_spec (N, dftlen/2+1) complex or magnitude half spectra; te_orders (N,) cepstral
+    orders before scaling (mround(0.5 fs / f0)). Returns ln|E| (N, dftlen/2+1).
+    """
+    mag = np.abs(np.atleast_2d(half_spec))
+    with np.errstate(divide="ignore"):
+        log_half = np.log(mag)
+    o = np.minimum(np.asarray(te_orders, dtype=float), dftlen // 2 - 1)
+    o = np.minimum(mround(1.2 * o), dftlen // 2 - 1)
+    # pre-smoothing: the same procedure (window mode only) at half the order
+    o_pre = np.minimum(mround(1.2 * np.minimum(mround(o / 2), dftlen // 2 - 1)), dftlen // 2 - 1)
+    pre = _te_iterate(log_half, o_pre.astype(np.int64), dftlen)
+    slim = mround(0.25 * dftlen / o).astype(np.int64)
+    nbin = dftlen // 2 + 1
+    b = np.arange(nbin)[None, :]
+    replace = (b < slim[:, None]) | (b > nbin - slim[:, None])  # top: bins nbin-slim+1..nbin-1
+    log_a = np.where(replace, pre, log_half)
+    return _te_iterate(log_a, o.astype(np.int64), dftlen)
+
+
+def hspec_to_mel_cepstrum(half_mag: np.ndarray, fs: float, order: int) -> np.ndarray:
+    """Mel-warped cepstrum of half magnitude spectra (§12.4): (N, B) -> (N, order+1).
+
+    Output is (c0, 2 c1, ..., 2 c_order) of the real cepstrum of the mel-warped log envelope,
+    natural-log units.
+    """
+    half_mag = np.atleast_2d(np.abs(half_mag))
+    nbin = half_mag.shape[1]
+    dftlen = 2 * (nbin - 1)
+    f = np.arange(nbin) * fs / dftlen
+    mel = MEL_CONST * np.log(1 + f / 700.0)
+    phi = (fs / 2) * mel / (MEL_CONST * np.log(1 + (fs / 2) / 700.0))
+    # phi is one increasing abscissa shared by all rows: interpolate column-wise
+    j = np.clip(np.searchsorted(phi, f, side="right") - 1, 0, nbin - 2)
+    frac = (f - phi[j]) / (phi[j + 1] - phi[j])
+    warped = half_mag[:, j] * (1 - frac) + half_mag[:, j + 1] * frac
+    exact = f == phi[j]
+    warped[:, exact] = half_mag[:, j[exact]]
+    outside = (f < phi[0]) | (f > phi[-1])
+    warped[:, outside] = np.nan
+    if np.isnan(warped[:, -1]).all():
+        warped[:, -1] = warped[:, -2]
+    with np.errstate(divide="ignore"):
+        cep = np.fft.irfft(np.log(warped), n=dftlen, axis=1)
+    out = cep[:, : order + 1].copy()
+    out[:, 1:] *= 2.0
+    return out
+
+
+def mcep_frames(frames: HarmonicFrames, fs: float, order: int = 24) -> np.ndarray:
+    """MCEP_0..order per Stage-G frame (§12): (N, order+1), natural-log units."""
+    if len(frames) == 0:
+        return np.empty((0, order + 1))
+    te_orders = mround(0.5 * fs / frames.f0_hz)
+    out = np.empty((len(frames), order + 1))
+    for lo in range(0, len(frames), 512):  # bounded memory on long recordings
+        sl = slice(lo, lo + 512)
+        log_env = true_envelope_log(frames.spectrum[sl], te_orders[sl])
+        out[sl] = hspec_to_mel_cepstrum(np.exp(log_env), fs, order)
+    return out
+
+
+def mcep_abscissa(n_frames: int, n_samples: int) -> np.ndarray:
+    """Quirk §12.5: MCEP frame q sits at mround(linspace(1, L, M))[q] (sample numbers)."""
+    if n_frames == 1:
+        return np.array([float(n_samples)])
+    k = np.arange(n_frames)
+    lin = 1 + k * (n_samples - 1) / (n_frames - 1)
+    lin[-1] = n_samples
+    return mround(lin)
