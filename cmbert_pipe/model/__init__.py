@@ -19,6 +19,7 @@ from cmbert_pipe.model.base import (
 # Importing a model module registers it.
 from cmbert_pipe.model import tbert as _tbert  # noqa: F401,E402
 from cmbert_pipe.model import cmbert as _cmbert  # noqa: F401,E402
+from cmbert_pipe.model import magbert as _magbert, cmsbert as _cmsbert  # noqa: F401,E402
 
 __all__ = [
     "MODELS",
