@@ -198,3 +198,67 @@ class BatchSummary:
             "failed": len(self.failures),
             "failures": [f.to_dict() for f in self.failures],
         }
+
+
+SENTIMENT_CLASSES = (  # 7-class label names, index = round(clip(score, -3, 3)) + 3
+    "strongly negative", "negative", "weakly negative", "neutral",
+    "weakly positive", "positive", "strongly positive",
+)
+
+
+@dataclass(frozen=True)
+class WordAttention:
+    """One word of a scored clip: where it is, and how much the ``[CLS]`` row attends to it.
+
+    ``multimodal`` is the ``[CLS]`` row of CM-BERT's W_m summed over the word's pieces (its share
+    of the attention, rows sum to 1); ``text`` the same row of the text-only attention
+    softmax(w_t·α_t) (W_m without the audio term); ``gate`` the mean audio shift of the word's
+    pieces for the shifting models (MAG-BERT style). None where the model has no such quantity
+    or the word was cut by the length limit.
+    """
+
+    word: str
+    start_s: float
+    end_s: float
+    multimodal: float | None = None
+    text: float | None = None
+    gate: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "WordAttention":
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The sentiment of one clip: score in [-3, 3], its polarity and 7-class label, the words.
+
+    ``polarity`` follows the MOSI "has0" convention (score >= 0 is "positive"); ``class7`` is
+    round(clip(score, -3, 3)) in -3..3, named by :data:`SENTIMENT_CLASSES`.
+    """
+
+    utterance_id: str
+    audio: str
+    transcript: str
+    score: float
+    polarity: str  # "positive" | "negative"
+    class7: int  # -3..3
+    class7_name: str
+    words: tuple[WordAttention, ...] = ()
+    model: str = ""  # model type of the bundle, e.g. "cmbert"
+    label: float | None = None  # the gold label, where the corpus gives one
+    timings_s: dict = field(default_factory=dict)  # stage -> seconds (align, features, model)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["words"] = [w.to_dict() for w in self.words]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Prediction":
+        d = dict(d)
+        d["words"] = tuple(WordAttention.from_dict(w) for w in d.get("words", []))
+        return cls(**d)
