@@ -11,6 +11,7 @@ own convergence (per-frame mask), so results equal a frame-by-frame evaluation.
 from __future__ import annotations
 
 import numpy as np
+import scipy.fft as sfft
 
 from cmbert_pipe.acoustic.covarep.sinusoidal import HarmonicFrames, mround
 
@@ -32,37 +33,42 @@ def _lifter_half_windows(orders: np.ndarray, width: int) -> np.ndarray:
 
 def _te_iterate(log_half: np.ndarray, orders: np.ndarray, dftlen: int) -> np.ndarray:
     """True-Envelope iterations (§12.3 d–e) on (N, dftlen/2+1) log magnitudes; orders already
-    scaled. Returns the log envelope V (N, dftlen/2+1)."""
+    scaled. Returns the log envelope V (N, dftlen/2+1). Converged frames leave the working set
+    (compacted arrays), so each frame does exactly its own number of iterations."""
     n, nbin = log_half.shape
     dblim = np.log(10 ** (TE_PRECISION_DB / 20))
     width = int(orders.max()) + 1
+    half = dftlen // 2
     lw = _lifter_half_windows(orders, width)
-    qidx = np.arange(dftlen // 2)[None, :]
+    in_order = np.arange(width)[None, :] <= orders[:, None]
     a = log_half.copy()
     a0 = log_half
     cc = np.zeros((n, width))
+    o = orders[:, None]
+    ids = np.arange(n)
     v_out = np.empty_like(log_half)
-    active = np.arange(n)
     for _ in range(TE_MAX_ITER):
-        cca = np.fft.irfft(a[active], n=dftlen, axis=1)  # (n_act, dftlen)
+        # real cepstrum of the symmetric log spectrum: irfft(a, dftlen)[:nbin] == DCT-I(a)/dftlen
+        cca = sfft.dct(a, type=1, axis=1) * (1.0 / dftlen)  # (n_act, nbin)
         ccp = cca[:, :width] * 2.0
         ccp[:, 0] = cca[:, 0]
-        o_act = orders[active][:, None]
-        ccp = np.where(np.arange(width)[None, :] <= o_act, ccp, 0.0)
-        tail = (2.0 * cca[:, : dftlen // 2]) ** 2
-        eo = np.sqrt(np.sum(np.where(qidx > o_act, tail, 0.0), axis=1))
+        ccp = np.where(in_order, ccp, 0.0)
+        head = np.sum(np.where(in_order, cca[:, :width] ** 2, 0.0), axis=1)
+        tail = np.einsum("ij,ij->i", cca[:, :half], cca[:, :half]) - head  # q = o+1..half-1
+        eo = np.sqrt(4.0 * tail)
         ei = np.sqrt(np.sum(ccp**2, axis=1))
         lam = (ei + eo) / ei
-        c = cc[active]
-        c = lam[:, None] * lw[active] * (ccp - c) + c
-        cc[active] = c
-        v = np.fft.rfft(c, n=dftlen, axis=1).real  # (n_act, nbin)
-        a[active] = np.maximum(a[active], v)
-        v_out[active] = v
-        done = np.max(a0[active] - v, axis=1) <= dblim
-        active = active[~done]
-        if active.size == 0:
-            break
+        cc = lam[:, None] * lw * (ccp - cc) + cc
+        v = sfft.rfft(cc, n=dftlen, axis=1).real  # (n_act, nbin)
+        np.maximum(a, v, out=a)
+        done = np.max(a0 - v, axis=1) <= dblim
+        if done.any():
+            v_out[ids[done]] = v[done]
+            keep = ~done
+            ids, a, a0, cc, lw, in_order, o = ids[keep], a[keep], a0[keep], cc[keep], lw[keep], in_order[keep], o[keep]
+            if ids.size == 0:
+                return v_out
+    v_out[ids] = v
     return v_out
 
 

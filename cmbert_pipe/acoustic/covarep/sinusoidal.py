@@ -129,11 +129,15 @@ class HarmonicFrames:
         return int(self.t_s.size)
 
 
-def harmonic_peak_picking(x: np.ndarray, fs: float, centres, f0s, dftlen: int = DFT_LEN) -> HarmonicFrames:
+def harmonic_peak_picking(
+    x: np.ndarray, fs: float, centres, f0s, dftlen: int = DFT_LEN, keep_spectrum: bool = True
+) -> HarmonicFrames:
     """Harmonic peak-picking sinusoidal analysis (COVAREP74.md §9), batched over frames.
 
     x (L,) polarity-corrected float64 signal; centres (J,) 0-based window centres (SRH
-    m_j); f0s (J,) SRH f0 in Hz. Returns the kept frames as :class:`HarmonicFrames`.
+    m_j); f0s (J,) SRH f0 in Hz. Returns the kept frames as :class:`HarmonicFrames`; with
+    ``keep_spectrum=False`` the (N, 2049) spectra (16 kB per frame, needed only by MCEP) are
+    not kept. Frames are independent, so a caller may also split ``centres`` into chunks.
     """
     x = np.asarray(x, dtype=float)
     L = x.size
@@ -147,24 +151,42 @@ def harmonic_peak_picking(x: np.ndarray, fs: float, centres, f0s, dftlen: int = 
     nbin = dftlen // 2 + 1
     max_h = mround((fs / 2 - f0s / 2) / f0s).astype(np.int64)
     hmax = int(max_h.max()) if n else 0
-    spectrum = np.empty((n, nbin), dtype=complex)
+    spectrum = np.empty((n if keep_spectrum else 0, nbin), dtype=complex)
+    freqs = np.full((n, hmax + 1), np.nan)
+    amps = np.full((n, hmax + 1), np.nan)
+    phases = np.full((n, hmax + 1), np.nan)
+    for lo in range(0, n, CHUNK_FRAMES):
+        sl = slice(lo, lo + CHUNK_FRAMES)
+        spec = _zero_phase_spectra(x, centres[sl], half[sl], dftlen)
+        if keep_spectrum:
+            spectrum[sl] = spec
+        _partials(spec, fs, f0s[sl], max_h[sl], dftlen, freqs[sl], amps[sl], phases[sl])
+    return HarmonicFrames(centres / fs, centres, f0s, max_h, freqs, amps, phases, spectrum)
+
+
+def _zero_phase_spectra(x, centres, half, dftlen):
+    """(n, dftlen/2+1) DFTs of Blackman-windowed 3-period segments, phase-referenced to the
+    window centre (§9.4)."""
+    nbin = dftlen // 2 + 1
+    out = np.empty((centres.size, nbin), dtype=complex)
     kk = np.arange(nbin)
     for h in np.unique(half):  # one window length per distinct f0
-        idx = np.flatnonzero(half == h)
+        sel = np.flatnonzero(half == h)
         w_len = 2 * h + 1
         win = np.blackman(w_len)
         win = win / win.sum()
         shift = np.exp(2j * np.pi * kk * h / dftlen)
         shift[-1] = (-1.0) ** h
-        for lo in range(0, idx.size, CHUNK_FRAMES):
-            sel = idx[lo : lo + CHUNK_FRAMES]
-            seg = x[centres[sel, None] - h + np.arange(w_len)[None, :]] * win  # (n, W)
-            spectrum[sel] = np.fft.rfft(seg, n=dftlen, axis=1)[:, :nbin] * shift
-    freqs = np.full((n, hmax + 1), np.nan)
-    amps = np.full((n, hmax + 1), np.nan)
-    phases = np.full((n, hmax + 1), np.nan)
-    if n == 0:
-        return HarmonicFrames(np.empty(0), centres, f0s, max_h, freqs, amps, phases, spectrum)
+        seg = x[centres[sel, None] - h + np.arange(w_len)[None, :]] * win  # (n, W)
+        out[sel] = np.fft.rfft(seg[:, :dftlen], n=dftlen, axis=1) * shift
+    return out
+
+
+def _partials(spectrum, fs, f0s, max_h, dftlen, freqs, amps, phases):
+    """Peak-picked, then force-harmonised partials of §9.5–9.6, written into the (n, Hmax+1)
+    output views freqs, amps, phases (DC at column 0)."""
+    n, nbin = spectrum.shape
+    hmax = freqs.shape[1] - 1
     mag = np.abs(spectrum)
     with np.errstate(divide="ignore"):
         logmag = np.log(mag)
@@ -176,14 +198,13 @@ def harmonic_peak_picking(x: np.ndarray, fs: float, centres, f0s, dftlen: int = 
     amp = np.take_along_axis(mag, b_idx, axis=1)
     # nearest quadratic-refined peak per harmonic (first on ties), within half a harmonic
     prow, ppos, pval = _peaks_rows(logmag)
-    span = float(nbin + 10)
-    key = prow * span + ppos  # globally sorted
-    target = np.arange(n)[:, None] * span + 1.0 + b
-    ins = np.searchsorted(key, target)
-    lo_i = np.clip(ins - 1, 0, max(key.size - 1, 0))
-    hi_i = np.clip(ins, 0, max(key.size - 1, 0))
-    if key.size:
+    if ppos.size:
+        span = float(nbin + 10)
+        key = prow * span + ppos  # globally sorted
         rows = np.arange(n)[:, None]
+        ins = np.searchsorted(key, rows * span + 1.0 + b)
+        lo_i = np.clip(ins - 1, 0, key.size - 1)
+        hi_i = np.clip(ins, 0, key.size - 1)
         lo_ok = (ins - 1 >= 0) & (prow[lo_i] == rows)
         hi_ok = (ins < key.size) & (prow[hi_i] == rows)
         d_lo = np.where(lo_ok, np.abs(ppos[lo_i] - (1.0 + b)), np.inf)
@@ -195,27 +216,25 @@ def harmonic_peak_picking(x: np.ndarray, fs: float, centres, f0s, dftlen: int = 
         b = np.where(take, ppos[best] - 1.0, b)
         amp = np.where(take, np.exp(pval[best]), amp)
     f_h = b * fs / dftlen
-    # phase: linear interpolation of the unwrapped phase spectrum at f_h, NaN outside
-    uphase = np.unwrap(np.angle(spectrum), axis=1)
+    # phase: linear interpolation of the unwrapped phase spectrum at f_h, then wrap. Only the
+    # unwrapped step between the two neighbouring bins matters once the result is wrapped.
+    ang = np.angle(spectrum)
     pos = f_h * dftlen / fs  # fractional bin
     i0 = np.clip(np.floor(pos).astype(np.int64), 0, nbin - 2)
     frac = pos - i0
-    ph = np.take_along_axis(uphase, i0, axis=1) * (1 - frac) + np.take_along_axis(uphase, i0 + 1, axis=1) * frac
-    exact = frac == 0
-    ph = np.where(exact, np.take_along_axis(uphase, i0, axis=1), ph)
+    a0 = np.take_along_axis(ang, i0, axis=1)
+    step_ph = np.take_along_axis(ang, i0 + 1, axis=1) - a0
+    step_ph = np.mod(step_ph + np.pi, 2 * np.pi) - np.pi  # numpy/MATLAB unwrap rule
+    step_ph = np.where((step_ph == -np.pi) & (np.take_along_axis(ang, i0 + 1, axis=1) > a0), np.pi, step_ph)
+    ph = wrap(a0 + frac * step_ph)
     ph[(pos < 0) | (pos > nbin - 1)] = np.nan
-    ph = wrap(ph)
-    fr = np.where(valid, f_h, np.nan)
-    freqs[:, 1:] = fr
+    freqs[:, 1:] = np.where(valid, f_h, np.nan)
     amps[:, 1:] = np.where(valid, amp, np.nan)
     phases[:, 1:] = np.where(valid, ph, np.nan)
     freqs[:, 0] = 0.0
     amps[:, 0] = mag[:, 0]
-    phases[:, 0] = np.angle(spectrum[:, 0])
+    phases[:, 0] = ang[:, 0]
     # force harmonicity: mf0 = median of successive differences (DC included)
-    d = np.diff(freqs, axis=1)
-    mf0 = np.nanmedian(np.where(np.isnan(d), np.nan, d), axis=1)
+    mf0 = np.nanmedian(np.diff(freqs, axis=1), axis=1)
     full = np.arange(hmax + 1)[None, :] <= max_h[:, None]
-    freqs = np.where(full, mf0[:, None] * np.arange(hmax + 1)[None, :], np.nan)
-    t_s = centres / fs
-    return HarmonicFrames(t_s, centres, f0s, max_h, freqs, amps, phases, spectrum)
+    freqs[:] = np.where(full, mf0[:, None] * np.arange(hmax + 1)[None, :], np.nan)

@@ -1,0 +1,253 @@
+"""Stage H of COVAREP-74: Rd and Rd_conf by Mean Squared Phase (COVAREP74.md §10).
+
+The glottal source is the Liljencrants–Fant (LF) model parametrised by Fant's Rd (Fant 1995,
+"The LF-model revisited. Transformations and frequency domain analysis"), its spectrum in the
+analytic form of Doval, d'Alessandro & Henrich 2003 ("The spectrum of glottal flow models").
+Rd is the value whose LF spectrum, divided out of the harmonic partials, leaves the most
+minimum-phase residual (smallest mean squared phase difference): Degottex, Roebel & Rodet 2011,
+"Phase minimization for glottal model estimation".
+
+Speed: frames are grouped by their number of harmonics H'; the minimum-phase part is a fixed
+linear map (H'+1 log magnitudes -> 9 phases) per group, and Octave's fminbnd runs in lockstep
+over all frames of a group with vectorised LF root finding.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cmbert_pipe.acoustic.covarep.sinusoidal import HarmonicFrames, wrap
+
+RD_MIN, RD_MAX = 0.3, 2.5  # search interval of Rd
+RD_TOLX = 0.01  # fminbnd TolX
+RD_MAXITER = 32  # fminbnd MaxIter
+EPS = np.finfo(float).eps
+N_PHASE = 9  # R_0..R_8 enter the MSP criterion
+
+
+def rd_to_te_tp_ta(rd):
+    """Fant 1995 regression: Rd -> (te, tp, ta), times relative to T0."""
+    rd = np.asarray(rd, dtype=float)
+    rap = (-1 + 4.8 * rd) / 100
+    rkp = (22.4 + 11.8 * rd) / 100
+    rgp = 1 / (4 * ((0.11 * rd / (0.5 + 1.2 * rkp)) - rap) / rkp)
+    tp = 1 / (2 * rgp)
+    te = tp * (1 + rkp)
+    return te, tp, rap
+
+
+def _solve_epsilon(d_ret, ta):
+    """Non-trivial root of 1 - exp(-e d_ret) - e ta = 0 (vectorised Newton from 1/ta; the
+    function is concave so the iterates decrease monotonically to the root)."""
+    e = 1.0 / (ta + EPS)
+    for _ in range(100):
+        ex = np.exp(-e * d_ret)
+        g = 1 - ex - e * ta
+        dg = d_ret * ex - ta
+        step = g / dg
+        e_new = e - step
+        done = np.abs(e_new - e) <= 2 * EPS * np.abs(e_new)
+        e = e_new
+        if np.all(done):
+            break
+    return e
+
+
+def _alpha_fn(alpha, wg, te, a2):
+    s, c = np.sin(wg * te), np.cos(wg * te)
+    return (alpha**2 + wg**2) * s * a2 + wg * np.exp(-alpha * te) + alpha * s - wg * c
+
+
+def _solve_alpha(wg, te, a2):
+    """Root of the LF area-balance equation for alpha, bracketed by the first sign change over
+    [0, 1e1, ..., 1e9], then safeguarded Newton/bisection to machine precision."""
+    trials = np.concatenate(([0.0], 10.0 ** np.arange(1, 10)))
+    vals = _alpha_fn(trials[None, :], wg[:, None], te[:, None], a2[:, None])  # (n, 10)
+    sign_change = np.signbit(vals[:, :-1]) != np.signbit(vals[:, 1:])
+    first = np.argmax(sign_change, axis=1)
+    lo = trials[first]
+    hi = trials[first + 1]
+    flo = vals[np.arange(vals.shape[0]), first]
+    x = 0.5 * (lo + hi)
+    s, c = np.sin(wg * te), np.cos(wg * te)
+    for _ in range(200):
+        f = _alpha_fn(x, wg, te, a2)
+        df = 2 * x * s * a2 - wg * te * np.exp(-te * x) + s
+        same = np.signbit(f) == np.signbit(flo)
+        lo = np.where(same, x, lo)
+        flo = np.where(same, f, flo)
+        hi = np.where(same, hi, x)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            xn = x - f / df
+        bad = ~np.isfinite(xn) | (xn <= np.minimum(lo, hi)) | (xn >= np.maximum(lo, hi))
+        xn = np.where(bad, 0.5 * (lo + hi), xn)
+        done = (np.abs(xn - x) <= 2 * EPS * np.abs(xn)) | (f == 0)
+        x = np.where(f == 0, x, xn)
+        if np.all(done):
+            break
+    return x
+
+
+def lf_spectrum(freqs_hz: np.ndarray, fs: float, t0_s, rd) -> np.ndarray:
+    """Analytic LF glottal-flow-derivative spectrum (Doval et al. 2003), Ee = 1.
+
+    freqs_hz (n, H) frequencies; t0_s (n,) periods; rd (n,) Rd values. Returns (n, H) complex.
+    """
+    t0 = np.asarray(t0_s, dtype=float)[:, None]
+    te_r, tp_r, ta_r = rd_to_te_tp_ta(rd)
+    te = te_r[:, None] * t0
+    tp = tp_r[:, None] * t0
+    ta = ta_r[:, None] * t0
+    wg = np.pi / tp
+    d_ret = t0 - te
+    eps_ = _solve_epsilon(d_ret[:, 0], ta[:, 0])[:, None]
+    ex = np.exp(-eps_ * d_ret)
+    a2 = (1 - ex) / (eps_**2 * ta) - d_ret * ex / (eps_ * ta)
+    alpha = _solve_alpha(wg[:, 0], te[:, 0], a2[:, 0])[:, None]
+    e0 = -1.0 / (np.exp(alpha * te) * np.sin(wg * te))
+    w = 2 * np.pi * np.asarray(freqs_hz, dtype=float)
+    sig = alpha - 1j * w
+    s, c = np.sin(wg * te), np.cos(wg * te)
+    p1 = e0 / (sig**2 + wg**2) * (wg + np.exp(sig * te) * (sig * s - wg * c))
+    p2 = np.exp(-1j * w * te) / (eps_ * ta * 1j * w * (eps_ + 1j * w))
+    p2 = p2 * (eps_ * (1 - eps_ * ta) * (1 - np.exp(-1j * w * d_ret)) - eps_ * ta * 1j * w)
+    return fs * (p1 + p2)
+
+
+def _minphase_map(hp: int) -> np.ndarray:
+    """(H'+1, 9) linear map from ln|N_0..N_H'| to the minimum-phase phases at bins 0..8
+    (folded real cepstrum of the Hermitian 2H' spectrum, imaginary part of its DFT)."""
+    nfft = 2 * hp
+    cep = np.fft.irfft(np.eye(hp + 1), n=nfft, axis=1)  # (H'+1, 2H')
+    fold = np.zeros(nfft)
+    fold[0] = 1.0
+    fold[1:hp] = 2.0
+    fold[hp] = 1.0
+    k = np.arange(N_PHASE)
+    n = np.arange(nfft)
+    sin_m = -np.sin(2 * np.pi * np.outer(n, k) / nfft)  # Im of exp(-2 pi i k n / N)
+    return (cep * fold[None, :]) @ sin_m
+
+
+def _msp_error(rd, m_logabs, m_angle, f0, hp, fs, tmap):
+    """Mean squared phase error per frame for candidate rd (n,) (§10 steps 2–5)."""
+    h = np.arange(1, hp + 1)
+    g = lf_spectrum(f0[:, None] * h[None, :], fs, 1.0 / f0, rd)  # (n, H')
+    g_log = np.log(np.abs(g))
+    g_ang = np.angle(g)
+    log_n = np.empty_like(m_logabs)
+    ang_n = np.empty_like(m_angle)
+    log_n[:, 1:] = m_logabs[:, 1:] - g_log  # N = M / conj(G)
+    ang_n[:, 1:] = m_angle[:, 1:] + g_ang
+    log_n[:, hp] = log_n[:, hp - 1]  # N_H' <- |N_H'-1|
+    ang_n[:, hp] = 0.0
+    log_n[:, 0] = log_n[:, 1]  # N_0 <- |N_1|
+    ang_n[:, 0] = 0.0
+    o = min(2 * hp - 1, N_PHASE - 1)
+    phase_min = log_n @ tmap[:, : o + 1]
+    p = ang_n[:, : o + 1] - phase_min  # angle(R_k), up to 2 pi
+    dd = wrap(p[:, 1:] - p[:, :-1] - p[:, 1:2])
+    return np.mean(dd[:, 1:] ** 2, axis=1)
+
+
+def fminbnd_octave(fun, a, b, tolx: float = RD_TOLX, maxiter: int = RD_MAXITER):
+    """Octave's fminbnd (Brent 1973 golden-section/parabolic search, COVAREP74.md §2.7),
+    run in lockstep on a vector of independent problems. fun maps (n,) -> (n,) and receives
+    only the still-active problems' indices and points. Returns (x, f(x))."""
+    a = np.asarray(a, dtype=float).copy()
+    b = np.asarray(b, dtype=float).copy()
+    n = a.size
+    c = 0.5 * (3 - np.sqrt(5))
+    x = a + c * (b - a)
+    v = x.copy()
+    w = x.copy()
+    e = np.zeros(n)
+    d = np.zeros(n)
+    fx = fun(np.arange(n), x)
+    fv = fx.copy()
+    fw = fx.copy()
+    active = np.ones(n, dtype=bool)
+    for _ in range(maxiter):
+        xm = 0.5 * (a + b)
+        tol = 2 * EPS * np.abs(x) + tolx / 3
+        active &= ~(np.abs(x - xm) <= (2 * tol - 0.5 * (b - a)))
+        idx = np.flatnonzero(active)
+        if idx.size == 0:
+            break
+        A, B, X, V, W = a[idx], b[idx], x[idx], v[idx], w[idx]
+        E, Dd, FX, FV, FW = e[idx], d[idx], fx[idx], fv[idx], fw[idx]
+        XM, TOL = xm[idx], tol[idx]
+        try_para = np.abs(E) > TOL
+        r = (X - W) * (FX - FV)
+        q = (X - V) * (FX - FW)
+        p = (X - V) * q - (X - W) * r
+        q = 2 * (q - r)
+        p = p * -np.sign(q)
+        q = np.abs(q)
+        r = E
+        e_para = Dd
+        accept = try_para & (np.abs(p) < np.abs(0.5 * q * r)) & (p > q * (A - X)) & (p < q * (B - X))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            d_para = p / q
+        u_try = X + d_para
+        near_edge = np.minimum(u_try - A, B - u_try) < 2 * TOL
+        d_para = np.where(near_edge, TOL * (np.sign(XM - X) + (XM == X)), d_para)
+        e_gold = np.where(X >= XM, A - X, B - X)
+        golden = ~accept
+        E = np.where(try_para, e_para, E)
+        E = np.where(golden, e_gold, E)
+        Dd = np.where(golden, c * e_gold, d_para)
+        U = X + np.maximum(np.abs(Dd), TOL) * (np.sign(Dd) + (Dd == 0))
+        FU = fun(idx, U)
+        better = FU < FX
+        # better: the bracket end on the far side of x moves to x; else the end on u's side to u
+        A_new = np.where(better, np.where(U < X, A, X), np.where(U < X, U, A))
+        B_new = np.where(better, np.where(U < X, X, B), np.where(U < X, B, U))
+        to_w = ~better & ((FU <= FW) | (W == X))
+        to_v = ~better & ~to_w & ((FU <= FV) | (V == X) | (V == W))
+        V_new = np.where(better | to_w, W, np.where(to_v, U, V))
+        FV_new = np.where(better | to_w, FW, np.where(to_v, FU, FV))
+        W_new = np.where(better, X, np.where(to_w, U, W))
+        FW_new = np.where(better, FX, np.where(to_w, FU, FW))
+        X_new = np.where(better, U, X)
+        FX_new = np.where(better, FU, FX)
+        a[idx], b[idx], v[idx], fv[idx], w[idx], fw[idx] = A_new, B_new, V_new, FV_new, W_new, FW_new
+        x[idx], fx[idx], e[idx], d[idx] = X_new, FX_new, E, Dd
+    return x, fx
+
+
+def rd_msp(frames: HarmonicFrames, fs: float) -> np.ndarray:
+    """Rd and Rd_conf for every Stage-G frame (§10), voiced or not.
+
+    Returns (N, 3) [t_s, Rd, Rd_conf]; the grid abscissa is ``frames.centre`` (= t_s * fs).
+    """
+    n = len(frames)
+    out = np.full((n, 3), np.nan)
+    out[:, 0] = frames.t_s
+    if n == 0:
+        return out
+    fr = frames.freqs_hz
+    with np.errstate(invalid="ignore"):
+        hprime = np.sum(fr <= fs / 2, axis=1) - 1  # partials 0..H' at or below Nyquist
+    for hp in np.unique(hprime):
+        hp = int(hp)
+        idx = np.flatnonzero(hprime == hp)
+        if hp < 2:
+            continue
+        amps = frames.amps[idx, : hp + 1]
+        phs = frames.phases[idx, : hp + 1]
+        with np.errstate(divide="ignore"):
+            m_logabs = np.log(amps)
+        m_logabs[:, 0] = m_logabs[:, 1]  # M_0 <- |M_1|
+        m_angle = phs.copy()
+        m_angle[:, 0] = 0.0
+        f0 = frames.f0_hz[idx]
+        tmap = _minphase_map(hp)
+
+        def objective(sub, rd, m_logabs=m_logabs, m_angle=m_angle, f0=f0, hp=hp, tmap=tmap):
+            return _msp_error(rd, m_logabs[sub], m_angle[sub], f0[sub], hp, fs, tmap)
+
+        rd, err = fminbnd_octave(objective, np.full(idx.size, RD_MIN), np.full(idx.size, RD_MAX))
+        out[idx, 1] = rd
+        out[idx, 2] = 1 - np.sqrt(err) / np.pi
+    return out
