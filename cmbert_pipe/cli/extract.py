@@ -1,0 +1,113 @@
+"""``cmbert extract-audio`` and ``cmbert export-frames``.
+
+    cmbert extract-audio corpus/ --alignments runs/align --out runs/cache
+    cmbert extract-audio clip.wav clip.txt --alignments runs/align --out runs/cache --frames
+    cmbert extract-audio corpus.csv --alignments runs/align --out runs/cache --features egemaps -j 2
+    cmbert export-frames runs/cache --format csv --out runs/frames
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cmbert_pipe.acoustic.featuresets import DEFAULT_FEATURE_SET, FEATURE_SET_NAMES
+from cmbert_pipe.audio import AUDIO_EXTENSIONS
+from cmbert_pipe.cli.app import app, console, out
+from cmbert_pipe.cli.common import progress_bar, report_summary, user_errors
+from cmbert_pipe.errors import ConfigError
+from cmbert_pipe.schema import BatchSummary
+
+
+def _check_choice(value: str, choices: tuple[str, ...], option: str) -> str:
+    if value not in choices:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}",
+                                 param_hint=option)
+    return value
+
+
+@app.command("extract-audio")
+def extract_audio(
+    corpus: Path = typer.Argument(
+        ..., help="Corpus folder (audio + same-stem .txt/.lab), manifest .csv, or one audio clip."
+    ),
+    transcript: Optional[Path] = typer.Argument(
+        None, help="Transcript file, for the single-clip form `extract-audio clip.wav clip.txt`."
+    ),
+    alignments: Path = typer.Option(
+        ..., "--alignments", "-a", help="Folder of TextGrids from `cmbert align` (<id>.TextGrid)."
+    ),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Cache folder to create or update."),
+    transcripts: Optional[Path] = typer.Option(
+        None, "--transcripts", help="Folder holding the transcripts, if not beside the audio."
+    ),
+    features: str = typer.Option(
+        DEFAULT_FEATURE_SET, "--features", "-f",
+        help=f"Feature set: {' | '.join(FEATURE_SET_NAMES)}.",
+    ),
+    frames: bool = typer.Option(
+        False, "--frames", help="Also keep the frame-level (T, D) matrices in the cache."
+    ),
+    export: Optional[str] = typer.Option(
+        None, "--export",
+        help="After extracting, write the frames as csv or npz to OUT/frames-<fmt>/ "
+             "(implies --frames).",
+    ),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Worker processes."),
+    force: bool = typer.Option(False, "--force", help="Recompute entries that are current."),
+) -> None:
+    """Frame features for every aligned utterance, averaged per word, into a content-addressed
+    cache. Resumes where a killed run stopped; exits 1 if any item failed (all are listed)."""
+    from cmbert_pipe.corpus import discover, single_clip
+    from cmbert_pipe.extract import EXPORT_FORMATS, export_frames, extract_corpus
+
+    _check_choice(features, FEATURE_SET_NAMES, "--features")
+    if export is not None:
+        _check_choice(export, EXPORT_FORMATS, "--export")
+        frames = True
+    with user_errors():
+        if transcript is not None:
+            if corpus.suffix.lower() not in AUDIO_EXTENSIONS:
+                raise ConfigError("the two-argument form takes an audio clip and its transcript",
+                                  corpus)
+            if transcripts is not None:
+                raise ConfigError("--transcripts applies to a corpus folder, not to one clip")
+            utterances, load_failures = (single_clip(corpus, transcript),), ()
+        else:
+            scan = discover(corpus, transcripts)
+            utterances, load_failures = scan.utterances, scan.failures
+        if not alignments.is_dir():
+            raise ConfigError("alignments folder not found; run `cmbert align` first", alignments)
+        with progress_bar(f"extract {features}", len(utterances)) as bar:
+            summary = extract_corpus(
+                utterances, alignments, out_dir, feature_set=features, jobs=jobs, force=force,
+                keep_frames=frames, on_progress=bar,
+            )
+        if load_failures:
+            summary = BatchSummary(
+                summary.stage, summary.total + len(load_failures), summary.done, summary.skipped,
+                tuple(load_failures) + summary.failures,
+            )
+        if export is not None:
+            written = export_frames(out_dir, out_dir / f"frames-{export}", export)
+            console.print(f"exported {len(written)} frame file(s) to {out_dir / f'frames-{export}'}")
+    out.print(f"cache: {out_dir}")
+    report_summary(summary, out_dir / "extract_summary.json")
+
+
+@app.command("export-frames")
+def export_frames_cmd(
+    cache: Path = typer.Argument(..., help="A cache made with `extract-audio --frames`."),
+    fmt: str = typer.Option("csv", "--format", help="csv (header = column names) or npz."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Folder for <id>.csv / <id>.npz."),
+) -> None:
+    """Write the cached frame matrices, one file per utterance, columns in the feature set's
+    order (COVAREP's for covarep74), frame k centred at 5 ms + 10 ms·k."""
+    from cmbert_pipe.extract import EXPORT_FORMATS, export_frames
+
+    _check_choice(fmt, EXPORT_FORMATS, "--format")
+    with user_errors():
+        written = export_frames(cache, out_dir, fmt)
+    out.print(f"wrote {len(written)} file(s) to {out_dir}")

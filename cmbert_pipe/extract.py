@@ -1,0 +1,353 @@
+"""The extract stage: utterances + their alignments -> word-pooled acoustic features in a cache.
+
+    >>> from cmbert_pipe.extract import extract_corpus
+    >>> summary = extract_corpus(scan.utterances, "runs/align", "runs/cache",
+    ...                          feature_set="egemaps", jobs=2)
+    >>> summary.done, summary.skipped, summary.failures
+
+For every utterance: read its TextGrid (``ALIGNMENTS/<id>.TextGrid``), decode the audio once
+(16 kHz mono), compute the feature set's frames on the 10 ms grid, average them per aligned word
+(:func:`cmbert_pipe.acoustic.pool_words`), and store the result under a content key made from
+
+- the SHA-256 of the audio bytes and the transcript,
+- the SHA-256 of the TextGrid and the aligner named in it (and in its sidecar, if any),
+- the feature set's name, version and parameters.
+
+An entry whose key is present and readable is skipped (a killed run resumes where it stopped);
+``force`` recomputes everything; a corrupt entry is reported and recomputed; ``keep_frames``
+also stores the (T, D) frame matrix, and an entry without frames is recomputed when frames are
+asked for. Each item fails on its own (bad audio, missing TextGrid, no word inside the audio);
+the rest go on. At the end the index (``index.jsonl``) lists every utterance that has an entry,
+and ``cache.json`` describes the feature set (name, version, parameters, columns).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from cmbert_pipe.acoustic import extract_frames, get_feature_set, pool_words, words_without_frames
+from cmbert_pipe.audio import file_digest, load_audio
+from cmbert_pipe.batch import run_batch
+from cmbert_pipe.cache import FeatureCache, atomic_write_bytes, atomic_write_text, make_key
+from cmbert_pipe.errors import (
+    AlignmentError,
+    AudioError,
+    CacheError,
+    CmbertError,
+    FeatureError,
+)
+from cmbert_pipe.schema import (
+    FRAME_HOP_S,
+    FRAME_OFFSET_S,
+    SAMPLE_RATE,
+    Alignment,
+    BatchSummary,
+    FeatureRecord,
+    ItemFailure,
+    Utterance,
+)
+
+log = logging.getLogger(__name__)
+
+STAGE = "extract"
+TEXTGRID_SUFFIX = ".TextGrid"
+SIDECAR_SUFFIXES = (".json",)  # aligner settings written beside a TextGrid, if the aligner does
+STALE_TEMP_S = 600.0  # s: temp files older than this are leftovers of a killed run
+OVERHANG_WARN_S = 0.5  # s: alignment reaching this far past the audio's end is worth a warning
+EXPORT_FORMATS = ("csv", "npz")
+
+
+def textgrid_path(alignments_dir: str | Path, utterance: Utterance) -> Path:
+    """Where the align stage puts ``utterance``'s TextGrid."""
+    return Path(alignments_dir) / f"{utterance.id}{TEXTGRID_SUFFIX}"
+
+
+def _load_alignment(alignments_dir: Path, utterance: Utterance) -> Alignment:
+    """The align stage's reader (``load_alignment``), or its bare TextGrid reader."""
+    try:
+        from cmbert_pipe.align import load_alignment
+    except ImportError:
+        from cmbert_pipe.align.textgrid import read_textgrid
+
+        return read_textgrid(textgrid_path(alignments_dir, utterance), utterance.id)
+    return load_alignment(alignments_dir, utterance)
+
+
+def alignment_key_part(alignments_dir: str | Path, utterance: Utterance) -> dict[str, Any]:
+    """What of the alignment enters the key: the TextGrid's bytes and any sidecar settings."""
+    tg = textgrid_path(alignments_dir, utterance)
+    if not tg.is_file():
+        raise AlignmentError(
+            f"no alignment for {utterance.id!r} (expected {tg.name}); run `cmbert align` first",
+            tg,
+        )
+    part: dict[str, Any] = {"textgrid_sha256": file_digest(tg)}
+    for suffix in SIDECAR_SUFFIXES:
+        sidecar = tg.with_suffix(suffix)
+        if sidecar.is_file():
+            try:
+                part["settings"] = json.loads(sidecar.read_text(encoding="utf-8"))
+            except ValueError:
+                part["settings_sha256"] = file_digest(sidecar)
+    return part
+
+
+def entry_key(audio_sha256: str, transcript: str, alignment: dict[str, Any],
+              features: dict[str, Any]) -> str:
+    """The content key of one utterance's entry (see the module docstring)."""
+    return make_key(audio_sha256=audio_sha256, transcript=transcript, alignment=alignment,
+                    features=features)
+
+
+@dataclass(frozen=True)
+class ExtractTask:
+    """One utterance to compute (picklable: handed to a worker process)."""
+
+    utterance: Utterance
+    alignments_dir: Path
+    cache_root: Path
+    key: str
+    feature_set: str
+    keep_frames: bool
+    audio_sha256: str
+
+
+def extract_one(task: ExtractTask) -> FeatureRecord:
+    """Compute and store one entry; raises a :class:`CmbertError` naming the file on failure."""
+    utt = task.utterance
+    fs = get_feature_set(task.feature_set)
+    alignment = _load_alignment(task.alignments_dir, utt)
+    words = tuple(alignment.words)
+    if not words:
+        raise AlignmentError("alignment has no words", textgrid_path(task.alignments_dir, utt))
+    wave = load_audio(utt.audio)  # (N,) float32 at 16 kHz
+    duration_s = wave.shape[0] / SAMPLE_RATE
+    t0 = time.process_time()
+    try:
+        frames = extract_frames(wave, SAMPLE_RATE, fs.name)  # (T, D)
+    except FeatureError as e:
+        raise FeatureError(e.reason, utt.audio) from None
+    cpu_s = time.process_time() - t0
+    if frames.shape[0] == 0 or not np.any(frames):
+        raise FeatureError(f"{fs.name} produced no non-zero frame for this audio", utt.audio)
+    pooled = pool_words(frames, words)  # (n_words, D)
+    empty = words_without_frames(words, frames.shape[0])  # (n_words,)
+    tg = textgrid_path(task.alignments_dir, utt)
+    if empty.all():
+        raise AlignmentError(
+            f"no aligned word lies inside the audio (words {words[0].start_s:.2f}–"
+            f"{words[-1].end_s:.2f} s, audio {duration_s:.2f} s): wrong TextGrid for this clip?",
+            tg,
+        )
+    overhang_s = words[-1].end_s - duration_s
+    if overhang_s > OVERHANG_WARN_S:
+        log.warning("%s: alignment ends %.2f s after the audio; %d word(s) get zeros",
+                    tg, overhang_s, int(empty.sum()))
+    arrays = {
+        "word_features": pooled.astype(np.float32),  # (n_words, D)
+        "words": np.array([w.word for w in words], dtype=np.str_),  # (n_words,)
+        "word_start_s": np.array([w.start_s for w in words], dtype=np.float64),
+        "word_end_s": np.array([w.end_s for w in words], dtype=np.float64),
+    }
+    if task.keep_frames:
+        arrays["frames"] = frames  # (T, D)
+    meta = {
+        "utterance_id": utt.id,
+        "audio_sha256": task.audio_sha256,
+        "transcript": utt.transcript,
+        "aligner": alignment.aligner,
+        "feature_set": fs.describe(),
+        "n_frames": int(frames.shape[0]),
+        "n_words_without_frames": int(empty.sum()),
+        "duration_s": duration_s,
+        "cpu_s": cpu_s,
+    }
+    cache = FeatureCache(task.cache_root)
+    cache.put(task.key, arrays, meta)
+    return FeatureRecord(
+        utterance_id=utt.id,
+        key=task.key,
+        path=cache.relpath(task.key),
+        feature_set=fs.name,
+        feature_version=fs.version,
+        dim=fs.dim,
+        n_words=len(words),
+        n_frames=int(frames.shape[0]),
+        frame_hop_s=FRAME_HOP_S,
+    )
+
+
+def _record_from_entry(cache: FeatureCache, utt: Utterance, key: str, fs_name: str,
+                       fs_version: str, arrays: dict[str, np.ndarray]) -> FeatureRecord:
+    feats = arrays["word_features"]
+    return FeatureRecord(
+        utterance_id=utt.id,
+        key=key,
+        path=cache.relpath(key),
+        feature_set=fs_name,
+        feature_version=fs_version,
+        dim=int(feats.shape[1]),
+        n_words=int(feats.shape[0]),
+        n_frames=int(arrays["frames"].shape[0]) if "frames" in arrays else 0,
+        frame_hop_s=FRAME_HOP_S,
+    )
+
+
+def sweep_stale_temps(cache: FeatureCache, older_than_s: float = STALE_TEMP_S) -> int:
+    """Delete temp files a killed run left in the cache (never read as entries); return count."""
+    entries = cache.root / "entries"
+    if not entries.is_dir():
+        return 0
+    now = time.time()
+    removed = 0
+    for tmp in entries.rglob(".*.tmp"):
+        try:
+            if now - tmp.stat().st_mtime > older_than_s:
+                tmp.unlink()
+                removed += 1
+        except FileNotFoundError:
+            pass
+    if removed:
+        log.info("removed %d temp file(s) left by an interrupted run", removed)
+    return removed
+
+
+def extract_corpus(
+    utterances: Sequence[Utterance],
+    alignments_dir: str | Path,
+    cache_dir: str | Path,
+    feature_set: str = "covarep74",
+    jobs: int = 1,
+    force: bool = False,
+    keep_frames: bool = False,
+    on_progress: Callable[[int, int, int], None] | None = None,
+) -> BatchSummary:
+    """Extract, pool and cache every utterance; write the index. See the module docstring.
+
+    ``on_progress(done, failed, total)`` is called as items finish (skipped ones count as done).
+    Returns the :class:`BatchSummary`; the index lists every utterance with an entry.
+    """
+    fs = get_feature_set(feature_set)  # ConfigError for an unknown set, before any work
+    alignments_dir = Path(alignments_dir)
+    cache = FeatureCache(cache_dir)
+    cache.root.mkdir(parents=True, exist_ok=True)
+    sweep_stale_temps(cache)
+    total = len(utterances)
+    records: dict[str, FeatureRecord] = {}
+    failures: list[ItemFailure] = []
+    tasks: list[ExtractTask] = []
+    skipped = 0
+    for utt in utterances:
+        try:
+            if not Path(utt.audio).is_file():
+                raise AudioError("audio file not found", utt.audio)
+            audio_sha = file_digest(utt.audio)
+            key = entry_key(audio_sha, utt.transcript, alignment_key_part(alignments_dir, utt),
+                            fs.key_part())
+        except CmbertError as e:
+            failures.append(ItemFailure(utt.id, e.path, STAGE, e.reason, type(e).__name__))
+            continue
+        if not force and cache.entry_path(key).is_file():
+            try:
+                entry = cache.get(key)
+            except CacheError as e:
+                log.warning("%s; recomputing it", e)
+                cache.discard(key)
+            else:
+                if not keep_frames or "frames" in entry.arrays:
+                    records[utt.id] = _record_from_entry(cache, utt, key, fs.name, fs.version,
+                                                         entry.arrays)
+                    skipped += 1
+                    continue
+        tasks.append(ExtractTask(utt, alignments_dir, cache.root, key, fs.name, keep_frames,
+                                 audio_sha))
+    log.info("%s: %d to compute, %d already current, %d failed before starting",
+             fs.name, len(tasks), skipped, len(failures))
+    base_done = skipped + len(failures)
+    base_failed = len(failures)
+    if on_progress is not None:
+        on_progress(base_done, base_failed, total)
+
+    def progress(done: int, failed: int, _n: int) -> None:
+        if on_progress is not None:
+            on_progress(base_done + done, base_failed + failed, total)
+
+    def keep(task: ExtractTask, record: FeatureRecord) -> None:
+        records[task.utterance.id] = record
+
+    _, batch_failures = run_batch(
+        tasks, extract_one, stage=STAGE, item_id=lambda t: t.utterance.id, jobs=jobs,
+        on_result=keep, on_progress=progress,
+    )
+    failures.extend(batch_failures)
+    rows = [(u, records[u.id]) for u in utterances if u.id in records]
+    cache.write_index(rows, info=dict(fs.describe(), n_utterances=len(rows),
+                                      alignments_dir=str(alignments_dir)))
+    return BatchSummary(STAGE, total, len(tasks) - len(batch_failures), skipped,
+                        tuple(failures))
+
+
+# -- export -----------------------------------------------------------------------------------
+
+def export_frames(cache_dir: str | Path, out_dir: str | Path, fmt: str = "csv") -> list[Path]:
+    """Write every indexed utterance's frames to ``out_dir/<id>.csv`` or ``.npz``.
+
+    CSV: a header of the feature set's column names (COVAREP order for covarep74), one row per
+    10 ms frame (row k centred at 5 ms + 10 ms·k), as the COVAREP reference files are laid out.
+    NPZ: ``frames`` (T, D) float32, ``columns`` (D,), ``frame_centre_s`` (T,), and the word
+    features. Raises :class:`CacheError` if an entry was made without ``--frames``.
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise CacheError(f"unknown export format {fmt!r} (choose {', '.join(EXPORT_FORMATS)})")
+    cache = FeatureCache(cache_dir)
+    columns = tuple(cache.info().get("columns", ()))
+    out_dir = Path(out_dir)
+    written: list[Path] = []
+    for utt, rec in cache.read_index():
+        entry = cache.get(rec.key)
+        if "frames" not in entry.arrays:
+            raise CacheError(
+                f"entry of {utt.id!r} holds no frames; re-run `cmbert extract-audio --frames`",
+                cache.entry_path(rec.key),
+            )
+        frames = np.asarray(entry.arrays["frames"], dtype=np.float32)  # (T, D)
+        cols = tuple(entry.meta.get("feature_set", {}).get("columns", columns))
+        target = out_dir / f"{utt.id}.{fmt}"
+        if fmt == "csv":
+            atomic_write_text(target, _frames_csv(frames, cols))
+        else:
+            import io
+
+            buf = io.BytesIO()
+            np.savez(
+                buf,
+                frames=frames,
+                columns=np.array(cols, dtype=np.str_),
+                frame_centre_s=FRAME_OFFSET_S + FRAME_HOP_S * np.arange(frames.shape[0]),
+                word_features=entry.arrays["word_features"],
+                words=entry.arrays["words"],
+                word_start_s=entry.arrays["word_start_s"],
+                word_end_s=entry.arrays["word_end_s"],
+            )
+            atomic_write_bytes(target, buf.getvalue())
+        written.append(target)
+    return written
+
+
+def _frames_csv(frames: np.ndarray, columns: Sequence[str]) -> str:
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    for row in frames:
+        writer.writerow([f"{v:.9g}" for v in row])
+    return buf.getvalue()
