@@ -1,0 +1,88 @@
+"""Sentiment regression metrics with the CMU-MOSI conventions (DESIGN.md, "Metrics").
+
+Rounding follows ``numpy.round`` (half to even), as the MOSI evaluation scripts do: a label of
+2.5 is class 2, 1.5 is class 2, -0.5 is class 0.
+
+- ``acc7``: ``round(clip(pred, ±3)) == round(clip(label, ±3))``;
+- ``acc2_has0`` / ``f1_has0``: ``pred >= 0`` vs ``label >= 0`` over all samples;
+- ``acc2_non0`` / ``f1_non0``: samples with ``label == 0`` dropped, ``> 0`` vs ``> 0``;
+- ``acc2_paper``: ``pred > 0`` vs ``label > 0`` over all samples (the CM-BERT script);
+- ``bacc2_non0``: balanced accuracy of the ``non0`` task (mean of the per-class recalls);
+- ``mae``; ``corr``: Pearson correlation (NaN when either side is constant).
+F1 scores are support-weighted over the two classes. Accuracies and F1 are fractions in [0, 1].
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+METRIC_NAMES = ("acc7", "acc2_has0", "f1_has0", "acc2_non0", "f1_non0", "bacc2_non0",
+                "acc2_paper", "mae", "corr")
+
+
+def weighted_f1(truth: np.ndarray, pred: np.ndarray) -> float:
+    """Support-weighted F1 over the classes present in ``truth`` (bool arrays)."""
+    if len(truth) == 0:
+        return float("nan")
+    total = 0.0
+    for cls in (False, True):
+        support = int(np.sum(truth == cls))
+        if support == 0:
+            continue
+        tp = int(np.sum((pred == cls) & (truth == cls)))
+        fp = int(np.sum((pred == cls) & (truth != cls)))
+        fn = support - tp
+        f1 = 0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn)
+        total += support * f1
+    return total / len(truth)
+
+
+def balanced_accuracy(truth: np.ndarray, pred: np.ndarray) -> float:
+    recalls = [float(np.mean(pred[truth == c] == c)) for c in (False, True) if np.any(truth == c)]
+    return float(np.mean(recalls)) if recalls else float("nan")
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a - a.mean(), b - b.mean()
+    denom = math.sqrt(float(np.sum(a * a)) * float(np.sum(b * b)))
+    return float(np.sum(a * b) / denom) if denom > 0 else float("nan")
+
+
+def sentiment_metrics(preds: Sequence[float], labels: Sequence[float]) -> dict[str, float]:
+    """Every metric of :data:`METRIC_NAMES` for predictions and labels (N,) in [-3, 3]."""
+    p = np.asarray(preds, dtype=np.float64).reshape(-1)
+    y = np.asarray(labels, dtype=np.float64).reshape(-1)
+    if p.shape != y.shape or len(p) == 0:
+        raise ValueError(f"need equally long non-empty preds and labels, got {p.shape}, {y.shape}")
+    out: dict[str, float] = {}
+    out["acc7"] = float(np.mean(np.round(np.clip(p, -3, 3)) == np.round(np.clip(y, -3, 3))))
+    out["acc2_has0"] = float(np.mean((p >= 0) == (y >= 0)))
+    out["f1_has0"] = weighted_f1(y >= 0, p >= 0)
+    non0 = y != 0
+    if np.any(non0):
+        out["acc2_non0"] = float(np.mean((p[non0] > 0) == (y[non0] > 0)))
+        out["f1_non0"] = weighted_f1(y[non0] > 0, p[non0] > 0)
+        out["bacc2_non0"] = balanced_accuracy(y[non0] > 0, p[non0] > 0)
+    else:
+        out["acc2_non0"] = out["f1_non0"] = out["bacc2_non0"] = float("nan")
+    out["acc2_paper"] = float(np.mean((p > 0) == (y > 0)))
+    out["mae"] = float(np.mean(np.abs(p - y)))
+    out["corr"] = pearson(p, y)
+    return out
+
+
+def mean_std(runs: Sequence[dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Per metric, mean and sample std (ddof=1) over seeds, ignoring NaN runs."""
+    out = {}
+    for name in runs[0] if runs else ():
+        vals = np.array([r[name] for r in runs], dtype=np.float64)
+        vals = vals[~np.isnan(vals)]
+        out[name] = {
+            "mean": float(vals.mean()) if len(vals) else float("nan"),
+            "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0 if len(vals) else float("nan"),
+            "n": int(len(vals)),
+        }
+    return out

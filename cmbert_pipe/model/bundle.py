@@ -1,0 +1,138 @@
+"""Self-describing model bundles: everything ``predict`` needs, in one folder.
+
+    MODEL_DIR/
+      config.json          ModelConfig (which model, encoder, max_len, scaling, cls_audio, ...)
+      encoder_config.json  the encoder's Hugging Face config (architecture, no weights download)
+      model.safetensors    every weight of the model (encoder + head; EMA weights when used)
+      tokenizer files      tokenizer.json, vocab.txt, tokenizer_config.json, ...
+      audio_stats.json     per-column mean/std of word audio in the training split
+      settings.json        pipeline settings: aligner and feature set (from the cache), training
+      metrics.json         metrics reached, per split
+
+A bundle is written to a temporary sibling folder and renamed into place, so an interrupted
+save leaves the previous bundle (or none), never a half-written one.
+
+    >>> bundle = load_bundle("runs/ravdess/seed-0")
+    >>> out = bundle.model(**prepare_batch(bundle.tokenizer, items, bundle.config, bundle.audio_stats))
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cmbert_pipe.errors import ModelError
+from cmbert_pipe.model.base import ModelConfig, SentimentModel, build_model, load_encoder
+from cmbert_pipe.model.inputs import AudioStats
+
+BUNDLE_FORMAT = 1
+REQUIRED = ("config.json", "encoder_config.json", "model.safetensors", "audio_stats.json")
+
+
+@dataclass
+class Bundle:
+    model: SentimentModel
+    tokenizer: Any
+    config: ModelConfig
+    audio_stats: AudioStats
+    settings: dict[str, Any]
+    metrics: dict[str, Any]
+    path: Path
+
+
+def _json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str), encoding="utf-8")
+
+
+def save_bundle(
+    out_dir: str | Path,
+    model: SentimentModel,
+    tokenizer,
+    audio_stats: AudioStats,
+    settings: dict[str, Any],
+    metrics: dict[str, Any],
+) -> Path:
+    """Write a complete bundle to ``out_dir`` (replacing any bundle there, atomically)."""
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        _json(tmp / "config.json", dict(model.config.to_dict(), bundle_format=BUNDLE_FORMAT))
+        _json(tmp / "encoder_config.json", model.encoder.config.to_dict())
+        state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        tokenizer.save_pretrained(str(tmp))
+        _json(tmp / "audio_stats.json", audio_stats.to_dict())
+        _json(tmp / "settings.json", settings)
+        _json(tmp / "metrics.json", metrics)
+        old = None
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old")
+            if old.exists():
+                shutil.rmtree(old)
+            out_dir.rename(old)
+        tmp.rename(out_dir)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ModelError(f"unreadable bundle file ({e})", path) from None
+
+
+def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
+    """Rebuild the model of a bundle (no download: the encoder comes from its saved config and
+    weights), its tokenizer and its audio statistics; the model is in eval mode on ``device``."""
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelError("not a model bundle folder", path)
+    missing = [name for name in REQUIRED if not (path / name).is_file()]
+    if missing:
+        raise ModelError(f"incomplete model bundle: missing {', '.join(missing)}", path)
+    cfg = _read_json(path / "config.json")
+    cfg.pop("bundle_format", None)
+    config = ModelConfig.from_dict(cfg)
+    encoder = load_encoder(config.bert, encoder_config=_read_json(path / "encoder_config.json"))
+    model = build_model(config, encoder=encoder)
+    try:
+        state = load_file(str(path / "model.safetensors"))
+    except Exception as e:  # safetensors raises its own error types
+        raise ModelError(f"unreadable weights ({e})", path / "model.safetensors") from None
+    result = model.load_state_dict(state, strict=False)
+    # Non-persistent buffers (e.g. position_ids) may be absent; real weights may not.
+    missing_w = [k for k in result.missing_keys if not k.endswith("position_ids")]
+    if missing_w or result.unexpected_keys:
+        raise ModelError(f"weights do not match the config (missing {missing_w[:5]}, "
+                         f"unexpected {result.unexpected_keys[:5]})", path / "model.safetensors")
+    model.to(device).eval()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path), use_fast=True)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"unreadable tokenizer ({e})", path) from None
+    stats = AudioStats.from_dict(_read_json(path / "audio_stats.json"))
+    settings = _read_json(path / "settings.json") if (path / "settings.json").is_file() else {}
+    metrics = _read_json(path / "metrics.json") if (path / "metrics.json").is_file() else {}
+    return Bundle(model, tokenizer, config, stats, settings, metrics, path)
+
+
+def from_pretrained(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
+    """Alias of :func:`load_bundle` (the Hugging Face name for it)."""
+    return load_bundle(path, device)

@@ -1,0 +1,459 @@
+"""Train and evaluate sentiment models on cached aligned tensors (or on text alone).
+
+The loop is model-agnostic: anything in :data:`cmbert_pipe.model.MODELS` trains through it.
+Published CM-BERT recipe (Yang, Xu & Gao, ACM MM 2020; DESIGN.md "CM-BERT, exactly"): MSE,
+batch 24, 3 epochs, AdamW with 10 % linear warm-up then linear decay, weight decay 0.01 except
+biases and LayerNorm, fusion head at 1e-2 and encoder at 2e-5, embeddings frozen, the epoch
+with the lowest dev loss kept, five seeds reported as mean ± std.
+
+    >>> examples, settings = load_cache_examples("runs/ravdess-cache")
+    >>> summary = train_seeds(examples, ModelConfig(model="cmbert"), TrainConfig(), [0, 1],
+    ...                       "runs/model", settings=settings)
+
+GPU steps run under bf16 (or fp16 with a grad scaler) autocast and never synchronise with the
+host inside a step: losses are summed on the device and read once per epoch.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import math
+import platform
+import random
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from cmbert_pipe.cache import FeatureCache, atomic_write_text, iter_examples
+from cmbert_pipe.errors import ConfigError, ModelError
+from cmbert_pipe.metrics import METRIC_NAMES, mean_std, sentiment_metrics
+from cmbert_pipe.model.base import ModelConfig, SentimentModel, build_model
+from cmbert_pipe.model.bundle import load_bundle, save_bundle
+from cmbert_pipe.model.ema import EMA
+from cmbert_pipe.model.inputs import AudioStats, load_tokenizer, prepare_batch
+from cmbert_pipe.schema import SPLITS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Example:
+    """One labelled utterance as the trainer sees it."""
+
+    id: str
+    words: tuple[str, ...]
+    word_features: np.ndarray | None  # (n_words, D) raw (not standardised), None = text only
+    label: float
+    split: str
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings (the published CM-BERT recipe by default)."""
+
+    epochs: int = 3
+    batch_size: int = 24
+    eval_batch_size: int = 64
+    lr_head: float = 1e-2  # fusion head (everything outside the encoder)
+    lr_encoder: float = 2e-5
+    weight_decay: float = 0.01  # not on biases and LayerNorm
+    warmup: float = 0.1  # fraction of all steps with linear warm-up, then linear decay
+    ema: float = 0.0  # EMA decay of the weights; 0 = off
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
+    amp: str = "auto"  # "auto" (bf16 on CUDA when supported, else fp16; off on CPU) | "off" | "bf16" | "fp16"
+    threads: int = 0  # torch CPU threads; 0 = leave as is
+    max_train: int = 0  # use only the first N training examples (tiny runs); 0 = all
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# -- data -------------------------------------------------------------------------------------
+def load_cache_examples(cache_root: str | Path) -> tuple[list[Example], dict[str, Any]]:
+    """Labelled examples of a feature cache, and the pipeline settings of its ``cache.json``."""
+    info = FeatureCache(cache_root).info()
+    out = []
+    for ex in iter_examples(cache_root):
+        u = ex.utterance
+        if u.label is None:
+            continue
+        out.append(Example(u.id, ex.words, ex.word_features, float(u.label), u.split or ""))
+    if not out:
+        raise ModelError("no labelled utterances in the cache", cache_root)
+    settings = {"source": "cache", "cache": str(cache_root), "cache_info": info}
+    return out, settings
+
+
+def load_text_examples(tsv_dir: str | Path) -> tuple[list[Example], dict[str, Any]]:
+    """``train.tsv``/``dev.tsv``/``test.tsv`` with a header and ``text<TAB>label`` rows."""
+    tsv_dir = Path(tsv_dir)
+    out = []
+    for split in SPLITS:
+        path = tsv_dir / f"{split}.tsv"
+        if not path.is_file():
+            raise ModelError(f"missing {split}.tsv", tsv_dir)
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))
+        for lineno, row in enumerate(rows[1:], start=2):
+            if not row or not "".join(row).strip():
+                continue
+            try:
+                text, label = row[0], float(row[-1])
+            except (ValueError, IndexError):
+                raise ModelError(f"line {lineno}: expected text<TAB>label, got {row!r}",
+                                 path) from None
+            out.append(Example(f"{split}-{lineno}", tuple(text.split()), None,
+                               max(-3.0, min(3.0, label)), split))
+    return out, {"source": "text", "text_dir": str(tsv_dir)}
+
+
+def by_split(examples: Sequence[Example]) -> dict[str, list[Example]]:
+    out: dict[str, list[Example]] = {s: [] for s in SPLITS}
+    for ex in examples:
+        if ex.split in out:
+            out[ex.split].append(ex)
+    return out
+
+
+def audio_dim_of(examples: Sequence[Example], default: int) -> int:
+    for ex in examples:
+        if ex.word_features is not None and ex.word_features.ndim == 2:
+            return int(ex.word_features.shape[1])
+    return default
+
+
+# -- device -----------------------------------------------------------------------------------
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda asked for, but torch sees no CUDA device")
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise ConfigError(f"unknown device {name!r} (auto, cpu, cuda, cuda:N)")
+    return torch.device(name)
+
+
+def pick_amp(amp: str, device: torch.device) -> torch.dtype | None:
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return None
+    if amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    if amp in ("fp16", "auto"):
+        return torch.float16
+    raise ConfigError(f"unknown amp {amp!r} (auto, off, bf16, fp16)")
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def linear_warmup_decay(total_steps: int, warmup: float) -> Callable[[int], float]:
+    """LR multiplier: 0 → 1 over the first ``warmup`` fraction of steps, then 1 → 0."""
+    warm = max(1, int(round(total_steps * warmup))) if warmup > 0 else 0
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return max(0.0, (total_steps - step) / max(1, total_steps - warm))
+
+    return factor
+
+
+# -- batches ----------------------------------------------------------------------------------
+def make_batches(examples: Sequence[Example], tokenizer, config: ModelConfig,
+                 stats: AudioStats | None, batch_size: int,
+                 order: Sequence[int] | None = None) -> list[dict[str, torch.Tensor]]:
+    idx = list(order) if order is not None else list(range(len(examples)))
+    out = []
+    for i in range(0, len(idx), batch_size):
+        chunk = [examples[j] for j in idx[i:i + batch_size]]
+        out.append(prepare_batch(tokenizer, [(ex.words, ex.word_features) for ex in chunk],
+                                 config, stats, labels=[ex.label for ex in chunk]))
+    return out
+
+
+def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+@torch.no_grad()
+def predict_examples(model: SentimentModel, examples: Sequence[Example], tokenizer,
+                     stats: AudioStats | None, batch_size: int = 64,
+                     device: torch.device | str = "cpu",
+                     amp_dtype: torch.dtype | None = None) -> np.ndarray:
+    """Predictions (N,) of ``model`` in eval mode."""
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    preds = []
+    for batch in make_batches(examples, tokenizer, model.config, stats, batch_size):
+        batch = _to(batch, device)
+        batch.pop("labels")
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32,
+                            enabled=amp_dtype is not None):
+            preds.append(model(**batch).pred.float())
+    model.train(was_training)
+    return torch.cat(preds).cpu().numpy() if preds else np.zeros(0)
+
+
+def score(model, examples, tokenizer, stats, batch_size=64, device="cpu",
+          amp_dtype=None) -> dict[str, float]:
+    """Every metric plus ``loss`` (MSE) on ``examples``."""
+    preds = predict_examples(model, examples, tokenizer, stats, batch_size, device, amp_dtype)
+    labels = np.array([ex.label for ex in examples], dtype=np.float64)
+    m = sentiment_metrics(preds, labels)
+    m["loss"] = float(np.mean((preds - labels) ** 2))
+    m["n"] = len(examples)
+    return m
+
+
+# -- one seed ---------------------------------------------------------------------------------
+@dataclass
+class SeedResult:
+    seed: int
+    metrics: dict[str, dict[str, float]]  # split -> metric -> value
+    best_epoch: int
+    epoch_seconds: list[float]
+    train_samples_per_s: float
+    bundle: Path
+    interrupted: bool = False
+
+
+def versions() -> dict[str, str]:
+    import transformers
+
+    from cmbert_pipe import __version__
+
+    return {"cmbert_pipe": __version__, "torch": torch.__version__,
+            "transformers": transformers.__version__, "numpy": np.__version__,
+            "python": platform.python_version()}
+
+
+def train_one(
+    examples: Sequence[Example],
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    seed: int,
+    out_dir: str | Path,
+    settings: dict[str, Any] | None = None,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+) -> SeedResult:
+    """Train one seed; write the bundle of the best epoch (lowest dev loss) to ``out_dir``.
+
+    The bundle is (re)written every time dev loss improves, so an interrupted run
+    (``KeyboardInterrupt``) leaves the best checkpoint so far; the interrupt is re-raised."""
+    out_dir = Path(out_dir)
+    splits = by_split(examples)
+    train = splits["train"][: train_config.max_train or None]
+    dev = splits["dev"] or train
+    if not train:
+        raise ModelError("no training examples (no utterance has split 'train')")
+    if train_config.threads:
+        torch.set_num_threads(train_config.threads)
+    device = pick_device(train_config.device)
+    amp_dtype = pick_amp(train_config.amp, device)
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    set_seed(seed)
+
+    tokenizer = load_tokenizer(model_config.bert)
+    with_audio = any(ex.word_features is not None for ex in train)
+    stats = (AudioStats.from_features([ex.word_features for ex in train], model_config.audio_dim)
+             if with_audio else AudioStats.identity(model_config.audio_dim))
+    model = build_model(model_config).to(device)
+    model.train()
+    groups = model.param_groups(train_config.lr_head, train_config.lr_encoder,
+                                train_config.weight_decay)
+    opt_kwargs = {"fused": True} if device.type == "cuda" else {}
+    optimizer = torch.optim.AdamW([{k: v for k, v in g.items() if k != "name"} for g in groups],
+                                  **opt_kwargs)
+    steps_per_epoch = math.ceil(len(train) / train_config.batch_size)
+    total_steps = steps_per_epoch * train_config.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, linear_warmup_decay(total_steps, train_config.warmup))
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    ema = EMA(model, train_config.ema) if train_config.ema > 0 else None
+    gen = torch.Generator().manual_seed(seed)
+
+    run_settings = dict(settings or {}, train=train_config.to_dict(), seed=seed,
+                        versions=versions(), device=str(device),
+                        amp=str(amp_dtype) if amp_dtype else "off")
+    best_loss, best_epoch, epoch_seconds, interrupted = math.inf, -1, [], False
+    n_trained, t_train = 0, 0.0
+    try:
+        for epoch in range(train_config.epochs):
+            t0 = time.perf_counter()
+            order = torch.randperm(len(train), generator=gen).tolist()
+            batches = make_batches(train, tokenizer, model_config, stats,
+                                   train_config.batch_size, order)
+            loss_sum = torch.zeros((), device=device)
+            for i, batch in enumerate(batches):
+                batch = _to(batch, device)
+                with torch.autocast(device.type, dtype=amp_dtype or torch.float32,
+                                    enabled=amp_dtype is not None):
+                    loss = model(**batch).loss
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                if ema is not None:
+                    ema.update(model)
+                loss_sum += loss.detach().float()
+                if on_step is not None:
+                    on_step(i + 1, len(batches))
+            train_loss = float(loss_sum) / max(1, len(batches))  # one host sync per epoch
+            dt = time.perf_counter() - t0
+            epoch_seconds.append(dt)
+            n_trained += len(train)
+            t_train += dt
+            ctx = ema.applied(model) if ema is not None else _nullcontext(model)
+            with ctx:
+                dev_m = score(model, dev, tokenizer, stats, train_config.eval_batch_size,
+                              device, amp_dtype)
+                improved = dev_m["loss"] < best_loss
+                if improved:
+                    best_loss, best_epoch = dev_m["loss"], epoch
+                    save_bundle(out_dir, model, tokenizer, stats,
+                                dict(run_settings, best_epoch=epoch),
+                                {"dev": dev_m, "final": False})
+            if on_epoch is not None:
+                on_epoch(epoch, {"train_loss": train_loss, "epoch_s": dt, "improved": improved,
+                                 **{f"dev_{k}": v for k, v in dev_m.items()}})
+            log.info("seed %d epoch %d: train loss %.4f, dev loss %.4f%s", seed, epoch,
+                     train_loss, dev_m["loss"], " (best)" if improved else "")
+    except KeyboardInterrupt:
+        interrupted = True
+        log.warning("interrupted: the best checkpoint so far is in %s", out_dir)
+        raise
+    finally:
+        del model, optimizer
+    # Final scores with the best checkpoint, reloaded exactly as a user would.
+    bundle = load_bundle(out_dir, device)
+    metrics = {s: score(bundle.model, xs, bundle.tokenizer, bundle.audio_stats,
+                        train_config.eval_batch_size, device, amp_dtype)
+               for s, xs in splits.items() if xs}
+    rate = n_trained / t_train if t_train > 0 else float("nan")
+    final_settings = dict(bundle.settings, epoch_seconds=epoch_seconds,
+                          train_samples_per_s=rate, peak_memory=peak_memory(device))
+    save_bundle(out_dir, bundle.model, bundle.tokenizer, bundle.audio_stats, final_settings,
+                dict(metrics, final=True, best_epoch=best_epoch))
+    return SeedResult(seed, metrics, best_epoch, epoch_seconds, rate, out_dir, interrupted)
+
+
+class _nullcontext:
+    def __init__(self, value):
+        self.value = value
+
+    def __enter__(self):
+        return self.value
+
+    def __exit__(self, *exc):
+        return False
+
+
+def peak_memory(device: torch.device) -> dict[str, float]:
+    """Peak resident memory of this process (MiB) and, on CUDA, peak allocated GPU memory."""
+    out = {"max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if device.type == "cuda":
+        out["cuda_max_allocated_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return out
+
+
+# -- several seeds ----------------------------------------------------------------------------
+def completed_seed(seed_dir: Path) -> dict[str, Any] | None:
+    """Metrics of a finished seed bundle (for resuming), or None."""
+    path = seed_dir / "metrics.json"
+    if not path.is_file():
+        return None
+    try:
+        m = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        return None
+    return m if m.get("final") else None
+
+
+def train_seeds(
+    examples: Sequence[Example],
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    seeds: Sequence[int],
+    out_dir: str | Path,
+    settings: dict[str, Any] | None = None,
+    on_seed: Callable[[int], None] | None = None,
+    on_epoch: Callable[[int, int, dict[str, float]], None] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Train every seed into ``out_dir/seed-N`` (skipping seeds already finished there) and
+    write ``out_dir/summary.json``: metrics per split and seed, mean ± std, the effective
+    configs, library versions and wall time. Returns the summary."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    per_seed: dict[str, Any] = {}
+    for seed in seeds:
+        seed_dir = out_dir / f"seed-{seed}"
+        done = completed_seed(seed_dir)
+        if done is not None:
+            log.info("seed %d already trained in %s; skipping", seed, seed_dir)
+            per_seed[str(seed)] = {"metrics": {k: v for k, v in done.items() if k in SPLITS},
+                                   "best_epoch": done.get("best_epoch"), "resumed": True}
+            continue
+        if on_seed is not None:
+            on_seed(seed)
+        res = train_one(examples, model_config, train_config, seed, seed_dir, settings,
+                        on_epoch=(lambda e, m, s=seed: on_epoch(s, e, m)) if on_epoch else None,
+                        on_step=on_step)
+        per_seed[str(seed)] = {"metrics": res.metrics, "best_epoch": res.best_epoch,
+                               "epoch_seconds": res.epoch_seconds,
+                               "train_samples_per_s": res.train_samples_per_s}
+    summary = {
+        "model_config": model_config.to_dict(),
+        "train_config": train_config.to_dict(),
+        "settings": settings or {},
+        "seeds": list(seeds),
+        "per_seed": per_seed,
+        "mean_std": {split: mean_std([r["metrics"][split] for r in per_seed.values()
+                                      if split in r["metrics"]])
+                     for split in SPLITS
+                     if any(split in r["metrics"] for r in per_seed.values())},
+        "versions": versions(),
+        "wall_s": time.perf_counter() - t0,
+    }
+    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def evaluate_bundle(bundle_dir: str | Path, examples: Sequence[Example],
+                    splits: Sequence[str] = SPLITS, device: str = "auto",
+                    batch_size: int = 64) -> dict[str, dict[str, float]]:
+    """Re-score a saved bundle on the named splits of ``examples``."""
+    dev = pick_device(device)
+    bundle = load_bundle(bundle_dir, dev)
+    if bundle.config.audio_dim != audio_dim_of(examples, bundle.config.audio_dim):
+        raise ModelError(f"the bundle expects {bundle.config.audio_dim} audio columns, the data "
+                         f"has {audio_dim_of(examples, 0)}", bundle_dir)
+    parts = by_split(examples)
+    out = {}
+    for s in splits:
+        if s not in parts:
+            raise ConfigError(f"unknown split {s!r} (train, dev, test)")
+        if parts[s]:
+            out[s] = score(bundle.model, parts[s], bundle.tokenizer, bundle.audio_stats,
+                           batch_size, dev)
+    return out
+
+
+__all__ = ["Example", "TrainConfig", "METRIC_NAMES", "evaluate_bundle", "load_cache_examples",
+           "load_text_examples", "train_one", "train_seeds", "score", "predict_examples"]
