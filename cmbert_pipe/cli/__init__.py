@@ -8,6 +8,7 @@ from cmbert_pipe.cli.app import app
 # Stage command modules (import order = order in `cmbert --help`).
 from cmbert_pipe.cli import align as _align  # noqa: F401,E402
 from cmbert_pipe.cli import extract as _extract  # noqa: F401,E402
+from cmbert_pipe.cli import train as _train  # noqa: F401,E402
 
 
 def main() -> None:
