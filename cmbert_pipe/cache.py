@@ -138,6 +138,8 @@ class FeatureCache:
             raise CacheError(f"corrupt cache entry ({type(e).__name__}: {e})", path) from None
         if meta.get("checksum") != _arrays_checksum(arrays):
             raise CacheError("corrupt cache entry (checksum mismatch)", path)
+        if meta.get("key") != key:  # a file copied or renamed onto another key's path
+            raise CacheError(f"corrupt cache entry (holds key {meta.get('key')!r})", path)
         return CacheEntry(key, arrays, meta)
 
     def discard(self, key: str) -> None:
