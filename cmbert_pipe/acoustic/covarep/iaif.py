@@ -13,7 +13,7 @@ from functools import lru_cache
 import numpy as np
 import scipy.signal
 
-from cmbert_pipe.acoustic.covarep.mcompat import hanning_m, iround, lpc_m
+from cmbert_pipe.acoustic.covarep.mcompat import hanning_m, iround, lpc_frame
 
 
 @lru_cache(maxsize=4)
@@ -28,7 +28,7 @@ def _fir(a: np.ndarray, sig: np.ndarray) -> np.ndarray:
     """FIR filter with zero initial state (short ``a``)."""
     if not np.all(np.isfinite(a)):
         return np.full_like(sig, np.nan)
-    return scipy.signal.lfilter(a, [1.0], sig)
+    return np.convolve(sig, a)[: sig.size]
 
 
 def iaif_frame(frame: np.ndarray, fs: int, p_vt: int = 20, p_gl: int = 8, d: float = 0.99,
@@ -40,7 +40,7 @@ def iaif_frame(frame: np.ndarray, fs: int, p_vt: int = 20, p_gl: int = 8, d: flo
     if hp is None:
         hp = iaif_highpass(fs)
     delay = iround(hp.size / 2) - 1
-    s = scipy.signal.lfilter(hp, [1.0], np.concatenate((frame, np.zeros(delay))))[delay:]
+    s = np.convolve(frame, hp)[delay : delay + n]  # zero-delay linear-phase high-pass
     win = hanning_m(n)
     pre = p_vt + 1
     sig = np.concatenate((np.linspace(-s[0], s[0], pre), s))
@@ -49,13 +49,13 @@ def iaif_frame(frame: np.ndarray, fs: int, p_vt: int = 20, p_gl: int = 8, d: flo
     def integrate(v: np.ndarray) -> np.ndarray:
         return scipy.signal.lfilter([1.0], integ_a, v)
 
-    hg1 = lpc_m(s * win, 1)
+    hg1 = lpc_frame(s * win, 1)
     y = _fir(hg1, sig)[pre:]
-    hvt1 = lpc_m(y * win, p_vt)
+    hvt1 = lpc_frame(y * win, p_vt)
     g1 = integrate(_fir(hvt1, sig))[pre:]
-    hg2 = lpc_m(g1 * win, p_gl)
+    hg2 = lpc_frame(g1 * win, p_gl)
     y = integrate(_fir(hg2, sig))[pre:]
-    hvt2 = lpc_m(y * win, p_vt)
+    hvt2 = lpc_frame(y * win, p_vt)
     dgf = _fir(hvt2, sig)
     gf = integrate(dgf)[pre:]
     return gf, dgf[pre:]

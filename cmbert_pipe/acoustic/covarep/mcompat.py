@@ -14,6 +14,7 @@ import random
 from typing import Callable
 
 import numpy as np
+import scipy.linalg
 import scipy.ndimage
 import scipy.signal
 
@@ -105,6 +106,24 @@ def lpc_m(frames: np.ndarray, order: int) -> np.ndarray:
     single = frames.ndim == 1
     a = levinson(autocorr_lags(np.atleast_2d(frames), order), order)
     return a[0] if single else a
+
+
+def lpc_frame(x: np.ndarray, order: int) -> np.ndarray:
+    """Fast :func:`lpc_m` for one (N,) frame: p+1 dot-product lags and a Levinson Toeplitz solve.
+
+    Returns (order+1,) ``[1, a1..ap]``; NaN coefficients for an all-zero (or singular) frame.
+    """
+    n = x.size
+    r = np.zeros(order + 1)
+    for lag in range(min(order, n - 1) + 1):
+        r[lag] = np.dot(x[lag:], x[: n - lag])
+    if not r[0] > 0:
+        return np.concatenate(([1.0], np.full(order, np.nan)))
+    try:
+        a = scipy.linalg.solve_toeplitz(r[:order], -r[1 : order + 1])
+    except (np.linalg.LinAlgError, ValueError):
+        return np.concatenate(([1.0], np.full(order, np.nan)))
+    return np.concatenate(([1.0], a))
 
 
 # ----------------------------------------------------------------------------- filters

@@ -9,8 +9,10 @@ difference of the first two harmonic levels of the flow derivative. PSP: Alku, S
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
+import scipy.fft
 
 from cmbert_pipe.acoustic.covarep.mcompat import hamming_m, iround, v_findpeaks
 
@@ -62,11 +64,13 @@ def psp_a(spec_db: np.ndarray) -> float:
     guess = int(cand[0]) if cand.size else n_max
     # Confirm the screen with exact fits (the expanded sums can round differently near 0.01).
     a_g, err_g = fit(guess)
-    if (not err_g < PSP_NE_LIMIT or guess == n_max) and (guess == 3 or fit(guess - 1)[1] < PSP_NE_LIMIT):
-        if guess == 3 or all(fit(m)[1] < PSP_NE_LIMIT for m in range(max(3, guess - 3), guess)):
-            return a_g
+    ok = not err_g < PSP_NE_LIMIT or guess == n_max
+    if ok and guess > 3:
+        ok = fit(guess - 1)[1] < PSP_NE_LIMIT and bool(np.all(ne[2 : guess - 2] < 0.999 * PSP_NE_LIMIT))
+    if ok:
+        return a_g
     n = 3
-    while True:  # exact reference loop (rarely needed)
+    while True:  # the reference loop, only when the screen was ambiguous
         a, err = fit(n)
         if not err < PSP_NE_LIMIT or n >= n_max:
             return a
@@ -74,8 +78,23 @@ def psp_a(spec_db: np.ndarray) -> float:
 
 
 def _psp_spectrum(seg: np.ndarray) -> np.ndarray:
+    """dB magnitude of the first 1024 bins of a 2048-point DFT."""
     with np.errstate(divide="ignore"):
-        return 20 * np.log10(np.abs(np.fft.fft(seg, PSP_NFFT))[: PSP_NFFT // 2])
+        return 20 * np.log10(np.abs(scipy.fft.rfft(seg, PSP_NFFT))[: PSP_NFFT // 2])
+
+
+@lru_cache(maxsize=1024)
+def _psp_a_max(t0: int) -> float:
+    """``psp_a`` of the reference rectangular pulse of T0 samples (height 1/T0)."""
+    return psp_a(_psp_spectrum(np.full(t0, 1.0 / t0)))
+
+
+def _h1h2_spectrum(frame: np.ndarray) -> np.ndarray:
+    """Two-sided dB spectrum of a 16000-point DFT, built from the real-input half."""
+    half = np.abs(scipy.fft.rfft(frame, H1H2_NFFT))
+    full = np.concatenate((half, half[-2:0:-1]))
+    with np.errstate(divide="ignore"):
+        return 20 * np.log10(full)
 
 
 def vq_params(g: np.ndarray, dg: np.ndarray, fs: int, gcis: np.ndarray) -> VoiceQuality:
@@ -117,8 +136,7 @@ def vq_params(g: np.ndarray, dg: np.ndarray, fs: int, gcis: np.ndarray) -> Voice
         a0, a1 = max(gn[i] - h, 1), min(gn[i] + h, n)
         frame = dg[a0 - 1 : a1] * 2**15
         frame = frame * hamming_m(frame.size)
-        with np.errstate(divide="ignore"):
-            spec = 20 * np.log10(np.abs(np.fft.fft(frame, H1H2_NFFT)))
+        spec = _h1h2_spectrum(frame)
         pos, amp = v_findpeaks(spec, False, f0 / 2)
         if pos.size >= 5:
             n_harm = int(np.floor(HRF_LIMIT_HZ / f0))
@@ -133,6 +151,6 @@ def vq_params(g: np.ndarray, dg: np.ndarray, fs: int, gcis: np.ndarray) -> Voice
             cyc = cyc - np.min(cyc)
             cyc = cyc / np.max(cyc)
             a = psp_a(_psp_spectrum(cyc))
-            a_max = psp_a(_psp_spectrum(np.full(t0, 1.0 / t0)))
+            a_max = _psp_a_max(int(t0))
             psp[i] = a / a_max
     return VoiceQuality(abscissa=gn.astype(float), naq=naq, qoq=qoq, h1h2=h1h2, hrf=hrf, psp=psp)
