@@ -10,7 +10,8 @@ For every utterance: read its TextGrid (``ALIGNMENTS/<id>.TextGrid``), decode th
 (:func:`cmbert_pipe.acoustic.pool_words`), and store the result under a content key made from
 
 - the SHA-256 of the audio bytes and the transcript,
-- the SHA-256 of the TextGrid and the aligner named in it (and in its sidecar, if any),
+- the SHA-256 of the TextGrid, and the aligner's name and settings from its sidecar
+  (``<id>.align.json``, written by ``cmbert align``; MFA TextGrids dropped in have none),
 - the feature set's name, version and parameters.
 
 An entry whose key is present and readable is skipped (a killed run resumes where it stopped);
@@ -34,6 +35,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from cmbert_pipe.acoustic import extract_frames, get_feature_set, pool_words, words_without_frames
+from cmbert_pipe.align.driver import alignment_path, load_alignment, sidecar_path
 from cmbert_pipe.audio import file_digest, load_audio
 from cmbert_pipe.batch import run_batch
 from cmbert_pipe.cache import FeatureCache, atomic_write_bytes, atomic_write_text, make_key
@@ -48,7 +50,6 @@ from cmbert_pipe.schema import (
     FRAME_HOP_S,
     FRAME_OFFSET_S,
     SAMPLE_RATE,
-    Alignment,
     BatchSummary,
     FeatureRecord,
     ItemFailure,
@@ -58,8 +59,6 @@ from cmbert_pipe.schema import (
 log = logging.getLogger(__name__)
 
 STAGE = "extract"
-TEXTGRID_SUFFIX = ".TextGrid"
-SIDECAR_SUFFIXES = (".json",)  # aligner settings written beside a TextGrid, if the aligner does
 STALE_TEMP_S = 600.0  # s: temp files older than this are leftovers of a killed run
 OVERHANG_WARN_S = 0.5  # s: alignment reaching this far past the audio's end is worth a warning
 EXPORT_FORMATS = ("csv", "npz")
@@ -67,22 +66,12 @@ EXPORT_FORMATS = ("csv", "npz")
 
 def textgrid_path(alignments_dir: str | Path, utterance: Utterance) -> Path:
     """Where the align stage puts ``utterance``'s TextGrid."""
-    return Path(alignments_dir) / f"{utterance.id}{TEXTGRID_SUFFIX}"
-
-
-def _load_alignment(alignments_dir: Path, utterance: Utterance) -> Alignment:
-    """The align stage's reader (``load_alignment``), or its bare TextGrid reader."""
-    try:
-        from cmbert_pipe.align import load_alignment
-    except ImportError:
-        from cmbert_pipe.align.textgrid import read_textgrid
-
-        return read_textgrid(textgrid_path(alignments_dir, utterance), utterance.id)
-    return load_alignment(alignments_dir, utterance)
+    return alignment_path(alignments_dir, utterance.id)
 
 
 def alignment_key_part(alignments_dir: str | Path, utterance: Utterance) -> dict[str, Any]:
-    """What of the alignment enters the key: the TextGrid's bytes and any sidecar settings."""
+    """What of the alignment enters the key: the TextGrid's bytes, and the aligner's name and
+    settings from the align stage's sidecar (``<id>.align.json``) when there is one."""
     tg = textgrid_path(alignments_dir, utterance)
     if not tg.is_file():
         raise AlignmentError(
@@ -90,13 +79,13 @@ def alignment_key_part(alignments_dir: str | Path, utterance: Utterance) -> dict
             tg,
         )
     part: dict[str, Any] = {"textgrid_sha256": file_digest(tg)}
-    for suffix in SIDECAR_SUFFIXES:
-        sidecar = tg.with_suffix(suffix)
-        if sidecar.is_file():
-            try:
-                part["settings"] = json.loads(sidecar.read_text(encoding="utf-8"))
-            except ValueError:
-                part["settings_sha256"] = file_digest(sidecar)
+    side_path = sidecar_path(alignments_dir, utterance.id)
+    if side_path.is_file():
+        try:
+            side = json.loads(side_path.read_text(encoding="utf-8"))
+            part["aligner"] = {"name": side.get("aligner_name"), "settings": side.get("aligner")}
+        except (ValueError, AttributeError):
+            part["sidecar_sha256"] = file_digest(side_path)
     return part
 
 
@@ -124,7 +113,7 @@ def extract_one(task: ExtractTask) -> FeatureRecord:
     """Compute and store one entry; raises a :class:`CmbertError` naming the file on failure."""
     utt = task.utterance
     fs = get_feature_set(task.feature_set)
-    alignment = _load_alignment(task.alignments_dir, utt)
+    alignment = load_alignment(task.alignments_dir, utt)
     words = tuple(alignment.words)
     if not words:
         raise AlignmentError("alignment has no words", textgrid_path(task.alignments_dir, utt))

