@@ -9,6 +9,8 @@ from cmbert_pipe.cli.app import app
 from cmbert_pipe.cli import align as _align  # noqa: F401,E402
 from cmbert_pipe.cli import extract as _extract  # noqa: F401,E402
 from cmbert_pipe.cli import train as _train  # noqa: F401,E402
+from cmbert_pipe.cli import predict as _predict  # noqa: F401,E402
+from cmbert_pipe.cli import run as _run  # noqa: F401,E402
 
 
 def main() -> None:

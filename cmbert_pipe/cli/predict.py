@@ -1,0 +1,127 @@
+"""``cmbert predict``: score one clip (table, --json, --attention-png) or a whole corpus."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from cmbert_pipe.cli.app import app, console, out
+from cmbert_pipe.cli.common import progress_bar, report_summary, user_errors
+from cmbert_pipe.errors import ConfigError
+from cmbert_pipe.schema import BatchSummary, Prediction
+
+
+def _fmt(v: float | None, digits: int = 3) -> str:
+    return "–" if v is None else f"{v:.{digits}f}"
+
+
+def print_prediction(p: Prediction) -> None:
+    """The score line and the per-word table (stdout)."""
+    out.print(f"[bold]{p.utterance_id}[/]  \"{p.transcript}\"")
+    out.print(f"score [bold]{p.score:+.3f}[/] in [-3, 3]   polarity [bold]{p.polarity}[/]   "
+              f"7-class [bold]{p.class7:+d}[/] ({p.class7_name})   model {p.model}"
+              + (f"   label {p.label:+.2f}" if p.label is not None else ""))
+    table = Table(show_header=True, header_style="bold")
+    for col in ("word", "start_s", "end_s"):
+        table.add_column(col, justify="left" if col == "word" else "right")
+    has_att = any(w.multimodal is not None for w in p.words)
+    has_gate = any(w.gate is not None for w in p.words)
+    if has_att:
+        table.add_column("W_m [CLS] row", justify="right")
+        table.add_column("text α_t [CLS] row", justify="right")
+    if has_gate:
+        table.add_column("audio shift", justify="right")
+    for w in p.words:
+        row = [w.word, f"{w.start_s:.2f}", f"{w.end_s:.2f}"]
+        if has_att:
+            row += [_fmt(w.multimodal), _fmt(w.text)]
+        if has_gate:
+            row += [_fmt(w.gate)]
+        table.add_row(*row)
+    out.print(table)
+    if p.timings_s:
+        console.print("time: " + ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in p.timings_s.items()))
+
+
+@app.command("predict")
+def predict_cmd(
+    audio: Path = typer.Argument(..., help="A clip (wav/flac/mp3/...), or a corpus folder or "
+                                 "manifest CSV for batch scoring."),
+    transcript: Optional[Path] = typer.Argument(
+        None, help="The clip's transcript file (.txt/.lab). Omit for a corpus."),
+    model: Path = typer.Option(..., "--model", "-m", help="Model bundle folder "
+                               "(e.g. runs/demo/model/seed-0)."),
+    text: Optional[str] = typer.Option(None, "--text", help="The transcript as text, instead "
+                                       "of a file."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of the "
+                                 "table."),
+    attention_png: Optional[Path] = typer.Option(
+        None, "--attention-png", help="Write the text vs multimodal attention picture here."),
+    output: Optional[Path] = typer.Option(None, "--out", "-o", help="Batch: predictions file "
+                                          "(.csv or .jsonl)."),
+    transcripts: Optional[Path] = typer.Option(None, "--transcripts", help="Batch: folder of "
+                                               "transcripts kept apart from the audio."),
+    force: bool = typer.Option(False, "--force", help="Batch: rescore clips already in --out."),
+    aligner: Optional[str] = typer.Option(None, "--aligner", help="Override the bundle's "
+                                          "aligner."),
+) -> None:
+    """Score a clip: align it, extract its features, run the model; print score, polarity,
+    7-class label and a per-word attention table.
+
+    \b
+      cmbert predict clip.wav clip.txt --model runs/demo/model/seed-0 --attention-png att.png
+      cmbert predict corpus/ --model runs/demo/model/seed-0 --out predictions.csv
+    """
+    from cmbert_pipe.predict import Predictor
+
+    with user_errors():
+        is_corpus = audio.is_dir() or audio.suffix.lower() == ".csv"
+        if is_corpus:
+            if transcript is not None or text is not None:
+                raise ConfigError("a corpus takes no transcript argument (it has its own)", audio)
+            if output is None:
+                raise ConfigError("batch scoring needs --out predictions.csv (or .jsonl)")
+            _predict_corpus(audio, transcripts, model, output, force, aligner)
+            return
+        if (transcript is None) == (text is None):
+            raise ConfigError("give the transcript as a file argument or with --text (one)")
+        console.print(f"loading {model} ...")
+        predictor = Predictor.from_pretrained(model, aligner=aligner)
+        prediction, maps = predictor.analyse(audio, text if text is not None else transcript)
+        if attention_png is not None:
+            from cmbert_pipe.plots import attention_png as draw
+
+            draw(maps, attention_png, title=f"{prediction.transcript}  ->  "
+                 f"{prediction.score:+.2f} ({prediction.class7_name})")
+        if as_json:
+            d = prediction.to_dict()
+            if attention_png is not None:
+                d["attention_png"] = str(attention_png)
+            out.print_json(json.dumps(d))
+        else:
+            print_prediction(prediction)
+            if attention_png is not None:
+                console.print(f"attention picture: {attention_png}")
+
+
+def _predict_corpus(corpus: Path, transcripts: Path | None, model: Path, output: Path,
+                    force: bool, aligner: str | None) -> None:
+    from cmbert_pipe.corpus import discover
+    from cmbert_pipe.predict import Predictor, failures_of_scan, predict_corpus
+
+    scan = discover(corpus, transcripts)
+    console.print(f"{len(scan.utterances)} clip(s) in {corpus}, {len(scan.failures)} unusable; "
+                  f"loading {model} ...")
+    predictor = Predictor.from_pretrained(model, aligner=aligner)
+    with progress_bar("predict", len(scan.utterances)) as bar:
+        summary = predict_corpus(predictor, scan.utterances, output, force=force,
+                                 on_progress=bar)
+    summary = BatchSummary(summary.stage, summary.total + len(scan.failures), summary.done,
+                           summary.skipped,
+                           tuple(failures_of_scan(scan.failures)) + summary.failures)
+    console.print(f"predictions: {output}")
+    report_summary(summary, output.with_name(output.stem + ".summary.json"))
