@@ -24,6 +24,13 @@ def iaif_highpass(fs: int = 16000) -> np.ndarray:
     return scipy.signal.firls(order + 1, [0, 40, 70, fs / 2], [0, 0, 1, 1], fs=fs)
 
 
+@lru_cache(maxsize=4096)
+def _hanning(n: int) -> np.ndarray:
+    w = hanning_m(n)
+    w.setflags(write=False)
+    return w
+
+
 def _fir(a: np.ndarray, sig: np.ndarray) -> np.ndarray:
     """FIR filter with zero initial state (short ``a``)."""
     if not np.all(np.isfinite(a)):
@@ -41,7 +48,7 @@ def iaif_frame(frame: np.ndarray, fs: int, p_vt: int = 20, p_gl: int = 8, d: flo
         hp = iaif_highpass(fs)
     delay = iround(hp.size / 2) - 1
     s = np.convolve(frame, hp)[delay : delay + n]  # zero-delay linear-phase high-pass
-    win = hanning_m(n)
+    win = _hanning(n)
     pre = p_vt + 1
     sig = np.concatenate((np.linspace(-s[0], s[0], pre), s))
     integ_a = np.array([1.0, -d])
@@ -83,7 +90,7 @@ def iaif_gci(x: np.ndarray, fs: int, gcis: np.ndarray, p_vt: int | None = None, 
         start = max(gc - t0, 1)
         stop = min(gc + t0, n)
         seg = x[start - 1 : stop]
-        out = iaif_frame(seg * hanning_m(seg.size), fs, p_vt, p_gl, d, hp)
+        out = iaif_frame(seg * _hanning(seg.size), fs, p_vt, p_gl, d, hp)
         if out is None:
             continue
         g[start - 1 : stop] += out[0]

@@ -116,7 +116,7 @@ def lpc_frame(x: np.ndarray, order: int) -> np.ndarray:
     n = x.size
     r = np.zeros(order + 1)
     for lag in range(min(order, n - 1) + 1):
-        r[lag] = np.dot(x[lag:], x[: n - lag])
+        r[lag] = np.einsum("i,i->", x[lag:], x[: n - lag])  # no BLAS threads
     if not r[0] > 0:
         return np.concatenate(([1.0], np.full(order, np.nan)))
     try:
