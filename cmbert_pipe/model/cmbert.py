@@ -14,6 +14,8 @@ eq. 1-8. With ``X_t`` (B, L, H) the last encoder layer and ``X_a`` (B, L, A) the
 6. ``X_att = W_m X_t``; ``Y = LayerNorm(Dropout(Linear_{H→H}(X_att + X_t)))``;
    prediction ``Linear_{H→1}(Dropout(Y[CLS]))`` (trained here; the released code froze it).
 
+Note: ``b`` shifts every logit of a softmax row by the same amount, so it cannot change
+``W_m``; its gradient is zero (kept for fidelity to the paper, tested as such).
 The fusion runs in float32 even under autocast (the masked softmax needs the range).
 """
 
