@@ -1,0 +1,301 @@
+"""Does the audio count? Every model and every CMSBERT-CLR ablation on RAVDESS valence, beside
+the majority class and a linear probe on the same word-pooled features; plus the MOSI
+text-only check (shifting models with zero audio vs T-BERT) and training time per epoch.
+
+    OMP_NUM_THREADS=2 nice -n 10 python benchmarks/fusion_ablation.py \\
+        --cache /work/runs/ravdess-cache-egemaps --out /work/runs/fusions-egemaps --seeds 5
+    python benchmarks/fusion_ablation.py --mosi ../shared/data/mosi-text \\
+        --out /work/runs/fusions-mosi --seeds 3 --epochs 3
+
+RAVDESS (``--cache``): a feature cache of ``../shared/data/ravdess-dev`` with the
+speaker-independent splits of :mod:`cmbert_pipe.datasets.ravdess` (train actors 01-08, dev
+09-10, test 11-12). Every model is trained by :func:`cmbert_pipe.train.train_seeds` (same
+encoder, recipe, epoch selection by dev loss, bundles), then its test predictions are scored:
+
+- ``bacc`` / ``acc``: balanced accuracy and accuracy of ``pred > 0`` on the clips whose
+  emotion is positive (calm, happy) or negative (sad, angry, fearful, disgust) — the binary
+  task of ``../shared/data/README.md``; neutral and surprised are left out of it;
+- ``mae`` / ``r``: on the valence scores of every test clip.
+
+References, computed here on the same cache: the **majority class** of the training split
+(its mean valence for MAE), and a **linear probe**: utterance vector = mean of its word
+vectors, standardised on the training split; scikit-learn ``LogisticRegression`` on the binary
+training clips for bacc/acc, ``Ridge`` on all training valences for MAE/r. Both are
+deterministic (std 0).
+
+Training time per epoch is the mean over seeds and epochs of the trainer's own epoch timer,
+printed with its ratio to T-BERT's in the same process (wall-clock on a shared machine: the
+ratio is the figure to trust). Runs resume: finished seeds (and their cached test
+predictions) are skipped, so a killed run continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+log = logging.getLogger("fusion_ablation")
+
+EMA_DECAY = 0.95  # horizon ~20 steps = one RAVDESS epoch at batch 24
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table: a model, its options and the trainer's EMA."""
+
+    name: str
+    model: str
+    cls_audio: str = "mean"
+    extra: dict = field(default_factory=dict)
+    ema: float = 0.0
+
+
+RAVDESS_ROWS = (
+    Row("T-BERT (text only)", "tbert"),
+    Row("CM-BERT, cls_audio=zero (paper)", "cmbert", cls_audio="zero"),
+    Row("CM-BERT, cls_audio=mean", "cmbert"),
+    Row("MAG-BERT", "magbert"),
+    Row("CMSBERT-CLR (all four parts)", "cmsbert-clr", ema=EMA_DECAY),
+    Row("  − context shifting", "cmsbert-clr", extra={"cms": False}, ema=EMA_DECAY),
+    Row("  − contrastive", "cmsbert-clr", extra={"contrastive": False}, ema=EMA_DECAY),
+    Row("  − EMA", "cmsbert-clr"),
+    Row("  − label smoothing (ε = 0)", "cmsbert-clr", extra={"label_smoothing": 0.0},
+        ema=EMA_DECAY),
+    Row("  shifting only (no CL, no aux head, no EMA)", "cmsbert-clr",
+        extra={"contrastive": False, "aux_weight": 0.0}),
+)
+MOSI_ROWS = (
+    Row("T-BERT", "tbert"),
+    Row("MAG-BERT, zero audio", "magbert"),
+    Row("CMSBERT-CLR, zero audio", "cmsbert-clr", ema=EMA_DECAY),
+)
+
+
+def slug(name: str) -> str:
+    keep = "".join(c.lower() if c.isalnum() else "-" for c in name.strip(" −"))
+    return "-".join(p for p in keep.split("-") if p) or "row"
+
+
+# -- RAVDESS scoring ---------------------------------------------------------------------------
+def binary_truth(ids: list[str]) -> np.ndarray:
+    """1 positive, 0 negative, -1 neither (neutral, surprised)."""
+    from cmbert_pipe.datasets.ravdess import binary_class
+
+    return np.array([(-1 if (c := binary_class(i)) is None else c) for i in ids])
+
+
+def ravdess_scores(pred: np.ndarray, labels: np.ndarray, truth: np.ndarray,
+                   pred_positive: np.ndarray | None = None) -> dict[str, float]:
+    from cmbert_pipe.metrics import balanced_accuracy, pearson
+
+    keep = truth >= 0
+    pos = (pred > 0) if pred_positive is None else pred_positive
+    t, p = truth[keep].astype(bool), pos[keep].astype(bool)
+    return {"bacc": balanced_accuracy(t, p), "acc": float(np.mean(t == p)),
+            "mae": float(np.mean(np.abs(pred - labels))), "r": pearson(pred, labels)}
+
+
+def references(examples) -> dict[str, dict[str, float]]:
+    """Majority class and the linear probe on mean-pooled word features."""
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.preprocessing import StandardScaler
+
+    from cmbert_pipe.train import by_split
+
+    parts = by_split(examples)
+    train, test = parts["train"], parts["test"]
+
+    def pooled(xs):
+        return np.stack([np.nan_to_num(x.word_features.astype(np.float64)).mean(0) for x in xs])
+
+    y_tr = np.array([x.label for x in train])
+    y_te = np.array([x.label for x in test])
+    c_tr, c_te = binary_truth([x.id for x in train]), binary_truth([x.id for x in test])
+    scaler = StandardScaler().fit(pooled(train))
+    x_tr, x_te = scaler.transform(pooled(train)), scaler.transform(pooled(test))
+
+    majority = int(np.mean(c_tr[c_tr >= 0]) > 0.5)
+    out = {"majority class": ravdess_scores(
+        np.full(len(test), y_tr.mean()), y_te, c_te,
+        pred_positive=np.full(len(test), bool(majority)))}
+    keep = c_tr >= 0
+    clf = LogisticRegression(max_iter=5000).fit(x_tr[keep], c_tr[keep])
+    reg = Ridge(alpha=1.0).fit(x_tr, y_tr)
+    out["linear probe (logistic / ridge)"] = ravdess_scores(
+        reg.predict(x_te), y_te, c_te, pred_positive=clf.predict(x_te).astype(bool))
+    out["majority class"]["r"] = float("nan")  # a constant has no correlation
+    return out
+
+
+def test_predictions(seed_dir: Path, test) -> np.ndarray:
+    """Predictions of a finished seed bundle on the test clips (cached in the seed folder)."""
+    cached = seed_dir / "test_preds.json"
+    ids = [x.id for x in test]
+    if cached.is_file():
+        d = json.loads(cached.read_text())
+        if d.get("ids") == ids:
+            return np.asarray(d["pred"])
+    from cmbert_pipe.cache import atomic_write_text
+    from cmbert_pipe.model.bundle import load_bundle
+    from cmbert_pipe.train import predict_examples
+
+    bundle = load_bundle(seed_dir)
+    pred = predict_examples(bundle.model, test, bundle.tokenizer, bundle.audio_stats)
+    atomic_write_text(cached, json.dumps({"ids": ids, "pred": [float(v) for v in pred]}))
+    return pred
+
+
+def epoch_seconds(seed_dir: Path) -> list[float]:
+    settings = seed_dir / "settings.json"
+    if not settings.is_file():
+        return []
+    return list(json.loads(settings.read_text()).get("epoch_seconds", []))
+
+
+# -- running rows ------------------------------------------------------------------------------
+def run_row(row: Row, examples, settings, args, out_root: Path) -> Path:
+    import torch
+
+    from cmbert_pipe.model import ModelConfig
+    from cmbert_pipe.train import TrainConfig, audio_dim_of, train_seeds
+
+    torch.set_num_threads(args.threads)
+    mcfg = ModelConfig(model=row.model, cls_audio=row.cls_audio, extra=dict(row.extra),
+                       audio_dim=audio_dim_of(examples, 74))
+    tcfg = TrainConfig(epochs=args.epochs, ema=row.ema, device=args.device,
+                       threads=args.threads)
+    row_dir = out_root / slug(row.name)
+    log.info("== %s -> %s", row.name, row_dir)
+    train_seeds(examples, mcfg, tcfg, list(range(args.seeds)), row_dir, settings)
+    return row_dir
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    v = np.asarray([x for x in values if x == x], dtype=np.float64)
+    if len(v) == 0:
+        return float("nan"), float("nan")
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+
+def fmt(name: str, m: float, s: float) -> str:
+    if m != m:
+        return "—"
+    if name in ("bacc", "acc", "acc2_non0", "f1_non0", "acc7"):
+        return f"{100 * m:.1f} ± {100 * s:.1f}"
+    return f"{m:.3f} ± {s:.3f}"
+
+
+def ravdess(args) -> None:
+    from cmbert_pipe.train import by_split, load_cache_examples
+
+    examples, settings = load_cache_examples(args.cache)
+    test = by_split(examples)["test"]
+    labels = np.array([x.label for x in test])
+    truth = binary_truth([x.id for x in test])
+    out_root = Path(args.out)
+    rows = [r for r in RAVDESS_ROWS if not args.only or slug(r.name) in args.only]
+    table, times = [], {}
+    refs = references(examples)
+    for name, sc in refs.items():
+        table.append((name, {k: (v, 0.0) for k, v in sc.items()}, 1))
+    for row in rows:
+        row_dir = run_row(row, examples, settings, args, out_root)
+        per_seed = []
+        secs: list[float] = []
+        for seed in range(args.seeds):
+            seed_dir = row_dir / f"seed-{seed}"
+            per_seed.append(ravdess_scores(test_predictions(seed_dir, test), labels, truth))
+            secs += epoch_seconds(seed_dir)
+            if not args.keep_weights and seed > 0:
+                (seed_dir / "model.safetensors").unlink(missing_ok=True)
+        agg = {k: mean_std([s[k] for s in per_seed]) for k in per_seed[0]}
+        table.append((row.name, agg, len(per_seed)))
+        times[row.name] = float(np.mean(secs)) if secs else float("nan")
+        print_ravdess(table, times, args)  # partial table after every row
+    n_test = int(np.sum(truth >= 0))
+    print(f"\ntest clips: {len(test)} ({n_test} in the binary task: "
+          f"{int(np.sum(truth == 1))} positive, {int(np.sum(truth == 0))} negative)")
+
+
+def print_ravdess(table, times, args) -> None:
+    ref = times.get(RAVDESS_ROWS[0].name)
+    head = "| model | seeds | bacc (%) | acc (%) | MAE | r | s/epoch | × T-BERT |"
+    lines = [f"\nRAVDESS valence, test actors 11-12, {args.epochs} epochs "
+             f"(cache {args.cache})", head, "|" + "---|" * 8]
+    for name, agg, n in table:
+        t = times.get(name, float("nan"))
+        ratio = t / ref if ref and t == t else float("nan")
+        lines.append(f"| {name} | {n} | " + " | ".join(fmt(k, *agg[k]) for k in
+                                                        ("bacc", "acc", "mae", "r"))
+                     + (f" | {t:.1f} | {ratio:.2f} |" if t == t else " | — | — |"))
+    print("\n".join(lines), flush=True)
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "table.md").write_text("\n".join(lines[1:]) + "\n")
+
+
+def mosi(args) -> None:
+    from cmbert_pipe.train import load_text_examples
+
+    examples, settings = load_text_examples(args.mosi)
+    out_root = Path(args.out)
+    head = "| model | seeds | acc2 non0 (%) | F1 non0 (%) | acc7 (%) | MAE | r | s/epoch | × T-BERT |"
+    lines = [f"\nMOSI text only (no audio: the shifting models get zeros), test split, "
+             f"{args.epochs} epochs", head, "|" + "---|" * 9]
+    ref = None
+    for row in MOSI_ROWS:
+        if args.only and slug(row.name) not in args.only:
+            continue
+        row_dir = run_row(row, examples, settings, args, out_root)
+        summary = json.loads((row_dir / "summary.json").read_text())
+        per_seed = [r["metrics"]["test"] for r in summary["per_seed"].values()]
+        secs = [s for seed in range(args.seeds) for s in epoch_seconds(row_dir / f"seed-{seed}")]
+        t = float(np.mean(secs)) if secs else float("nan")
+        ref = t if row.model == "tbert" else ref
+        ratio = t / ref if ref and t == t else float("nan")
+        cells = [fmt(k, *mean_std([m[k] for m in per_seed]))
+                 for k in ("acc2_non0", "f1_non0", "acc7", "mae", "corr")]
+        lines.append(f"| {row.name} | {len(per_seed)} | " + " | ".join(cells)
+                     + f" | {t:.1f} | {ratio:.2f} |")
+        for seed in range(1, args.seeds):
+            if not args.keep_weights:
+                (row_dir / f"seed-{seed}" / "model.safetensors").unlink(missing_ok=True)
+        print("\n".join(lines), flush=True)
+        (out_root / "table.md").write_text("\n".join(lines[1:]) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--cache", help="RAVDESS feature cache (index.jsonl + cache.json)")
+    src.add_argument("--mosi", help="folder with MOSI train/dev/test.tsv (text only)")
+    p.add_argument("--out", required=True, help="where the seed bundles and table.md go")
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--only", nargs="*", default=[], help="row slugs to run (default: all)")
+    p.add_argument("--keep-weights", action="store_true",
+                   help="keep model.safetensors of every seed (default: seed 0 only)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
+                        stream=sys.stderr)
+    if args.cache:
+        ravdess(args)
+    else:
+        mosi(args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
