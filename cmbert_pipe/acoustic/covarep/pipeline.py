@@ -37,6 +37,7 @@ F0_MIN_HZ, F0_MAX_HZ = 50, 500
 MIN_SAMPLES = 1600  # 100 ms: SRH needs one 100 ms frame
 HMPD_MIN_FRAMES = 73  # HMPD's 25-tap filtfilt needs more than 72 frames (~0.82 s)
 MCEP_CHUNK_FRAMES = 2000  # Stage-G frames per MCEP block (the 2049-bin spectra are 33 kB each)
+DC_REMOVE_RATIO = 0.05  # |mean| / RMS above which the DC offset is subtracted
 HMPD_RNG_SEED = 1  # Octave rand('state', 1) per file, as the reference CSVs were made
 
 GLOTTAL_COLUMNS = ("NAQ", "QOQ", "H1H2", "PSP", "MDQ")
@@ -90,6 +91,13 @@ def _prepare(wave: np.ndarray, fs: int) -> np.ndarray:
         raise FeatureError(f"audio too short for COVAREP features ({x.size / FS * 1000:.0f} ms < 100 ms)")
     if not np.any(x != 0):
         raise FeatureError("audio is digital silence (all samples are zero)")
+    mean = float(np.mean(x))
+    rms = float(np.sqrt(np.mean(x * x)))
+    if abs(mean) > DC_REMOVE_RATIO * rms:
+        # A recording fault COVAREP does not handle (its LPC keeps the mean); smaller offsets are
+        # left alone so that ordinary files stay bit-compatible with the reference.
+        log.info("removing a DC offset of %.3g (%.0f%% of the RMS)", mean, 100 * abs(mean) / rms)
+        x = x - mean
     return x
 
 
