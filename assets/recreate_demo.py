@@ -5,12 +5,15 @@ synthesises itself; no recordings from anywhere else).
     apt-get install -y espeak-ng            # the synthesiser (Debian/Ubuntu package)
     python assets/recreate_demo.py          # rewrites assets/demo/*.flac and manifest.csv
 
-Each sentence is spoken by one of several espeak-ng voices, with prosody that follows its
-sentiment: positive sentences higher, wider in pitch and quicker; negative ones lower, flatter
-and slower; neutral ones in between. Labels are sentiment in [-3, 3] (MOSI convention): the
+Each sentence is spoken by one of 15 espeak-ng voices (male and female variants), with prosody
+that follows its sentiment: positive sentences higher, wider in pitch and quicker; negative
+ones lower, flatter and slower; neutral ones in between. Labels are sentiment in [-3, 3] (MOSI convention): the
 voice settings never change a label, the words and the intended emotion do. Audio is written
 as 16 kHz mono 8-bit FLAC (synthetic speech needs no more, and it halves the size).
-The split is by sentence (each sentence appears in one split).
+The split is by sentence (each sentence appears in one split). The voice of each sentence was
+picked (from a rotation over the voices) among those whose rendering the offline pocketsphinx
+aligner places word by word: synthetic speech trips the en-us acoustic model on some
+voice/sentence pairs, and a demo clip that cannot be aligned would only demonstrate a failure.
 """
 
 from __future__ import annotations
@@ -29,40 +32,37 @@ import soxr
 OUT_DIR = Path(__file__).resolve().parent / "demo"
 SAMPLE_RATE = 16_000  # Hz, what the pipeline works at
 
-# (id, sentence, label in [-3, 3], split)
-SENTENCES: tuple[tuple[str, str, float, str], ...] = (
-    ("pos01", "I really loved this movie", 3.0, "train"),
-    ("pos02", "The acting was wonderful and funny", 2.0, "train"),
-    ("pos03", "What a great and happy ending", 2.0, "train"),
-    ("pos04", "I enjoyed every minute of it", 2.0, "train"),
-    ("pos05", "The music was beautiful", 2.0, "train"),
-    ("pos06", "This is the best film of the year", 3.0, "train"),
-    ("pos07", "It made me smile all day", 2.0, "dev"),
-    ("pos08", "The story was sweet and clever", 2.0, "dev"),
-    ("pos09", "I would gladly watch it again", 2.0, "test"),
-    ("pos10", "A truly good and lovely film", 3.0, "test"),
-    ("neg01", "I hated this movie", -3.0, "train"),
-    ("neg02", "The acting was terrible and boring", -2.0, "train"),
-    ("neg03", "What a sad and awful ending", -2.0, "train"),
-    ("neg04", "I wasted every minute of it", -2.0, "train"),
-    ("neg05", "The music was annoying", -2.0, "train"),
-    ("neg06", "This is the worst film of the year", -3.0, "train"),
-    ("neg07", "It made me angry all day", -2.0, "dev"),
-    ("neg08", "The story was dull and stupid", -2.0, "dev"),
-    ("neg09", "I would never watch it again", -2.0, "test"),
-    ("neg10", "A truly bad and ugly film", -3.0, "test"),
-    ("neu01", "The movie is two hours long", 0.0, "train"),
-    ("neu02", "It was shown on a Tuesday", 0.0, "train"),
-    ("neu03", "The film is set in a city", 0.0, "train"),
-    ("neu04", "There are four main actors", 0.0, "train"),
-    ("neu05", "I saw it with my brother", 0.0, "dev"),
-    ("neu06", "The ticket was paid at the door", 0.0, "test"),
+# (id, sentence, label in [-3, 3], split, espeak-ng voice+variant)
+SENTENCES: tuple[tuple[str, str, float, str, str], ...] = (
+    ("pos01", "I really loved this movie", 3.0, "train", "en-us+m3"),
+    ("pos02", "The acting was wonderful and funny", 2.0, "train", "en-us+m1"),
+    ("pos03", "What a great and happy ending", 2.0, "train", "en-us+m1"),
+    ("pos04", "I enjoyed every minute of it", 2.0, "train", "en-us+f4"),
+    ("pos05", "The music was beautiful", 2.0, "train", "en-us+m4"),
+    ("pos06", "This is the best film of the year", 3.0, "train", "en-us+f5"),
+    ("pos07", "It made me smile all day", 2.0, "dev", "en-us+m2"),
+    ("pos08", "The story was sweet and clever", 2.0, "dev", "en-us+f1"),
+    ("pos09", "I would gladly watch it again", 2.0, "test", "en-us+m5"),
+    ("pos10", "A truly good and lovely film", 3.0, "test", "en-us"),
+    ("neg01", "I hated this movie", -3.0, "train", "en-us+m6"),
+    ("neg02", "The acting was terrible and boring", -2.0, "train", "en+f2"),
+    ("neg03", "What a sad and awful ending", -2.0, "train", "en-us+m7"),
+    ("neg04", "I wasted every minute of it", -2.0, "train", "en+m3"),
+    ("neg05", "The music was annoying", -2.0, "train", "en-us+f3"),
+    ("neg06", "This is the worst film of the year", -3.0, "train", "en-us+m3"),
+    ("neg07", "It made me angry all day", -2.0, "dev", "en-us+f2"),
+    ("neg08", "The story was dull and stupid", -2.0, "dev", "en-us+m1"),
+    ("neg09", "I would never watch it again", -2.0, "test", "en-us+f4"),
+    ("neg10", "A truly bad and ugly film", -3.0, "test", "en-us"),
+    ("neu01", "The movie is two hours long", 0.0, "train", "en-us+m1"),
+    ("neu02", "It was shown on a Tuesday", 0.0, "train", "en-us+m2"),
+    ("neu03", "The film is set in a city", 0.0, "train", "en-us+m5"),
+    ("neu04", "There are four main actors", 0.0, "train", "en-us+m5"),
+    ("neu05", "I saw it with my brother", 0.0, "dev", "en-us"),
+    ("neu06", "The ticket was paid at the door", 0.0, "test", "en+f2"),
 )
 
-# espeak-ng voice + variant; cycled over the sentences so every split hears several voices.
-VOICES = ("en-us+m3", "en-us+f3", "en+m1", "en-us+f1", "en+m5", "en-us+f4")
-
-# Prosody by sentiment: (pitch 0-99, pitch range 0-99, words per minute)
+# Prosody by sentiment: (pitch 0-99, pitch range in % of the voice's own, words per minute)
 PROSODY = {
     "positive": (70, 90, 185),
     "neutral": (50, 50, 160),
@@ -98,8 +98,7 @@ def main() -> int:
         return 1
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     rows = []
-    for i, (uid, text, label, split) in enumerate(SENTENCES):
-        voice = VOICES[i % len(VOICES)]
+    for uid, text, label, split, voice in SENTENCES:
         pitch, pitch_range, wpm = PROSODY[polarity(label)]
         wave = synthesise(text, voice, pitch, pitch_range, wpm)
         sf.write(OUT_DIR / f"{uid}.flac", wave, SAMPLE_RATE, subtype="PCM_S8", format="FLAC")

@@ -236,14 +236,15 @@ class Predictor:
         timings["features_s"] = time.perf_counter() - t0
         words = [w.word for w in alignment.words]
         t0 = time.perf_counter()
-        score, extras, token_mask, word_ids = self._forward(words, feats)
+        raw_score, extras, token_mask, word_ids = self._forward(words, feats)
+        score = float(np.clip(raw_score, -3.0, 3.0))  # the regressor is unbounded
         timings["model_s"] = time.perf_counter() - t0
         groups = _piece_groups(word_ids, len(words))  # (n+2, L)
 
         w_m = alpha_text = gate = None
         if "W_m" in extras and "alpha_t" in extras:
             model = self.bundle.model
-            w_t = float(getattr(model, "w_t", torch.tensor(1.0)))
+            w_t = float(getattr(model, "w_t", torch.tensor(1.0)).detach())
             w_m = reduce_to_words(extras["W_m"][0].float().cpu().numpy(), groups)
             text_att = _masked_softmax(w_t * extras["alpha_t"][0].float().cpu(),
                                        token_mask.cpu())

@@ -1,0 +1,105 @@
+"""Pipeline recipes: TOML -> frozen configs, unknown keys named, overrides, effective config."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from cmbert_pipe.errors import ConfigError
+from cmbert_pipe.pipeline import (
+    PipelineConfig,
+    config_from_dict,
+    load_recipe,
+    parse_override,
+    to_toml,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = sorted((REPO / "pipelines").glob("*.toml"))
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=[p.stem for p in RECIPES])
+def test_every_shipped_recipe_loads_and_round_trips(recipe):
+    config = load_recipe(recipe)
+    assert isinstance(config, PipelineConfig)
+    again = config_from_dict(tomllib.loads(to_toml(config)))
+    assert again == config
+
+
+def test_shipped_recipes_cover_the_datasets():
+    kinds = {load_recipe(p).dataset.kind for p in RECIPES}
+    assert {"manifest", "ravdess", "mosi"} <= kinds
+    demo = load_recipe(REPO / "pipelines" / "demo.toml")
+    assert Path(demo.data) == REPO / "assets" / "demo" / "manifest.csv"  # relative to the file
+    ravdess = load_recipe(REPO / "pipelines" / "ravdess.toml")
+    assert ravdess.dataset.options == {"train": [1, 2, 3, 4, 5, 6, 7, 8], "dev": [9, 10],
+                                       "test": [11, 12]}
+    assert ravdess.train.seeds == (0, 1, 2, 3, 4)
+
+
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ('colour = "red"', "colour"),
+        ('[align]\nalignr = "mfa"', "align.alignr"),
+        ("[features]\nfeature_sets = 1", "features.feature_sets"),
+        ("[train]\nepoch = 3", "train.epoch"),
+        ("[model]\ncls = 1", "model.cls"),
+        ("[predict]\nclips = 1", "predict.clips"),
+        ("[dataset]\nkinds = 1", "dataset.kinds"),
+    ],
+)
+def test_unknown_keys_are_errors_naming_the_key(tmp_path, text, key):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(text)
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as info:
+        load_recipe(recipe)
+    assert str(recipe) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("[train]\nepochs = \"three\"", "train.epochs must be an integer"),
+        ("[train]\nseeds = []", "train.seeds"),
+        ("[features]\nkeep_frames = 1", "features.keep_frames must be true or false"),
+        ("[model]\ncls_audio = \"loud\"", "cls_audio"),
+        ("[dataset]\nkind = \"imdb\"", "dataset.kind"),
+        ("name = [1", "not valid TOML"),
+    ],
+)
+def test_bad_values_are_errors(tmp_path, text, match):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        load_recipe(recipe)
+
+
+def test_overrides_parse_as_toml_and_paths_resolve_against_cwd(tmp_path):
+    assert parse_override("train.epochs=1") == (["train", "epochs"], 1)
+    assert parse_override("train.seeds=[0, 1]") == (["train", "seeds"], [0, 1])
+    assert parse_override("model.cls_audio=zero") == (["model", "cls_audio"], "zero")
+    assert parse_override('model.bert="x y"') == (["model", "bert"], "x y")
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_override("train.epochs")
+    config = load_recipe(REPO / "pipelines" / "mosi.toml",
+                         ["data=CMU_MOSI_Raw", "train.epochs=1", "train.seeds=[7]",
+                          "features.feature_set=egemaps"], cwd=tmp_path)
+    assert config.data == str(tmp_path / "CMU_MOSI_Raw")
+    assert config.train.settings["epochs"] == 1 and config.train.seeds == (7,)
+    assert config.features.feature_set == "egemaps"
+    with pytest.raises(ConfigError, match="train.epocs"):
+        load_recipe(REPO / "pipelines" / "demo.toml", ["train.epocs=1"])
+
+
+def test_defaults_without_a_recipe_and_missing_recipe(tmp_path):
+    config = load_recipe(None, [f"data={tmp_path}", "dataset.kind=folder"], cwd=tmp_path)
+    assert config.data == str(tmp_path) and config.dataset.kind == "folder"
+    assert config.features.feature_set == "covarep74" and config.align.aligner == "pocketsphinx"
+    with pytest.raises(ConfigError, match="recipe not found"):
+        load_recipe(tmp_path / "nope.toml")
+    frozen = load_recipe(None)
+    with pytest.raises(AttributeError):
+        frozen.name = "x"  # frozen dataclass
