@@ -1,0 +1,229 @@
+"""Stage K of COVAREP-74: HMPD phase features HMPDM_0..24 (PDM) and HMPDD_0..12 (PDD).
+
+Harmonic Model + Phase Distortion of Degottex & Erro 2014, "A uniform phase representation
+for the harmonic model in speech synthesis applications" (EURASIP J. Audio Speech Music
+Process.): the vocal-tract (minimum) phase is removed from the harmonic phases, the phase
+distortion PD_h = phi_{h+1} - phi_h - phi_1 is put on a 1024-point frequency grid, its circular
+mean over time gives PDM and its circular standard deviation around a smoothed trend gives PDD;
+both are compressed (PDM by mel-like bin groups, PDD by a 12th-order warped cepstrum) and
+resampled to 5 ms, then to the 10 ms output grid (COVAREP74.md §13).
+
+The per-bin time filtering is vectorised over all bins at once; the random fill of bins above
+the last harmonic follows Octave's generator when ``rng`` is :class:`OctaveRandom`-like (an
+object with ``uniform(rows, cols)`` returning column-major draws), so HMPDM_24 matches the
+reference bit for bit; with ``rng=None`` numpy's default generator is used instead.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.fft as sfft
+from scipy.ndimage import median_filter
+from scipy.signal import filtfilt
+
+from cmbert_pipe.acoustic.covarep.envelope import hspec_to_mel_cepstrum
+from cmbert_pipe.acoustic.covarep.sinusoidal import HarmonicFrames, wrap
+
+HMPD_DFTLEN = 1024  # frequency grid of the phase statistics: 513 bins of 15.625 Hz
+PDM_TAPS = 25  # frames of the circular-mean window (~250 ms at 10 ms frames)
+PDD_TAPS = 9  # frames of the PDD and trend windows (~90 ms)
+PDD_ORDER = 12  # warped-cepstrum order of PDD
+PDD_FLOOR = 0.001  # exact zeros of PDD are set to this before the log
+HMPD_STEP_S = 0.005  # regular resampling step of the HMPD streams
+# PDM bin groups (0-based bins, first..last) from the quadratic Bezier of §13 K7
+PDM_GROUPS = tuple((q, q) for q in range(8)) + (
+    (8, 9), (10, 12), (13, 16), (17, 21), (22, 27), (28, 35), (36, 45), (46, 57), (58, 71),
+    (72, 88), (89, 109), (110, 134), (135, 165), (166, 206), (207, 263), (264, 357), (358, 511),
+)
+
+
+class _NumpyUniform:
+    """Fallback generator with the ``uniform(rows, cols)`` interface (not Octave's stream)."""
+
+    def __init__(self, seed: int = 1):
+        self._rng = np.random.default_rng(seed)
+
+    def uniform(self, rows: int, cols: int) -> np.ndarray:
+        return self._rng.random((cols, rows)).T
+
+
+def _vtf_min_phase(frames: HarmonicFrames, fs: float) -> np.ndarray:
+    """Minimum phase (N, 513) of the harmonic amplitude envelope, per frame (§13 K1)."""
+    n = len(frames)
+    nbin = HMPD_DFTLEN // 2 + 1
+    fb = np.arange(nbin) * fs / HMPD_DFTLEN
+    nyq = fs / 2
+    log_env = np.empty((n, nbin))
+    for j in range(n):
+        h = int(frames.n_harm[j])
+        f = frames.freqs_hz[j, 1 : h + 1]
+        a = frames.amps[j, 1 : h + 1]
+        f = np.concatenate(([0.0], f))
+        a = np.concatenate(([a[0]], a))
+        mfd = np.median(np.diff(f))
+        if f[-1] < nyq - mfd:
+            # extend with the last amplitude while the last frequency is < nyq - mfd
+            ext_list = []
+            last = f[-1]
+            while last < nyq - mfd:
+                last = last + mfd
+                ext_list.append(last)
+            f = np.concatenate((f, ext_list))
+            a = np.concatenate((a, np.full(len(ext_list), a[-1])))
+        lo_f, lo_a = -f[1:5], a[1:5]
+        src = slice(-6, -1) if f[-1] == nyq else slice(-5, None)
+        hi_f, hi_a = 2 * nyq - f[src], a[src]
+        # a forced partial may lie above Nyquist: only mirror points beyond it are used
+        # (verified against the reference: HMPDM then matches to 1e-11)
+        beyond = hi_f > f[-1]
+        hi_f, hi_a = hi_f[beyond], hi_a[beyond]
+        ff = np.concatenate((lo_f, f, hi_f))
+        aa = np.concatenate((lo_a, a, hi_a))
+        order = np.argsort(ff, kind="stable")
+        ff, aa = ff[order], aa[order]
+        # unique frequencies (Octave keeps the last occurrence)
+        last_occ = np.concatenate((ff[1:] != ff[:-1], [True]))
+        ff, aa = ff[last_occ], aa[last_occ]
+        with np.errstate(divide="ignore"):
+            la = np.log(aa)
+        le = np.interp(fb, ff, la, left=np.nan, right=np.nan)
+        env = np.exp(le)
+        env[np.isnan(env)] = 1e-15
+        log_env[j] = np.log(env)
+    cep = sfft.irfft(log_env, n=HMPD_DFTLEN, axis=1)
+    fold = np.zeros(HMPD_DFTLEN)
+    fold[0] = 1.0
+    fold[1 : nbin - 1] = 2.0
+    fold[nbin - 1] = 1.0
+    return sfft.rfft(cep * fold, axis=1).imag
+
+
+def _interp_rows(x_abs: np.ndarray, y: np.ndarray, xq: np.ndarray, outside: float) -> np.ndarray:
+    """Row-wise linear interpolation on a shared uniform abscissa x_abs (bins), at per-row
+    query points xq (n, m); ``outside`` beyond the abscissa."""
+    nb = x_abs.size
+    step = x_abs[1] - x_abs[0]
+    pos = (xq - x_abs[0]) / step
+    i0 = np.clip(np.floor(pos).astype(np.int64), 0, nb - 2)
+    frac = pos - i0
+    y0 = np.take_along_axis(y, i0, axis=1)
+    y1 = np.take_along_axis(y, i0 + 1, axis=1)
+    out = y0 + (y1 - y0) * frac
+    out = np.where(frac == 0, y0, out)
+    out[(pos < 0) | (pos > nb - 1)] = outside
+    return out
+
+
+def phase_distortion(frames: HarmonicFrames, fs: float) -> list[np.ndarray]:
+    """PD_1..PD_H per frame (§13 K1–K2): vocal-tract phase removed, then the phase difference
+    between successive harmonics minus the fundamental's phase."""
+    nbin = HMPD_DFTLEN // 2 + 1
+    phi_min = _vtf_min_phase(frames, fs)  # (N, 513)
+    fb = np.arange(nbin) * fs / HMPD_DFTLEN
+    fr = np.nan_to_num(frames.freqs_hz, nan=-1.0)
+    phi_vtf = _interp_rows(fb, phi_min, fr, outside=0.0)
+    psi = wrap(frames.phases - phi_vtf)  # (N, Hmax+1)
+    pds = []
+    for j in range(len(frames)):
+        h = int(frames.n_harm[j])
+        p = psi[j, : h + 1].copy()
+        p[0] = 0.0
+        rho = np.unwrap(p - np.arange(h + 1) * p[1])
+        pds.append(np.diff(rho))
+    return pds
+
+
+def _filtfilt_m(b, x):
+    """MATLAB filtfilt along axis 0 (odd extension of 3*(len(b)-1) samples)."""
+    return filtfilt(b, [1.0], x, axis=0, padtype="odd", padlen=3 * (len(b) - 1))
+
+
+def hmpd_features(frames: HarmonicFrames, fs: float, rng=None):
+    """HMPD streams on the 5 ms grid (§13 K1–K8).
+
+    Returns (u_s (n,), PDM (n, 25) in rad, PDD (n, 13) warped cepstrum). Needs more than 72
+    frames (the 25-frame filtfilt), i.e. about 0.82 s of audio; raises ValueError otherwise.
+    """
+    if rng is None:
+        rng = _NumpyUniform(1)
+    n_fr = len(frames)
+    if n_fr <= 3 * (PDM_TAPS - 1):
+        raise ValueError(f"HMPD needs more than {3 * (PDM_TAPS - 1)} analysis frames, got {n_fr}")
+    nbin = HMPD_DFTLEN // 2 + 1
+    pds = phase_distortion(frames, fs)
+    hmax = int(frames.n_harm.max())
+    pe = wrap(2 * np.pi * rng.uniform(n_fr, hmax + 1))  # RNG draw #1, column-major
+    for j, pd in enumerate(pds):
+        pe[j, : pd.size] = pd
+    pe = wrap(pe)
+    # harmonic -> Hertz: knots f0*[0, 0.95, 1, 2, ..., Hmax+1], values unwrap([0, 0, PE])
+    vals = np.unwrap(np.concatenate((np.zeros((n_fr, 2)), pe), axis=1), axis=1)
+    f0 = frames.f0_hz[:, None]
+    fb = np.arange(nbin) * fs / HMPD_DFTLEN
+    r = fb[None, :] / f0  # (N, 513) harmonic number of each bin
+    fl = np.floor(r)
+    idx = np.where(r < 0.95, 0, np.where(r < 1.0, 1, 1 + fl)).astype(np.int64)
+    x0 = np.where(r < 0.95, 0.0, np.where(r < 1.0, 0.95, fl)) * f0
+    x1 = np.where(r < 0.95, 0.95, np.where(r < 1.0, 1.0, fl + 1)) * f0
+    vals = np.concatenate((vals, np.full((n_fr, 3), np.nan)), axis=1)  # NaN beyond the last knot
+    y0 = np.take_along_axis(vals, idx, axis=1)
+    y1 = np.take_along_axis(vals, idx + 1, axis=1)
+    frac = (fb[None, :] - x0) / (x1 - x0)
+    pe_hz = np.where(frac == 0, y0, y0 + (y1 - y0) * frac)
+    pe_hz = wrap(pe_hz)
+    nan_pos = np.isnan(pe_hz)
+    if nan_pos.any():  # RNG draw #2, column-major over the NaN positions
+        cols, rows = np.nonzero(nan_pos.T)
+        pe_hz[rows, cols] = wrap(2 * np.pi * rng.uniform(rows.size, 1)[:, 0])
+    pe_hz = pe_hz[:, : nbin]
+    # PDM: circular mean over 25 frames
+    r25 = np.full(PDM_TAPS, 1.0 / PDM_TAPS)
+    pdm = np.arctan2(_filtfilt_m(r25, np.sin(pe_hz)), _filtfilt_m(r25, np.cos(pe_hz)))
+    # PDD: circular std around a median+Hann smoothed trend
+    win = 0.5 * (1 - np.cos(2 * np.pi * np.arange(PDD_TAPS) / (PDD_TAPS - 1)))  # hann, zero ends
+    win = win / win.sum()
+    med_c = median_filter(np.cos(pe_hz), size=(PDD_TAPS, 1), mode="constant", cval=0.0)
+    med_s = median_filter(np.sin(pe_hz), size=(PDD_TAPS, 1), mode="constant", cval=0.0)
+    trend = np.arctan2(_filtfilt_m(win, med_s), _filtfilt_m(win, med_c))
+    q = pe_hz - trend
+    r9 = np.full(PDD_TAPS, 1.0 / PDD_TAPS)
+    z = np.abs(_filtfilt_m(r9, np.cos(q)) + 1j * _filtfilt_m(r9, np.sin(q)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pdd = np.where(z < 1, np.sqrt(-2 * np.log(z)), 0.0)
+    # compression
+    pdm_c = np.empty((n_fr, len(PDM_GROUPS)))
+    ez = np.exp(1j * pdm)
+    for qi, (lo, hi) in enumerate(PDM_GROUPS):
+        pdm_c[:, qi] = np.angle(np.mean(ez[:, lo : hi + 1], axis=1))
+    x = pdd.copy()
+    x[:, 0] = x[:, 1]
+    x[x == 0] = PDD_FLOOR
+    pdd_c = hspec_to_mel_cepstrum(x, fs, PDD_ORDER)
+    # 5 ms regular grid
+    t = frames.t_s
+    n_u = int(np.floor(t[-1] / HMPD_STEP_S + 1e-10)) + 1
+    u = np.arange(n_u) * HMPD_STEP_S
+    u[-1] = min(u[-1], t[-1])
+    u = u[u >= t[0]]
+    pdm_u = _interp_cols(t, pdm_c, u, circular=True)
+    pdd_u = _interp_cols(t, pdd_c, u, circular=False)
+    return u, pdm_u, pdd_u
+
+
+def _interp_cols(t, y, tq, circular: bool) -> np.ndarray:
+    """Column-wise linear interpolation (0 outside); circular: unwrap along t, then wrap."""
+    yy = np.unwrap(y, axis=0) if circular else y
+    out = np.empty((tq.size, y.shape[1]))
+    for c in range(y.shape[1]):
+        out[:, c] = np.interp(tq, t, yy[:, c], left=0.0, right=0.0)
+    return wrap(out) if circular else out
+
+
+def hmpd_to_grid(u_s, pdm, pdd, n_samples: int, fs: float = 16000):
+    """Put the 5 ms HMPD streams on the 10 ms output grid tau_k = (79 + 160 k) / fs (§13 K9).
+
+    Returns (PDM (K, 25), PDD (K, 13)); rows outside [u_first, u_last] are 0.
+    """
+    k = np.arange((n_samples - 80) // 160 + 1)
+    tau = (79 + 160 * k) / fs
+    return _interp_cols(u_s, pdm, tau, circular=True), _interp_cols(u_s, pdd, tau, circular=False)
