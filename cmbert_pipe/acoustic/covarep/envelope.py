@@ -35,7 +35,7 @@ def _te_iterate(log_half: np.ndarray, orders: np.ndarray, dftlen: int) -> np.nda
     """True-Envelope iterations (§12.3 d–e) on (N, dftlen/2+1) log magnitudes; orders already
     scaled. Returns the log envelope V (N, dftlen/2+1). Converged frames leave the working set
     (compacted arrays), so each frame does exactly its own number of iterations."""
-    n, nbin = log_half.shape
+    n = log_half.shape[0]
     dblim = np.log(10 ** (TE_PRECISION_DB / 20))
     width = int(orders.max()) + 1
     half = dftlen // 2

@@ -69,7 +69,7 @@ def _solve_alpha(wg, te, a2):
     hi = trials[first + 1]
     flo = vals[np.arange(vals.shape[0]), first]
     x = 0.5 * (lo + hi)
-    s, c = np.sin(wg * te), np.cos(wg * te)
+    s = np.sin(wg * te)
     for _ in range(200):
         f = _alpha_fn(x, wg, te, a2)
         df = 2 * x * s * a2 - wg * te * np.exp(-te * x) + s

@@ -1,0 +1,218 @@
+"""Stage I of COVAREP-74: a creaky-voice posterior on the 10 ms grid (COVAREP74.md §11).
+
+COVAREP's creak column is the output of a trained network (Kane, Drugman & Gobl 2013,
+"Improved automatic detection of creak", Computer Speech & Language; Drugman, Kane & Gobl 2014,
+"Data-driven detection and analysis of the patterns of creaky voice") whose weights cannot be
+copied. This module is the substitute of §11.4 (c): our own features, after the rule-based
+detector of Ishi, Sakakibara, Ishiguro & Hagita 2008 ("A method for automatic detection of
+vocal fry", IEEE TASLP) — very-short-term power peaks with a steep rise and fall (PwP),
+inter-pulse similarity (IPS) and intra-frame periodicity (IFP) — plus the normalised energy and
+zero-crossing rate of Kane et al., combined by a logistic model. Its coefficients were
+fitted by ``benchmarks/covarep_b_creak_fit.py`` (logistic regression on a training subset of
+``covarep-ref``; the other files are the validation set reported in the README).
+
+Detector frames sit at sample numbers 160 j, j = 1..floor(L/160); output row k (1 <= k < N)
+is the mean of detector frames k and k+1, row 0 and rows >= N are 0 (§11.2).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+from scipy.signal import butter, buttord, sosfiltfilt
+
+from cmbert_pipe.errors import FeatureError
+
+HOP = 160  # samples between detector frames (10 ms at 16 kHz)
+VSP_LEN, VSP_HOP = 64, 32  # very-short-term power: 4 ms frames, 2 ms hop (Ishi 2008)
+PEAK_PROMINENCE_DB = 2.0  # a power peak stands 2 dB above its +-3 frame neighbourhood
+PEAK_RANGE_DB = 30.0  # and lies within 30 dB of the loudest one
+RISE_FALL_SPAN = 5  # frames searched for the rise before / fall after a peak
+PEAK_HOLD_S = 0.035  # a sample takes the values of the next peak if it is this close
+IPS_SEG_S = 0.015  # inter-pulse similarity segment length
+IPS_MAX_GAP_S = 0.100  # consecutive peaks further apart than this have IPS 0
+IFP_LEN, IFP_MAX_LAG_S, IFP_MIN_LAG_S = 512, 0.015, 0.001  # 32 ms frames, lags 1..15 ms
+ENERGY_LEN, ENERGY_HOP = 512, 80  # 32 ms Hann frames, 5 ms hop
+RPP_LEN = 456  # residual-peak-prominence window: 2 fs / 70 Hz (two creaky periods)
+RPP_EXCLUDE = 0.2  # secondary peaks are searched outside +-20 % of the window around the main one
+
+# Logistic model over FEATURE_NAMES (standardised with FEATURE_MEAN / FEATURE_STD); fitted by
+# benchmarks/covarep_b_creak_fit.py, see the module docstring.
+FEATURE_NAMES = ("rise_db", "fall_db", "ips", "ifp", "energy_db", "zcr_per_ms", "pwp_min_db", "ips_x_pwp",
+                 "res_peak_prominence", "srh_vuv", "delta_energy_db")
+FEATURE_MEAN = np.array([4.40882610e00, 4.35402532e00, 4.47297141e-01, 2.60313813e-01, -2.80901604e01,
+                         2.25772160e00, 3.49631897e00, 2.27773019e00, 1.95967661e-01, 4.66046118e-01,
+                         -3.37929112e-03])
+FEATURE_STD = np.array([4.1667296, 3.89810441, 0.34563104, 0.33367149, 17.6140516, 2.19086953, 3.18413066,
+                        2.33069483, 0.17073981, 0.4988458, 2.99155969])
+WEIGHTS = np.array([-0.16425675, 0.73800777, 0.12188622, -0.4781199, 1.35158201, -0.49923062, -0.65520243,
+                    1.05332844, 0.49846939, -0.72395691, -0.15201813])
+BIAS = -4.571978444503824
+
+
+def _bandpass(x: np.ndarray, fs: float) -> np.ndarray:
+    """Zero-phase Butterworth band-pass 100–1500 Hz (order from Wp/Ws/Rp 3/Rs 40, §11.3.4)."""
+    order, wn = buttord([100, 1500], [50, 3000], 3, 40, fs=fs)
+    sos = butter(order, wn, btype="bandpass", output="sos", fs=fs)
+    return sosfiltfilt(sos, x)
+
+
+def _power_peaks(bp: np.ndarray, fs: float):
+    """Very-short-term power peaks: (centre sample indices, rise dB, fall dB, power dB)."""
+    frames = sliding_window_view(bp, VSP_LEN)[::VSP_HOP]  # (F, 64)
+    p_db = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-12)
+    n = p_db.size
+    pad = np.pad(p_db, 3, mode="edge")
+    neigh = sliding_window_view(pad, 7)  # (F, 7) +-3 frames
+    is_max = p_db >= neigh.max(axis=1)
+    prominent = p_db - neigh.min(axis=1) >= PEAK_PROMINENCE_DB
+    loud = p_db >= p_db.max() - PEAK_RANGE_DB
+    idx = np.flatnonzero(is_max & prominent & loud)
+    idx = idx[(idx > 0) & (idx < n - 1)]
+    padr = np.pad(p_db, RISE_FALL_SPAN, mode="edge")
+    win = sliding_window_view(padr, 2 * RISE_FALL_SPAN + 1)[idx]  # (P, 11), centre at 5
+    rise = p_db[idx] - win[:, :RISE_FALL_SPAN].min(axis=1)
+    fall = p_db[idx] - win[:, RISE_FALL_SPAN + 1 :].min(axis=1)
+    centres = idx * VSP_HOP + VSP_LEN // 2
+    return centres, rise, fall, p_db[idx]
+
+
+def _inter_pulse_similarity(bp: np.ndarray, centres: np.ndarray, fs: float) -> np.ndarray:
+    """Max normalised cross-correlation of 15 ms segments around consecutive peaks (per peak,
+    with its predecessor); 0 for the first peak and for gaps over 100 ms."""
+    ips = np.zeros(centres.size)
+    half = round(IPS_SEG_S * fs / 2)
+    gap = round(IPS_MAX_GAP_S * fs)
+    padded = np.pad(bp, half)
+    segs = sliding_window_view(padded, 2 * half)[centres] if centres.size else np.empty((0, 2 * half))
+    norms = np.sqrt(np.sum(segs**2, axis=1)) + 1e-12
+    nfft = 4 * half
+    spec = np.fft.rfft(segs, n=nfft, axis=1)
+    for i in range(1, centres.size):
+        if centres[i] - centres[i - 1] > gap:
+            continue
+        xc = np.fft.irfft(spec[i] * np.conj(spec[i - 1]), n=nfft)
+        ips[i] = xc.max() / (norms[i] * norms[i - 1])
+    return ips
+
+
+def _intraframe_periodicity(bp: np.ndarray, fs: float, n_det: int) -> np.ndarray:
+    """IFP per detector frame: the smallest normalised-autocorrelation value at multiples of
+    the strongest lag in 1..15 ms, over a 32 ms frame centred on the detector sample."""
+    half = IFP_LEN // 2
+    padded = np.pad(bp, half)
+    centres = HOP * np.arange(1, n_det + 1) - 1
+    frames = sliding_window_view(padded, IFP_LEN)[centres]  # (N, 512) centred on the samples
+    spec = np.fft.rfft(frames, n=2 * IFP_LEN, axis=1)
+    ac = np.fft.irfft(np.abs(spec) ** 2, axis=1)[:, : int(IFP_MAX_LAG_S * fs) + 1]
+    ac = ac / (ac[:, :1] + 1e-12)
+    min_lag = int(IFP_MIN_LAG_S * fs)
+    ac[:, :min_lag] = -np.inf
+    first = np.argmax(ac, axis=1)  # (N,)
+    max_lag = ac.shape[1] - 1
+    ifp = ac[np.arange(n_det), first].copy()
+    for mult in range(2, max_lag // min_lag + 1):
+        lag = first * mult
+        ok = lag <= max_lag
+        vals = np.where(ok, ac[np.arange(n_det), np.minimum(lag, max_lag)], np.inf)
+        ifp = np.minimum(ifp, vals)
+    return np.clip(ifp, -1.0, 1.0)
+
+
+def _energy_zcr(x: np.ndarray, fs: float, n_det: int):
+    """Normalised log energy (dB re the maximum) and zero-crossing rate (per ms) per frame."""
+    half = ENERGY_LEN // 2
+    padded = np.pad(x, half)
+    centres = HOP * np.arange(1, n_det + 1) - 1
+    frames = sliding_window_view(padded, ENERGY_LEN)[centres]
+    w = np.hanning(ENERGY_LEN)
+    e_db = 10 * np.log10(np.sum((frames * w) ** 2, axis=1) + 1e-12)
+    e_db = e_db - e_db.max()
+    signs = np.signbit(frames)
+    zcr = np.sum(signs[:, 1:] != signs[:, :-1], axis=1) / (ENERGY_LEN / fs * 1000)
+    return e_db, zcr
+
+
+def _residual_peak_prominence(res: np.ndarray, n_det: int) -> np.ndarray:
+    """1 - (largest |residual| peak outside +-20 % of the window around the main peak) / main
+    peak, per detector frame (after Kane, Drugman & Gobl 2013): near 1 for isolated pulses."""
+    half = RPP_LEN // 2
+    padded = np.pad(np.abs(np.nan_to_num(res)), half)
+    centres = HOP * np.arange(1, n_det + 1) - 1
+    frames = sliding_window_view(padded, RPP_LEN)[centres]  # (N, 456)
+    main = np.argmax(frames, axis=1)
+    peak = frames[np.arange(n_det), main]
+    excl = int(RPP_EXCLUDE * RPP_LEN)
+    pos = np.arange(RPP_LEN)[None, :]
+    rest = np.where(np.abs(pos - main[:, None]) > excl, frames, 0.0).max(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(peak > 0, 1.0 - rest / peak, 0.0)
+
+
+def _vuv_at_detector(srh_vuv, n_det: int) -> np.ndarray:
+    """SRH voicing (frames at sample numbers 800 + 160 j) interpolated at samples 160 j."""
+    if srh_vuv is None:
+        return np.zeros(n_det)
+    v = np.asarray(srh_vuv, dtype=float).ravel()
+    return np.interp(HOP * np.arange(1, n_det + 1), 800 + HOP * np.arange(v.size), v, left=0.0, right=0.0)
+
+
+def creak_features(x: np.ndarray, fs: float, res18=None, srh_vuv=None) -> np.ndarray:
+    """(N, 11) detector-frame features (FEATURE_NAMES) at sample numbers 160 j, j = 1..N.
+
+    res18: the LP residual of x (computed here when None); srh_vuv: SRH voicing per 10 ms
+    frame (zeros when None)."""
+    x = np.asarray(x, dtype=float)
+    n_det = x.size // HOP
+    if n_det < 2:
+        raise FeatureError(f"creak: signal of {x.size} samples is shorter than two 10 ms frames")
+    if not np.all(np.isfinite(x)):
+        raise FeatureError("creak: signal has NaN or infinite samples")
+    bp = _bandpass(x, fs)
+    centres, rise, fall, _ = _power_peaks(bp, fs)
+    ips = _inter_pulse_similarity(bp, centres, fs)
+    det = HOP * np.arange(1, n_det + 1) - 1  # 0-based detector samples
+    nxt = np.searchsorted(centres, det, side="left")
+    has = nxt < centres.size
+    nxt_c = np.minimum(nxt, max(centres.size - 1, 0))
+    if centres.size:
+        near = has & ((centres[nxt_c] - det) < PEAK_HOLD_S * fs)
+        r, f, s = (np.where(near, v[nxt_c], 0.0) for v in (rise, fall, ips))
+    else:
+        r = f = s = np.zeros(n_det)
+    ifp = _intraframe_periodicity(bp, fs, n_det)
+    e_db, zcr = _energy_zcr(x, fs, n_det)
+    pwp = np.minimum(r, f)
+    if res18 is None:
+        from cmbert_pipe.acoustic.covarep.lpres import lpc_residual
+
+        res18 = lpc_residual(x, 400, 80, 18)
+    rpp = _residual_peak_prominence(np.asarray(res18, dtype=float), n_det)
+    vuv = _vuv_at_detector(srh_vuv, n_det)
+    d_e = np.diff(e_db, prepend=e_db[0])
+    return np.column_stack([r, f, s, ifp, e_db, zcr, pwp, s * pwp, rpp, vuv, d_e])
+
+
+def creak_probability(features: np.ndarray) -> np.ndarray:
+    """Logistic posterior (N,) from :func:`creak_features` rows."""
+    z = (features - FEATURE_MEAN) / FEATURE_STD
+    return 1.0 / (1.0 + np.exp(-(z @ WEIGHTS + BIAS)))
+
+
+def detector_to_grid(p: np.ndarray, n_samples: int) -> np.ndarray:
+    """Detector frames (at samples 160 j) -> the 10 ms output grid (§11.2), (K,)."""
+    k_rows = (n_samples - 80) // 160 + 1
+    out = np.zeros(k_rows)
+    n = p.size
+    k = np.arange(1, min(n, k_rows))
+    out[k] = 0.5 * (p[k - 1] + p[k])
+    return out
+
+
+def creak_posterior(x, fs, res18=None, srh_f0=None, srh_vuv=None) -> np.ndarray:
+    """Creak column on the 10 ms grid, (K,) in [0, 1]. ``res18`` is the LP residual of x
+    (recomputed when None), ``srh_vuv`` the SRH voicing; ``srh_f0`` is accepted for the
+    pipeline's call signature and not used.
+    Raises FeatureError when the signal cannot be analysed (the caller writes zeros)."""
+    x = np.asarray(x, dtype=float)
+    return detector_to_grid(creak_probability(creak_features(x, fs, res18, srh_vuv)), x.size)
