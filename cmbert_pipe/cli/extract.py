@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -18,14 +19,11 @@ from cmbert_pipe.audio import AUDIO_EXTENSIONS
 from cmbert_pipe.cli.app import app, console, out
 from cmbert_pipe.cli.common import progress_bar, report_summary, user_errors
 from cmbert_pipe.errors import ConfigError
+from cmbert_pipe.extract import EXPORT_FORMATS
 from cmbert_pipe.schema import BatchSummary
 
-
-def _check_choice(value: str, choices: tuple[str, ...], option: str) -> str:
-    if value not in choices:
-        raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}",
-                                 param_hint=option)
-    return value
+FeatureSetName = Enum("FeatureSetName", {n: n for n in FEATURE_SET_NAMES}, type=str)
+ExportFormat = Enum("ExportFormat", {n: n for n in EXPORT_FORMATS}, type=str)
 
 
 @app.command("extract-audio")
@@ -43,14 +41,14 @@ def extract_audio(
     transcripts: Optional[Path] = typer.Option(
         None, "--transcripts", help="Folder holding the transcripts, if not beside the audio."
     ),
-    features: str = typer.Option(
+    features: FeatureSetName = typer.Option(
         DEFAULT_FEATURE_SET, "--features", "-f",
-        help=f"Feature set: {' | '.join(FEATURE_SET_NAMES)}.",
+        help="covarep74: COVAREP-equivalent 74 columns; egemaps / compare: openSMILE LLDs.",
     ),
     frames: bool = typer.Option(
         False, "--frames", help="Also keep the frame-level (T, D) matrices in the cache."
     ),
-    export: Optional[str] = typer.Option(
+    export: Optional[ExportFormat] = typer.Option(
         None, "--export",
         help="After extracting, write the frames as csv or npz to OUT/frames-<fmt>/ "
              "(implies --frames).",
@@ -61,12 +59,11 @@ def extract_audio(
     """Frame features for every aligned utterance, averaged per word, into a content-addressed
     cache. Resumes where a killed run stopped; exits 1 if any item failed (all are listed)."""
     from cmbert_pipe.corpus import discover, single_clip
-    from cmbert_pipe.extract import EXPORT_FORMATS, export_frames, extract_corpus
+    from cmbert_pipe.extract import export_frames, extract_corpus
 
-    _check_choice(features, FEATURE_SET_NAMES, "--features")
-    if export is not None:
-        _check_choice(export, EXPORT_FORMATS, "--export")
-        frames = True
+    features = FeatureSetName(features).value
+    export = ExportFormat(export).value if export is not None else None
+    frames = frames or export is not None
     with user_errors():
         if transcript is not None:
             if corpus.suffix.lower() not in AUDIO_EXTENSIONS:
@@ -100,14 +97,13 @@ def extract_audio(
 @app.command("export-frames")
 def export_frames_cmd(
     cache: Path = typer.Argument(..., help="A cache made with `extract-audio --frames`."),
-    fmt: str = typer.Option("csv", "--format", help="csv (header = column names) or npz."),
+    fmt: ExportFormat = typer.Option("csv", "--format", help="csv (header = column names) or npz."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Folder for <id>.csv / <id>.npz."),
 ) -> None:
     """Write the cached frame matrices, one file per utterance, columns in the feature set's
     order (COVAREP's for covarep74), frame k centred at 5 ms + 10 ms·k."""
-    from cmbert_pipe.extract import EXPORT_FORMATS, export_frames
+    from cmbert_pipe.extract import export_frames
 
-    _check_choice(fmt, EXPORT_FORMATS, "--format")
     with user_errors():
-        written = export_frames(cache, out_dir, fmt)
+        written = export_frames(cache, out_dir, ExportFormat(fmt).value)
     out.print(f"wrote {len(written)} file(s) to {out_dir}")
