@@ -89,3 +89,14 @@ def test_to_grid_interpolates_linearly_and_holds_edges():
     np.testing.assert_allclose(got[:, 1], [0.0, 0.0, 0.0, 0.5, 1.5, 2.0])  # NaN -> 0
     np.testing.assert_allclose(grid_centres_s(3), [0.005, 0.015, 0.025])
     assert n_grid_frames(16_000) == 100 and n_grid_frames(10) == 1
+
+
+@pytest.mark.parametrize("name", ["egemaps", "compare"])
+def test_dc_offset_and_clipping_give_defined_frames(ravdess_wave, name):
+    """A constant offset or hard clipping must still give finite frames of the same shape."""
+    clean_frames = extract_frames(ravdess_wave, 16_000, name)
+    peak = float(np.max(np.abs(ravdess_wave)))
+    for distorted in (ravdess_wave + 0.3 * peak, np.clip(4.0 * ravdess_wave, -peak, peak)):
+        frames = extract_frames(distorted.astype(np.float32), 16_000, name)
+        assert frames.shape == clean_frames.shape
+        assert np.all(np.isfinite(frames)) and np.any(frames)
