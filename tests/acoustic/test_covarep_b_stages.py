@@ -95,7 +95,7 @@ def test_hmpd_matches_reference(b):
 
 
 def test_hmpd_without_octave_rng_changes_only_the_top_band(b):
-    u, pdm, _ = hmpd_features(b.frames, b.fs, None)
+    _, pdm, _ = hmpd_features(b.frames, b.fs, None)
     err = np.abs(wrap(pdm - b.ref["HMPDM_raw"]))
     assert err[:, :24].max() <= 1e-9
     assert 0 < np.median(err[:, 24]) < 0.1

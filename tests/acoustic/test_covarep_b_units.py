@@ -99,7 +99,7 @@ def test_mcep_abscissa_stretches_frames_over_the_file():
 
 @pytest.mark.parametrize("rd", [0.4, 1.0, 2.2])
 def test_lf_spectrum_equals_numerical_fourier_integral_of_the_lf_pulse(rd):
-    f0, t0 = 100.0, 0.01
+    t0 = 0.01  # f0 = 100 Hz
     freqs = np.array([100.0, 200.0, 300.0, 1000.0])
     g = rdmod.lf_spectrum(freqs[None, :], FS, np.array([t0]), np.array([rd]))[0]
     te, tp, ta = (v[()] * t0 for v in rdmod.rd_to_te_tp_ta(rd))
