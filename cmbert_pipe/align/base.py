@@ -1,0 +1,75 @@
+"""The aligner interface and the registry of backends (keys feed ``cmbert align --aligner``).
+
+    >>> aligner = get_aligner("pocketsphinx", max_duration_s=120)
+    >>> aligner.settings()        # backend, version and every parameter: part of cache keys
+    >>> alignment = aligner.align(utterance)      # schema.Alignment, or a domain error
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from cmbert_pipe.errors import CmbertError, ConfigError
+from cmbert_pipe.schema import Alignment, Utterance
+
+
+class Aligner(ABC):
+    """A forced aligner: transcript words -> time intervals in the audio."""
+
+    name: str = ""
+    #: True when the backend aligns a whole corpus in one call (MFA) rather than clip by clip.
+    corpus_level: bool = False
+
+    @abstractmethod
+    def settings(self) -> dict[str, Any]:
+        """Backend name, version and every parameter that changes the output (JSON-able)."""
+
+    @abstractmethod
+    def align(self, utterance: Utterance, wave: np.ndarray | None = None) -> Alignment:
+        """Align one utterance. ``wave`` is its (N,) 16 kHz mono audio if already loaded.
+
+        Raises AlignmentError / TranscriptError / AudioError naming the file and the reason.
+        """
+
+    def align_corpus_level(
+        self,
+        utterances: Sequence[Utterance],
+        work_dir: Path,
+        on_result: Callable[[Utterance, Alignment | CmbertError], None],
+    ) -> None:
+        """Align many utterances in one go (backends with ``corpus_level``); each result or
+        error is handed to ``on_result`` as soon as it is known."""
+        for utt in utterances:
+            try:
+                result: Alignment | CmbertError = self.align(utt)
+            except CmbertError as e:
+                result = e
+            on_result(utt, result)
+
+
+ALIGNERS: dict[str, Callable[..., Aligner]] = {}
+
+
+def register(name: str) -> Callable[[type[Aligner]], type[Aligner]]:
+    def deco(cls: type[Aligner]) -> type[Aligner]:
+        cls.name = name
+        ALIGNERS[name] = cls
+        return cls
+
+    return deco
+
+
+def get_aligner(name: str, **options: Any) -> Aligner:
+    """The backend registered as ``name`` built with ``options`` (unknown ones are rejected)."""
+    from cmbert_pipe.align import mfa, pocketsphinx_backend  # noqa: F401  (fills ALIGNERS)
+
+    if name not in ALIGNERS:
+        raise ConfigError(f"unknown aligner {name!r} (choose from: {', '.join(sorted(ALIGNERS))})")
+    try:
+        return ALIGNERS[name](**options)
+    except TypeError as e:
+        raise ConfigError(f"aligner {name!r}: {e}") from None

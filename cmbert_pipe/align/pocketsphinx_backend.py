@@ -1,0 +1,278 @@
+"""Forced alignment with PocketSphinx 5 (en-us acoustic model + CMUdict from its wheel), offline.
+
+    >>> aligner = PocketsphinxAligner()
+    >>> ali = aligner.align(Utterance("a", Path("a.wav"), "Hello world"))
+    >>> [(w.word, w.start_s, w.end_s) for w in ali.words]
+
+How: the transcript is normalised (:mod:`.normalize`); every word gets a dictionary entry
+(CMUdict, or the offline neural G2P for the rest, parts of hyphenated or numeric words
+concatenated; bracketed annotations get the model's ``+SPN+`` noise phone). PocketSphinx then
+runs its word-level Viterbi alignment against the word sequence, with optional silences and
+fillers between words, and a second, state-level pass that yields phone boundaries
+(the ``set_align_text`` / ``set_alignment`` API). When the beam search loses the path (speech
+the transcript does not mention, e.g. an unwritten "uh") it retries once with a wider beam;
+if that fails too, the transcript does not match the audio.
+
+Times: PocketSphinx analyses 25.6 ms windows every 10 ms; a boundary between frames ``k-1``
+and ``k`` is reported at ``k * 10 ms`` plus ``boundary_offset_s`` (half a window minus half
+a hop puts it between the two window centres).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from cmbert_pipe.align.base import Aligner, register
+from cmbert_pipe.align.g2p import g2p
+from cmbert_pipe.align.normalize import NORMALIZER_VERSION, SpokenWord, spoken_words
+from cmbert_pipe.audio import load_audio
+from cmbert_pipe.errors import AlignmentError, AudioError, TranscriptError
+from cmbert_pipe.schema import SAMPLE_RATE, Alignment, PhoneInterval, Utterance, WordInterval
+
+log = logging.getLogger(__name__)
+
+PS_FRAME_S = 0.010  # s: PocketSphinx frame hop at its default 100 frames/s
+NOISE_WORD = "zzspnzz"  # dictionary entry for bracketed annotations, pronounced +SPN+
+NOISE_PHONE = "+SPN+"
+FILLER_PHONES = ("SIL", "+SPN+", "+NSN+")  # silence and noise: empty intervals in the phones tier
+
+
+@dataclass(frozen=True)
+class PocketsphinxConfig:
+    """Everything that changes a PocketSphinx alignment (all of it goes into cache keys)."""
+
+    beam: float = 1e-48  # state beam of the first try (PocketSphinx default)
+    retry_beam: float = 1e-100  # wider beam for the single retry when the first try fails
+    retry_topn: int = 16  # Gaussians scored per frame in the retry (default 4: coarser)
+    boundary_offset_s: float = 0.0075  # s added to every frame-grid boundary (see module doc)
+    max_duration_s: float = 300.0  # s: longer recordings are refused (split them first)
+    max_oov_fraction: float = 0.5  # more words than this missing from CMUdict -> not English
+    min_words_for_oov_check: int = 4  # the OOV check needs at least this many words
+
+
+_LOCAL = threading.local()
+
+
+def _version() -> str:
+    from importlib.metadata import version
+
+    return version("pocketsphinx")
+
+
+def _decoder(config: PocketsphinxConfig, wide: bool):
+    """One decoder per process and search width, reused (creating one reads the model: ~0.3 s).
+
+    The wide one (the retry) scores more Gaussians per frame, keeps every HMM and prunes with
+    far wider beams: slower, but it finds a path where the default search loses it.
+    """
+    cache = getattr(_LOCAL, "decoders", None)
+    if cache is None:
+        cache = _LOCAL.decoders = {}
+    key = (config.beam, config.retry_beam, config.retry_topn, wide)
+    if key not in cache:
+        from pocketsphinx import Decoder
+
+        if wide:
+            b = config.retry_beam
+            options = dict(beam=b, pbeam=b, wbeam=b * 1e20, topn=config.retry_topn, maxhmmpf=-1)
+        else:
+            options = dict(beam=config.beam, pbeam=config.beam)
+        decoder = Decoder(loglevel="FATAL", **options)
+        decoder.add_word(NOISE_WORD, NOISE_PHONE, True)
+        cache[key] = decoder
+    return cache[key]
+
+
+def _pcm16(wave: np.ndarray) -> bytes:
+    return (np.clip(wave, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
+
+
+def _base(name: str) -> str:
+    """Dictionary word without its variant suffix: ``the(2)`` -> ``the``."""
+    return name.split("(", 1)[0] if name.endswith(")") else name
+
+
+@register("pocketsphinx")
+class PocketsphinxAligner(Aligner):
+    """PocketSphinx forced aligner (see the module docstring)."""
+
+    def __init__(self, **options: Any):
+        self.config = PocketsphinxConfig(**options)
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "backend": "pocketsphinx",
+            "version": _version(),
+            "model": "en-us (pocketsphinx wheel) + cmudict-en-us",
+            "g2p": "g2p-en checkpoint20 (numpy GRU)",
+            "normalizer": NORMALIZER_VERSION,
+            **asdict(self.config),
+        }
+
+    # -- dictionary ---------------------------------------------------------------------------
+    def _pronunciation(self, decoder, word: SpokenWord, source: str | None) -> tuple[str, int]:
+        """(dictionary key, number of parts that needed G2P) for one transcript word."""
+        if word.noise:
+            return NOISE_WORD, 0
+        if len(word.parts) == 1 and decoder.lookup_word(word.parts[0]) is not None:
+            return word.parts[0], 0
+        phones: list[str] = []
+        oov = 0
+        for part in word.parts:
+            known = decoder.lookup_word(part)
+            if known is not None:
+                phones += known.split()
+                continue
+            guess = g2p(part)
+            if not guess:
+                raise TranscriptError(f"cannot pronounce word {word.text!r}", source)
+            phones += guess
+            oov += 1
+        key = "_".join(word.parts)
+        if decoder.lookup_word(key) != " ".join(phones):
+            decoder.add_word(key, " ".join(phones), True)
+        return key, oov
+
+    def _keys(self, decoder, words: list[SpokenWord], source: str | None) -> tuple[list[str], int]:
+        """Dictionary keys of ``words`` (added to ``decoder`` where new) and the G2P count."""
+        keys, n_oov = [], 0
+        for w in words:
+            key, oov = self._pronunciation(decoder, w, source)
+            keys.append(key)
+            n_oov += oov
+        return keys, n_oov
+
+    # -- alignment ----------------------------------------------------------------------------
+    def _run(self, decoder, keys: list[str], pcm: bytes):
+        """Word pass then phone pass -> (word segments, phone segments or None), each a list
+        of (name, start_frame, end_frame); None when no path runs through all the words."""
+        try:
+            decoder.set_align_text(" ".join(keys))
+            decoder.start_utt()
+            decoder.process_raw(pcm, full_utt=True)
+            decoder.end_utt()
+            if decoder.hyp() is None:
+                return None
+            words = [(s.word, s.start_frame, s.end_frame + 1) for s in decoder.seg()]
+        except RuntimeError as e:
+            log.debug("pocketsphinx word pass: %s", e)
+            return None
+        if _n_matched(words, keys) != len(keys):  # a word lost on the way: no usable path
+            return None
+        try:
+            decoder.set_alignment()
+            decoder.start_utt()
+            decoder.process_raw(pcm, full_utt=True)
+            decoder.end_utt()
+            ali = decoder.get_alignment()
+            state_words = [(w.name, w.start, w.start + w.duration) for w in ali.words()]
+            phones = [(p.name, p.start, p.start + p.duration) for p in ali.phones()]
+        except (RuntimeError, AttributeError) as e:  # the state-level pass lost its path
+            log.debug("pocketsphinx phone pass: %s", e)
+            return words, None
+        if _n_matched(state_words, keys) != len(keys):
+            return words, None
+        return state_words, phones
+
+    def align(self, utterance: Utterance, wave: np.ndarray | None = None) -> Alignment:
+        cfg = self.config
+        source = str(utterance.transcript_path or utterance.audio)
+        words = spoken_words(utterance.transcript, source=source)
+        if wave is None:
+            _check_duration(utterance.audio, cfg.max_duration_s)
+            wave = load_audio(utterance.audio)
+        duration_s = wave.shape[0] / SAMPLE_RATE
+        if duration_s > cfg.max_duration_s:
+            raise AudioError(_too_long(duration_s, cfg.max_duration_s), utterance.audio)
+
+        decoder = _decoder(cfg, wide=False)
+        keys, n_oov = self._keys(decoder, words, source)
+        n_lexical = sum(1 for w in words if not w.noise)
+        if n_lexical >= cfg.min_words_for_oov_check and n_oov > cfg.max_oov_fraction * n_lexical:
+            raise TranscriptError(
+                f"{n_oov} of {n_lexical} words are not in the English dictionary: "
+                "the transcript does not look English (the en-us aligner only knows English)",
+                source,
+            )
+        pcm = _pcm16(wave)
+        ali = self._run(decoder, keys, pcm)
+        if ali is None or ali[1] is None:
+            log.info("%s: retrying with the wide search", utterance.id)
+            wide = _decoder(cfg, wide=True)
+            retry = self._run(wide, self._keys(wide, words, source)[0], pcm)
+            if retry is not None and (ali is None or retry[1] is not None):
+                ali = retry
+        if ali is None:
+            raise AlignmentError(
+                "the transcript does not match the audio (no alignment of all "
+                f"{len(words)} words found, even with a wide beam)",
+                utterance.audio,
+            )
+        return self._to_alignment(utterance, words, keys, ali, duration_s)
+
+    def _to_alignment(self, utterance, words, keys, ali, duration_s) -> Alignment:
+        off, hop = self.config.boundary_offset_s, PS_FRAME_S
+        word_segments, phone_segments = ali
+
+        def t(frame: int) -> float:
+            return round(min(max(frame * hop + off, 0.0), duration_s), 4)
+
+        out_words: list[WordInterval] = []
+        i = 0
+        for name, start, end in word_segments:
+            if i < len(keys) and _base(name) == keys[i]:
+                out_words.append(WordInterval(words[i].text, t(start), t(end)))
+                i += 1
+        if i != len(keys):
+            raise AlignmentError(
+                f"aligner returned {i} of {len(keys)} words (unexpected decoder output)",
+                utterance.audio,
+            )
+        noise_starts = {w.start_s for w, k in zip(out_words, keys) if k == NOISE_WORD}
+        phones = tuple(
+            PhoneInterval(name, t(start), t(end))
+            for name, start, end in (phone_segments or ())
+            if name not in FILLER_PHONES or (name == NOISE_PHONE and t(start) in noise_starts)
+        )
+        if phone_segments is None:
+            log.warning("%s: phone-level pass failed; TextGrid has words only", utterance.id)
+        return Alignment(
+            utterance.id,
+            tuple(out_words),
+            phones,
+            duration_s=round(duration_s, 6),
+            aligner=f"pocketsphinx-{_version()}",
+        )
+
+
+def _n_matched(segments: list[tuple[str, int, int]], keys: list[str]) -> int:
+    """How many of ``keys`` appear, in order, among the segment names (fillers skipped)."""
+    i = 0
+    for name, _, _ in segments:
+        if i < len(keys) and _base(name) == keys[i]:
+            i += 1
+    return i
+
+
+def _too_long(duration_s: float, max_s: float) -> str:
+    return (
+        f"recording is {duration_s:.0f} s long, more than the {max_s:.0f} s one alignment may "
+        "take: split it into utterances (or raise --max-duration)"
+    )
+
+
+def _check_duration(path, max_s: float) -> None:
+    """Refuse an over-long file from its header, before decoding it (bounded time)."""
+    try:
+        import soundfile as sf
+
+        info = sf.info(str(path))
+    except Exception:
+        return  # not readable by libsndfile: load_audio decodes it and reports any problem
+    if info.samplerate > 0 and info.frames / info.samplerate > max_s:
+        raise AudioError(_too_long(info.frames / info.samplerate, max_s), path)
