@@ -15,7 +15,7 @@ from functools import lru_cache
 import numpy as np
 import scipy.fft
 
-from cmbert_pipe.acoustic.covarep.mcompat import iround
+from cmbert_pipe.acoustic.covarep.mcompat import iround, mround
 
 KERNEL_HALF = 1000  # taps either side of the centre (2001 in all)
 
@@ -29,21 +29,25 @@ def daless_kernel(j: int, fs: int = 16000) -> np.ndarray:
     return -np.cos(2 * np.pi * (fs / 2) * t / s) * np.exp(-((t / s) ** 2) / (2 * tau**2))
 
 
-def wavelet_bank(x: np.ndarray, scales, fs: int = 16000) -> np.ndarray:
-    """Filter (L,) ``x`` with each kernel in ``scales``: (len(scales), L), 'same' alignment.
+def iter_wavelet_bands(x: np.ndarray, scales, fs: int = 16000):
+    """Yield each band of ``scales`` for (L,) ``x`` in turn, (L,) each, 'same' alignment.
 
-    One FFT of the signal, one multiply + inverse FFT per band (full convolution, then the L
-    samples starting at the kernel centre).
+    One FFT of the signal, then one multiply + inverse FFT per band (full convolution, keeping
+    the L samples that start at the kernel centre). One band at a time keeps memory at a few
+    signal lengths however long the recording.
     """
     x = np.asarray(x, dtype=float)
     n = x.size
     n_fft = scipy.fft.next_fast_len(n + 2 * KERNEL_HALF, real=True)
     spec = scipy.fft.rfft(x, n_fft)
-    out = np.empty((len(scales), n))
-    for i, j in enumerate(scales):
+    for j in scales:
         full = scipy.fft.irfft(spec * scipy.fft.rfft(daless_kernel(j, fs), n_fft), n_fft)
-        out[i] = full[KERNEL_HALF : KERNEL_HALF + n]
-    return out
+        yield full[KERNEL_HALF : KERNEL_HALF + n].copy()
+
+
+def wavelet_bank(x: np.ndarray, scales, fs: int = 16000) -> np.ndarray:
+    """All bands of ``scales`` at once: (len(scales), L)."""
+    return np.stack(list(iter_wavelet_bands(x, scales, fs)))
 
 
 def mdq(res: np.ndarray, fs: int, gcis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -54,19 +58,21 @@ def mdq(res: np.ndarray, fs: int, gcis: np.ndarray) -> tuple[np.ndarray, np.ndar
     res = np.nan_to_num(np.asarray(res, dtype=float), nan=0.0)
     n = res.size
     gn = np.unique(np.asarray(gcis, dtype=int) + 1)
-    bands = wavelet_bank(res, range(2, 7), fs)  # (5, L)
+    t0 = np.diff(gn, prepend=gn[0] - (gn[1] - gn[0] if gn.size >= 2 else 0))  # (n_gci,)
+    half = mround(0.2 * t0).astype(int)
+    valid = (gn - t0 > 0) & (gn + t0 <= n) & (gn.size >= 2)
+    dist_sum = np.zeros(gn.size)
+    for band in iter_wavelet_bands(res, range(2, 7), fs):  # 5 bands, one at a time
+        peak = np.max(np.abs(band))
+        if peak > 0:
+            band /= peak
+        for i in np.flatnonzero(valid):
+            s = half[i]
+            q = int(np.argmax(band[gn[i] - s - 1 : gn[i] + s])) + 1  # samples g-s .. g+s
+            dist_sum[i] += abs(s - q)
     with np.errstate(invalid="ignore", divide="ignore"):
-        bands /= np.max(np.abs(bands), axis=1, keepdims=True)
-    values = np.zeros(gn.size)
-    for i in range(gn.size if gn.size >= 2 else 0):
-        t0 = gn[1] - gn[0] if i == 0 else gn[i] - gn[i - 1]
-        s = iround(0.2 * t0)
-        if not (gn[i] - t0 > 0 and gn[i] + t0 <= n):
-            continue
-        seg = bands[:, gn[i] - s - 1 : gn[i] + s]  # samples g-s .. g+s
-        q = np.argmax(seg, axis=1) + 1
-        v = np.mean(np.abs(s - q)) / t0
-        values[i] = v if np.isfinite(v) else 0.0
+        values = np.where(valid, dist_sum / 5.0 / t0, 0.0)
+    values[~np.isfinite(values)] = 0.0
     return (gn - 1).astype(float), values
 
 
@@ -78,14 +84,17 @@ def peak_slope(x: np.ndarray, fs: int = 16000) -> tuple[np.ndarray, np.ndarray]:
     n_frames = (n - frame_len) // hop + 1 if n >= frame_len else 0
     if n_frames <= 0:
         return np.zeros(0), np.zeros(0)
-    bands = np.abs(wavelet_bank(x, range(6, -1, -1), fs))  # (7, L), 125 Hz .. 8 kHz
-    # Max over each frame: frames of 4 hops, so take hop-block maxima then a sliding max of 4.
+    # Max |band| over each frame: frames are 4 hops long, so take per-hop block maxima and then
+    # a sliding maximum over 4 blocks; bands one at a time, 125 Hz .. 8 kHz.
     per_hop = frame_len // hop
     n_blocks = n_frames + per_hop - 1
-    blocks = bands[:, : n_blocks * hop].reshape(7, n_blocks, hop).max(axis=2)
-    peaks = blocks[:, :n_frames].copy()
-    for k in range(1, per_hop):
-        np.maximum(peaks, blocks[:, k : k + n_frames], out=peaks)
+    peaks = np.empty((7, n_frames))
+    for b, band in enumerate(iter_wavelet_bands(x, range(6, -1, -1), fs)):
+        blocks = np.abs(band[: n_blocks * hop]).reshape(n_blocks, hop).max(axis=1)
+        row = blocks[:n_frames].copy()
+        for k in range(1, per_hop):
+            np.maximum(row, blocks[k : k + n_frames], out=row)
+        peaks[b] = row
     with np.errstate(divide="ignore", invalid="ignore"):
         logp = np.log10(peaks)  # (7, P)
         xs = np.arange(1, 8, dtype=float)
@@ -93,5 +102,5 @@ def peak_slope(x: np.ndarray, fs: int = 16000) -> tuple[np.ndarray, np.ndarray]:
         slope = (xc @ (logp - logp.mean(axis=0))) / np.sum(xc * xc)
     slope = np.where(np.isfinite(slope), slope, 0.0)
     starts = 1 + hop * np.arange(n_frames)
-    abscissa = np.array([iround((a + a + frame_len - 1) / 2) - 1 for a in starts], dtype=float)
+    abscissa = mround((2 * starts + frame_len - 1) / 2) - 1
     return abscissa, slope
