@@ -7,9 +7,9 @@ Rd is the value whose LF spectrum, divided out of the harmonic partials, leaves 
 minimum-phase residual (smallest mean squared phase difference): Degottex, Roebel & Rodet 2011,
 "Phase minimization for glottal model estimation".
 
-Speed: frames are grouped by their number of harmonics H'; the minimum-phase part is a fixed
-linear map (H'+1 log magnitudes -> 9 phases) per group, and Octave's fminbnd runs in lockstep
-over all frames of a group with vectorised LF root finding.
+Speed: the minimum-phase part is a fixed linear map (H'+1 log magnitudes -> 9 phases) per
+number of harmonics H' (folded real cepstrum, then the imaginary part of 9 DFT bins), and
+Octave's fminbnd runs in lockstep over all frames with vectorised LF root finding.
 """
 
 from __future__ import annotations
@@ -130,22 +130,25 @@ def _minphase_map(hp: int) -> np.ndarray:
 
 
 def _msp_error(rd, m_logabs, m_angle, f0, hp, fs, tmap):
-    """Mean squared phase error per frame for candidate rd (n,) (§10 steps 2–5)."""
-    h = np.arange(1, hp + 1)
-    g = lf_spectrum(f0[:, None] * h[None, :], fs, 1.0 / f0, rd)  # (n, H')
-    g_log = np.log(np.abs(g))
-    g_ang = np.angle(g)
+    """Mean squared phase error per frame for candidate rd (n,) (§10 steps 2–5).
+
+    m_logabs, m_angle (n, Hm+1): ln|M_h| and angle M_h, zero beyond each frame's H' = hp (n,);
+    tmap (n, Hm+1, 9): each frame's minimum-phase map (zero rows beyond its H')."""
+    n, width = m_logabs.shape
+    rows = np.arange(n)
+    h = np.arange(1, width)
+    g = lf_spectrum(f0[:, None] * h[None, :], fs, 1.0 / f0, rd)  # (n, Hm)
+    beyond = h[None, :] > hp[:, None]
     log_n = np.empty_like(m_logabs)
     ang_n = np.empty_like(m_angle)
-    log_n[:, 1:] = m_logabs[:, 1:] - g_log  # N = M / conj(G)
-    ang_n[:, 1:] = m_angle[:, 1:] + g_ang
-    log_n[:, hp] = log_n[:, hp - 1]  # N_H' <- |N_H'-1|
-    ang_n[:, hp] = 0.0
+    log_n[:, 1:] = np.where(beyond, 0.0, m_logabs[:, 1:] - np.log(np.abs(g)))  # N = M / conj(G)
+    ang_n[:, 1:] = np.where(beyond, 0.0, m_angle[:, 1:] + np.angle(g))
+    log_n[rows, hp] = log_n[rows, hp - 1]  # N_H' <- |N_H'-1|
+    ang_n[rows, hp] = 0.0
     log_n[:, 0] = log_n[:, 1]  # N_0 <- |N_1|
     ang_n[:, 0] = 0.0
-    o = min(2 * hp - 1, N_PHASE - 1)
-    phase_min = log_n @ tmap[:, : o + 1]
-    p = ang_n[:, : o + 1] - phase_min  # angle(R_k), up to 2 pi
+    phase_min = np.einsum("nh,nhk->nk", log_n, tmap)
+    p = ang_n[:, :N_PHASE] - phase_min  # angle(R_k), up to 2 pi
     dd = wrap(p[:, 1:] - p[:, :-1] - p[:, 1:2])
     return np.mean(dd[:, 1:] ** 2, axis=1)
 
@@ -216,36 +219,47 @@ def fminbnd_octave(fun, a, b, tolx: float = RD_TOLX, maxiter: int = RD_MAXITER):
     return x, fx
 
 
+RD_CHUNK_FRAMES = 2048  # frames optimised together (bounds the (n, Hm+1, 9) map tensor)
+
+
 def rd_msp(frames: HarmonicFrames, fs: float) -> np.ndarray:
     """Rd and Rd_conf for every Stage-G frame (§10), voiced or not.
 
     Returns (N, 3) [t_s, Rd, Rd_conf]; the grid abscissa is ``frames.centre`` (= t_s * fs).
+    Frames with fewer than 5 harmonics below Nyquist (f0 > ~1.6 kHz: never with SRH's
+    50-500 Hz) have no 8-bin MSP criterion and get NaN.
     """
     n = len(frames)
     out = np.full((n, 3), np.nan)
     out[:, 0] = frames.t_s
     if n == 0:
         return out
-    fr = frames.freqs_hz
     with np.errstate(invalid="ignore"):
-        hprime = np.sum(fr <= fs / 2, axis=1) - 1  # partials 0..H' at or below Nyquist
-    for hp in np.unique(hprime):
-        hp = int(hp)
-        idx = np.flatnonzero(hprime == hp)
-        if hp < 2:
-            continue
-        amps = frames.amps[idx, : hp + 1]
-        phs = frames.phases[idx, : hp + 1]
-        with np.errstate(divide="ignore"):
-            m_logabs = np.log(amps)
+        hprime = np.sum(frames.freqs_hz <= fs / 2, axis=1) - 1  # partials 0..H' at or below Nyquist
+    ok = np.flatnonzero(hprime >= (N_PHASE + 1) // 2)
+    if ok.size == 0:
+        return out
+    width = int(hprime[ok].max()) + 1
+    maps = {}
+    for hp in np.unique(hprime[ok]):
+        padded = np.zeros((width, N_PHASE))
+        padded[: hp + 1] = _minphase_map(int(hp))
+        maps[int(hp)] = padded
+    for lo in range(0, ok.size, RD_CHUNK_FRAMES):
+        idx = ok[lo : lo + RD_CHUNK_FRAMES]
+        hp = hprime[idx]
+        cols = np.arange(width)[None, :]
+        inside = cols <= hp[:, None]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            m_logabs = np.where(inside, np.log(frames.amps[idx, :width]), 0.0)
         m_logabs[:, 0] = m_logabs[:, 1]  # M_0 <- |M_1|
-        m_angle = phs.copy()
+        m_angle = np.where(inside, frames.phases[idx, :width], 0.0)
         m_angle[:, 0] = 0.0
         f0 = frames.f0_hz[idx]
-        tmap = _minphase_map(hp)
+        tmap = np.stack([maps[int(h)] for h in hp])  # (n, width, 9)
 
         def objective(sub, rd, m_logabs=m_logabs, m_angle=m_angle, f0=f0, hp=hp, tmap=tmap):
-            return _msp_error(rd, m_logabs[sub], m_angle[sub], f0[sub], hp, fs, tmap)
+            return _msp_error(rd, m_logabs[sub], m_angle[sub], f0[sub], hp[sub], fs, tmap[sub])
 
         rd, err = fminbnd_octave(objective, np.full(idx.size, RD_MIN), np.full(idx.size, RD_MAX))
         out[idx, 1] = rd
