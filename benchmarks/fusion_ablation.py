@@ -2,7 +2,7 @@
 the majority class and a linear probe on the same word-pooled features; plus the MOSI
 text-only check (shifting models with zero audio vs T-BERT) and training time per epoch.
 
-    OMP_NUM_THREADS=2 nice -n 10 python benchmarks/fusion_ablation.py \\
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/fusion_ablation.py \\
         --cache /work/runs/ravdess-cache-egemaps --out /work/runs/fusions-egemaps --seeds 5
     python benchmarks/fusion_ablation.py --mosi ../shared/data/mosi-text \\
         --out /work/runs/fusions-mosi --seeds 3 --epochs 3
@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 log = logging.getLogger("fusion_ablation")
 
@@ -282,7 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="where the seed bundles and table.md go")
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads; 1 on a shared machine (2 OpenMP threads on 2 busy cores "
+                        "spin-wait: 20x slower steps measured)")
     p.add_argument("--device", default="auto")
     p.add_argument("--only", nargs="*", default=[], help="row slugs to run (default: all)")
     p.add_argument("--keep-weights", action="store_true",

@@ -37,10 +37,18 @@ def examples(dim: int = 74) -> list[Example]:
     ("cmsbert-clr", {"contrastive_weight": 0.2, "label_smoothing": 0.05}, 0.9),
 ])
 def test_train_save_load_predict(tmp_path, model, extra, ema):
+    threads = torch.get_num_threads()  # train_one sets it process-wide; give it back after
+    try:
+        check_round_trip(tmp_path, model, extra, ema)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def check_round_trip(tmp_path, model, extra, ema):
     exs = examples()
     cfg = ModelConfig(model=model, extra=extra)
     res = train_one(exs, cfg, TrainConfig(epochs=1, batch_size=4, ema=ema, device="cpu",
-                                          threads=2), seed=0, out_dir=tmp_path / "b")
+                                          threads=1), seed=0, out_dir=tmp_path / "b")
     assert np.isfinite(res.metrics["test"]["mae"])
     saved = json.loads((tmp_path / "b" / "config.json").read_text())
     assert saved["model"] == model and saved["extra"] == extra
