@@ -20,17 +20,17 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import argparse  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import time
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import scipy.ndimage  # noqa: E402
-import scipy.stats  # noqa: E402
-import soundfile as sf  # noqa: E402
+import numpy as np
+import scipy.ndimage
+import scipy.stats
+import soundfile as sf
 
-from cmbert_pipe.acoustic.covarep import COVAREP74_COLUMNS, COVAREP74_VERSION  # noqa: E402
-from cmbert_pipe.acoustic.covarep.pipeline import extract  # noqa: E402
+from cmbert_pipe.acoustic.covarep import COVAREP74_COLUMNS, COVAREP74_VERSION
+from cmbert_pipe.acoustic.covarep.pipeline import extract
 
 REPO = Path(__file__).resolve().parents[1]
 REF_DIR = Path(os.environ.get("CMBERT_SHARED_DATA", REPO.parent / "shared" / "data")) / "covarep-ref"

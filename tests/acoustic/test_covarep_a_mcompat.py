@@ -86,7 +86,7 @@ def test_findpeaks_matlab_agrees_with_scipy_without_plateaus_and_takes_first_pla
 
 def test_v_findpeaks_plateau_centres_quadratic_and_separation():
     y = np.array([0.0, 2.0, 2.0, 2.0, 2.0, 1.0, 3.0, 0.0, 5.0, 5.0, 5.0, 0.0])
-    pos, val = mc.v_findpeaks(y)
+    pos, _ = mc.v_findpeaks(y)
     assert pos.tolist() == [3.0, 7.0, 10.0]  # 1-based; even plateau -> lower centre
     # Quadratic refinement: a sampled parabola peaks exactly at its vertex.
     k = np.arange(20, dtype=float)

@@ -32,7 +32,7 @@ def run(request, shared_data):
 
 
 def test_shape_dtype_and_header(run):
-    x, fs, result, ref, header = run
+    _, _, result, ref, header = run
     assert tuple(header) == COVAREP74_COLUMNS and len(COVAREP74_COLUMNS) == 74
     assert result.features.dtype == np.float32
     assert result.features.shape == ref.shape

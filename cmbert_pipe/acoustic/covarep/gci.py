@@ -11,7 +11,14 @@ from __future__ import annotations
 import numpy as np
 import scipy.signal
 
-from cmbert_pipe.acoustic.covarep.mcompat import blackman_m, filtfilt_m, findpeaks_matlab, interp1_m, iround, mround
+from cmbert_pipe.acoustic.covarep.mcompat import (
+    blackman_m,
+    filtfilt_m,
+    findpeaks_matlab,
+    interp1_m,
+    iround,
+    mround,
+)
 
 # Octave ellip(5, 3, 60, 50/8000, 'high') coefficients (COVAREP74.md §2.5).
 SEDREAMS_HP_B = np.array([

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import scipy.linalg
@@ -181,7 +181,7 @@ def wrap(p):
 
 def colon(a: float, step: float, b: float) -> np.ndarray:
     """Octave range ``a:step:b``: floor((b-a)/step + tiny)+1 elements, last clipped to ``b``."""
-    n = int(math.floor((b - a) / step + 1e-10)) + 1
+    n = math.floor((b - a) / step + 1e-10) + 1
     if n <= 0:
         return np.zeros(0)
     out = a + step * np.arange(n, dtype=float)

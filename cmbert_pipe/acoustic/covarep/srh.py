@@ -101,8 +101,8 @@ def pitch_srh(x: np.ndarray, fs: int = 16000, f0min: int = 50, f0max: int = 500,
         if not np.max(val) > 0.1:
             break
         est = float(np.median(f0[val > 0.1]))
-        new_lo = iround(0.5 * est) if iround(0.5 * est) > lo else lo
-        new_hi = iround(2 * est) if iround(2 * est) < hi else hi
+        new_lo = max(lo, iround(0.5 * est))
+        new_hi = min(hi, iround(2 * est))
         if (new_lo, new_hi) == (lo, hi):
             break
         lo, hi = new_lo, new_hi
