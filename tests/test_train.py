@@ -182,3 +182,25 @@ def test_text_tsv_errors_name_the_file(tmp_path):
     (tmp_path / "test.tsv").write_text("text\tlabel\n")
     with pytest.raises(ModelError, match="train.tsv"):
         load_text_examples(tmp_path)
+
+
+def test_gpu_code_path_runs_on_cpu_bf16_autocast_with_ema(examples, tiny_bert, tmp_path):
+    """The autocast + EMA path of the GPU step, run on CPU (bf16 autocast exists there)."""
+    exs, settings = examples
+    cfg = ModelConfig(model="cmbert", bert=tiny_bert, audio_dim=25, max_len=16)
+    res = train_one(exs, cfg, TrainConfig(epochs=1, batch_size=8, device="cpu", amp="bf16",
+                                          ema=0.9), 0, tmp_path / "bf16", settings)
+    assert np.isfinite(res.metrics["test"]["mae"])
+    assert load_bundle(tmp_path / "bf16").settings["amp"] == "torch.bfloat16"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_cuda_training_with_autocast(examples, tiny_bert, tmp_path, amp):
+    exs, settings = examples
+    cfg = ModelConfig(model="cmbert", bert=tiny_bert, audio_dim=25, max_len=16)
+    res = train_one(exs, cfg, TrainConfig(epochs=1, batch_size=8, device="cuda", amp=amp),
+                    0, tmp_path / amp, settings)
+    assert np.isfinite(res.metrics["test"]["mae"])
+    cpu = evaluate_bundle(tmp_path / amp, exs, ["test"], device="cpu")
+    assert cpu["test"]["mae"] == pytest.approx(res.metrics["test"]["mae"], abs=0.05)

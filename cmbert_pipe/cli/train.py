@@ -46,26 +46,28 @@ def _fmt(name: str, v: float) -> str:
 
 
 def metrics_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
+    """Metrics as rows, splits as columns (accuracies and F1 in %)."""
     table = Table(title=title)
-    table.add_column("split")
-    for name in SHOWN:
-        table.add_column(name, justify="right")
-    for split, m in rows.items():
-        table.add_row(split, *[_fmt(n, m.get(n, float("nan"))) for n in SHOWN])
+    table.add_column("metric")
+    for split in rows:
+        table.add_column(split, justify="right")
+    for name in SHOWN + ("loss",):
+        table.add_row(name, *[_fmt(name, m.get(name, float("nan"))) for m in rows.values()])
     return table
 
 
 def mean_std_table(title: str, ms: dict[str, dict[str, dict[str, float]]]) -> Table:
+    """Mean ± std over seeds: metrics as rows, splits as columns."""
     table = Table(title=title)
-    table.add_column("split")
+    table.add_column("metric")
+    for split in ms:
+        table.add_column(split, justify="right")
     for name in SHOWN:
-        table.add_column(name, justify="right")
-    for split, m in ms.items():
         cells = []
-        for n in SHOWN:
-            s = m.get(n)
-            cells.append("" if s is None else f"{_fmt(n, s['mean'])} ± {_fmt(n, s['std'])}")
-        table.add_row(split, *cells)
+        for m in ms.values():
+            s = m.get(name)
+            cells.append("" if s is None else f"{_fmt(name, s['mean'])} ± {_fmt(name, s['std'])}")
+        table.add_row(name, *cells)
     return table
 
 
