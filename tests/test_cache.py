@@ -103,9 +103,9 @@ def test_killed_writer_never_leaves_a_readable_half_entry(cache):
 
 
 def test_keys_are_canonical_and_change_with_every_part():
-    base = dict(audio_sha256="ab", transcript="hi there",
-                alignment={"textgrid_sha256": "cd", "settings": {"beam": 10}},
-                features={"name": "egemaps", "version": "1", "params": {"a": 1, "b": 2}})
+    base = {"audio_sha256": "ab", "transcript": "hi there",
+            "alignment": {"textgrid_sha256": "cd", "settings": {"beam": 10}},
+            "features": {"name": "egemaps", "version": "1", "params": {"a": 1, "b": 2}}}
     key = make_key(**base)
     reordered = dict(reversed(list(base.items())))
     reordered["features"] = {"params": {"b": 2, "a": 1}, "version": "1", "name": "egemaps"}

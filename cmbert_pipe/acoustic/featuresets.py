@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -68,7 +69,7 @@ class FeatureSet:
 
 def n_grid_frames(n_samples: int, sr: int = SAMPLE_RATE) -> int:
     """Number of grid frames whose whole 10 ms span lies inside ``n_samples`` (at least 1)."""
-    hop = int(round(FRAME_HOP_S * sr))
+    hop = round(FRAME_HOP_S * sr)
     return max(1, n_samples // hop)
 
 
@@ -101,7 +102,7 @@ def to_grid(values: np.ndarray, centres_s: np.ndarray, n_frames: int) -> np.ndar
 OPENSMILE_SETS = {"egemaps": "eGeMAPSv02", "compare": "ComParE_2016"}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _smile(set_name: str):
     """One ``opensmile.Smile`` per process and set (building it parses the config)."""
     import opensmile
@@ -127,7 +128,7 @@ def _opensmile_extract(set_name: str, wave: np.ndarray) -> np.ndarray:
     return to_grid(df.to_numpy(), centres_s, n_grid_frames(len(wave)))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _opensmile_columns(set_name: str) -> tuple[str, ...]:
     return tuple(_smile(set_name).feature_names)
 
@@ -176,7 +177,7 @@ _REGISTRY: dict[str, Callable[[str], FeatureSet]] = {
 FEATURE_SET_NAMES = tuple(_REGISTRY)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def get_feature_set(name: str) -> FeatureSet:
     """The feature set called ``name``; :class:`ConfigError` for an unknown name."""
     if name not in _REGISTRY:

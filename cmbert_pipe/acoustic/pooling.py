@@ -13,7 +13,7 @@ end of the audio) gets zeros.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

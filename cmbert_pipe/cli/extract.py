@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -31,14 +30,14 @@ def extract_audio(
     corpus: Path = typer.Argument(
         ..., help="Corpus folder (audio + same-stem .txt/.lab), manifest .csv, or one audio clip."
     ),
-    transcript: Optional[Path] = typer.Argument(
+    transcript: Path | None = typer.Argument(
         None, help="Transcript file, for the single-clip form `extract-audio clip.wav clip.txt`."
     ),
     alignments: Path = typer.Option(
         ..., "--alignments", "-a", help="Folder of TextGrids from `cmbert align` (<id>.TextGrid)."
     ),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Cache folder to create or update."),
-    transcripts: Optional[Path] = typer.Option(
+    transcripts: Path | None = typer.Option(
         None, "--transcripts", help="Folder holding the transcripts, if not beside the audio."
     ),
     features: FeatureSetName = typer.Option(
@@ -48,7 +47,7 @@ def extract_audio(
     frames: bool = typer.Option(
         False, "--frames", help="Also keep the frame-level (T, D) matrices in the cache."
     ),
-    export: Optional[ExportFormat] = typer.Option(
+    export: ExportFormat | None = typer.Option(
         None, "--export",
         help="After extracting, write the frames as csv or npz to OUT/frames-<fmt>/ "
              "(implies --frames).",
