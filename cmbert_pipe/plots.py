@@ -40,7 +40,7 @@ def attention_png(maps, out_path: str | Path, title: str = "", dpi: int = 130) -
     n = len(labels)
     vmax = float(max(text.max(), multi.max(), 1e-6))
     panel_in = max(MIN_PANEL_IN, CELL_IN * n)
-    fig, axes = plt.subplots(1, 2, figsize=(2 * panel_in + 1.6, panel_in + 1.4),
+    fig, axes = plt.subplots(1, 2, figsize=(2 * panel_in + 1.6, panel_in + 0.9),
                              constrained_layout=True)
     image = None
     for ax, matrix, name in ((axes[0], text, "text attention  softmax(w_t·α_t)"),

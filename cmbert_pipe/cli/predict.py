@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from cmbert_pipe.cli.app import app, console, out
@@ -21,7 +22,7 @@ def _fmt(v: float | None, digits: int = 3) -> str:
 
 def print_prediction(p: Prediction) -> None:
     """The score line and the per-word table (stdout)."""
-    out.print(f"[bold]{p.utterance_id}[/]  \"{p.transcript}\"")
+    out.print(f"[bold]{escape(p.utterance_id)}[/]  \"{escape(p.transcript)}\"")
     out.print(f"score [bold]{p.score:+.3f}[/] in [-3, 3]   polarity [bold]{p.polarity}[/]   "
               f"7-class [bold]{p.class7:+d}[/] ({p.class7_name})   model {p.model}"
               + (f"   label {p.label:+.2f}" if p.label is not None else ""))
@@ -36,7 +37,7 @@ def print_prediction(p: Prediction) -> None:
     if has_gate:
         table.add_column("audio shift", justify="right")
     for w in p.words:
-        row = [w.word, f"{w.start_s:.2f}", f"{w.end_s:.2f}"]
+        row = [escape(w.word), f"{w.start_s:.2f}", f"{w.end_s:.2f}"]
         if has_att:
             row += [_fmt(w.multimodal), _fmt(w.text)]
         if has_gate:

@@ -31,7 +31,8 @@ class ConsoleReporter(Reporter):
 def _finish(result: PipelineResult) -> None:
     from cmbert_pipe.cli.predict import print_prediction
 
-    out.print(result.report_md.read_text(encoding="utf-8"))
+    out.print(result.report_md.read_text(encoding="utf-8"), markup=False, highlight=False,
+              soft_wrap=True)
     if result.prediction is not None:
         print_prediction(result.prediction)
     if result.attention_png is not None:
