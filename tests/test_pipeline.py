@@ -103,3 +103,33 @@ def test_defaults_without_a_recipe_and_missing_recipe(tmp_path):
     frozen = load_recipe(None)
     with pytest.raises(AttributeError):
         frozen.name = "x"  # frozen dataclass
+
+
+def test_mosi_recipe_reads_a_raw_release_tree(tmp_path):
+    """`cmbert run pipelines/mosi.toml --set data=...` sees the release's segments and folds."""
+    import numpy as np
+    import soundfile as sf
+
+    from cmbert_pipe.datasets import mosi_folds
+    from cmbert_pipe.pipeline import load_corpus
+
+    root = tmp_path / "CMU_MOSI_Raw"
+    (root / "Audio" / "WAV_16000" / "Segmented").mkdir(parents=True)
+    (root / "Transcript" / "Segmented").mkdir(parents=True)
+    (root / "Labels").mkdir()
+    videos = (mosi_folds.TRAIN_VIDEOS[0], mosi_folds.DEV_VIDEOS[0], mosi_folds.TEST_VIDEOS[0])
+    rows = []
+    for i, video in enumerate(videos):
+        sf.write(root / "Audio" / "WAV_16000" / "Segmented" / f"{video}_1.wav",
+                 0.1 * np.random.default_rng(i).standard_normal(8000).astype(np.float32), 16000)
+        (root / "Transcript" / "Segmented" / f"{video}.annotprocessed").write_text(
+            f"1_DELIM_ IT WAS A GOOD BOOK {i}\n")
+        rows.append(f"0.0,1.0,{video},1,{i - 1}.5")
+    (root / "Labels" / "OpinionLevelSentiment.csv").write_text("\n".join(rows) + "\n")
+    config = load_recipe(REPO / "pipelines" / "mosi.toml", [f"data={root}"])
+    utterances, failures = load_corpus(config)
+    assert not failures
+    assert [(u.split, u.label) for u in utterances] == [("train", -1.5), ("dev", 0.5),
+                                                         ("test", 1.5)]
+    with pytest.raises(ConfigError, match="no corpus"):
+        load_corpus(load_recipe(REPO / "pipelines" / "mosi.toml"))
