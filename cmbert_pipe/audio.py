@@ -57,6 +57,34 @@ def resample(wave: np.ndarray, sr_in: int, sr_out: int = SAMPLE_RATE) -> np.ndar
     return soxr.resample(wave, sr_in, sr_out, quality="VHQ").astype(np.float32, copy=False)
 
 
+def _wav_truncation(path: Path) -> str | None:
+    """For a RIFF/WAVE file, why it is truncated (its ``data`` chunk claims more bytes than
+    the file holds), else None. libsndfile silently reads what is there, so check here."""
+    import struct
+
+    with open(path, "rb") as fh:
+        head = fh.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        size = path.stat().st_size
+        pos = 12
+        while pos + 8 <= size:
+            fh.seek(pos)
+            chunk_id, chunk_size = struct.unpack("<4sI", fh.read(8))
+            if chunk_id == b"data":
+                if chunk_size in (0, 0xFFFFFFFF):  # streamed WAV: size left unset
+                    return None
+                held = size - pos - 8
+                if held < chunk_size:
+                    return (
+                        f"audio file is truncated: its header announces {chunk_size} bytes "
+                        f"of samples, the file holds {held}"
+                    )
+                return None
+            pos += 8 + chunk_size + (chunk_size & 1)
+    return None
+
+
 def load_audio(path: str | Path, *, allow_silent: bool = False) -> np.ndarray:
     """Read ``path`` and return a (N,) float32 waveform at :data:`SAMPLE_RATE`, mono.
 
@@ -68,6 +96,9 @@ def load_audio(path: str | Path, *, allow_silent: bool = False) -> np.ndarray:
         raise AudioError("audio file not found", path)
     if path.stat().st_size == 0:
         raise AudioError("audio file is empty (0 bytes)", path)
+    truncated = _wav_truncation(path)
+    if truncated:
+        raise AudioError(truncated, path)
     data, sr = _decode(path)
     if data.size == 0 or data.shape[0] == 0:
         raise AudioError("audio has no samples", path)

@@ -13,14 +13,16 @@ fillers between words, and a second, state-level pass that yields phone boundari
 the transcript does not mention, e.g. an unwritten "uh") it retries once with a wider beam;
 if that fails too, the transcript does not match the audio.
 
-Times: PocketSphinx analyses 25.6 ms windows every 10 ms; a boundary between frames ``k-1``
-and ``k`` is reported at ``k * 10 ms`` plus ``boundary_offset_s`` (half a window minus half
-a hop puts it between the two window centres).
+Times: PocketSphinx analyses 25.6 ms windows every 10 ms; a boundary before frame ``k`` is
+reported at ``k * 10 ms + boundary_offset_s``. The offset is a setting because the best value
+is empirical: against MFA's reference TextGrids, 0 beat -10, -5, +5, +7.5, +10 and +15 ms
+(``benchmarks/align_accuracy.py --offsets ...``).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -37,8 +39,10 @@ from cmbert_pipe.schema import SAMPLE_RATE, Alignment, PhoneInterval, Utterance,
 log = logging.getLogger(__name__)
 
 PS_FRAME_S = 0.010  # s: PocketSphinx frame hop at its default 100 frames/s
-NOISE_WORD = "zzspnzz"  # dictionary entry for bracketed annotations, pronounced +SPN+
+NOISE_WORD = "zzspnzz"  # dictionary entry for bracketed annotations (noise pronunciations)
 NOISE_PHONE = "+SPN+"
+# a bracketed annotation may be speech-like noise (+SPN+) or other noise (+NSN+), short or long
+NOISE_PRONUNCIATIONS = ("+SPN+", "+NSN+", "+SPN+ +SPN+", "+NSN+ +NSN+", "+NSN+ +SPN+")
 FILLER_PHONES = ("SIL", "+SPN+", "+NSN+")  # silence and noise: empty intervals in the phones tier
 
 
@@ -49,8 +53,9 @@ class PocketsphinxConfig:
     beam: float = 1e-48  # state beam of the first try (PocketSphinx default)
     retry_beam: float = 1e-100  # wider beam for the single retry when the first try fails
     retry_topn: int = 16  # Gaussians scored per frame in the retry (default 4: coarser)
-    boundary_offset_s: float = 0.0075  # s added to every frame-grid boundary (see module doc)
+    boundary_offset_s: float = 0.0  # s added to every frame boundary (0 measured best, README)
     max_duration_s: float = 300.0  # s: longer recordings are refused (split them first)
+    min_fit_per_frame: float = -4.0  # mean log acoustic score per speech frame; below: mismatch
     max_oov_fraction: float = 0.5  # more words than this missing from CMUdict -> not English
     min_words_for_oov_check: int = 4  # the OOV check needs at least this many words
 
@@ -83,7 +88,8 @@ def _decoder(config: PocketsphinxConfig, wide: bool):
         else:
             options = dict(beam=config.beam, pbeam=config.beam)
         decoder = Decoder(loglevel="FATAL", **options)
-        decoder.add_word(NOISE_WORD, NOISE_PHONE, True)
+        for variant, phones in enumerate(NOISE_PRONUNCIATIONS, start=1):
+            decoder.add_word(NOISE_WORD if variant == 1 else f"{NOISE_WORD}({variant})", phones, True)
         cache[key] = decoder
     return cache[key]
 
@@ -149,8 +155,14 @@ class PocketsphinxAligner(Aligner):
 
     # -- alignment ----------------------------------------------------------------------------
     def _run(self, decoder, keys: list[str], pcm: bytes):
-        """Word pass then phone pass -> (word segments, phone segments or None), each a list
-        of (name, start_frame, end_frame); None when no path runs through all the words."""
+        """Word pass then phone pass -> (word segments, phone segments or None, fit), segments
+        as (name, start_frame, end_frame); None when no path runs through all the words.
+
+        ``fit`` is the mean log acoustic score per frame inside words. PocketSphinx scores each
+        frame relative to its best-scoring senone, so this is a log-likelihood ratio against
+        the best free phone sequence: near 0 when the words fit the sound, very negative when
+        the transcript forces phones that are not there.
+        """
         try:
             decoder.set_align_text(" ".join(keys))
             decoder.start_utt()
@@ -158,7 +170,11 @@ class PocketsphinxAligner(Aligner):
             decoder.end_utt()
             if decoder.hyp() is None:
                 return None
-            words = [(s.word, s.start_frame, s.end_frame + 1) for s in decoder.seg()]
+            segments = list(decoder.seg())
+            words = [(s.word, s.start_frame, s.end_frame + 1) for s in segments]
+            spoken = [s for s in segments if not s.word.startswith(("<", "[")) and s.word != NOISE_WORD]
+            frames = sum(s.end_frame + 1 - s.start_frame for s in spoken)
+            fit = sum(math.log(max(s.ascore, 1e-300)) for s in spoken) / max(frames, 1)
         except RuntimeError as e:
             log.debug("pocketsphinx word pass: %s", e)
             return None
@@ -174,10 +190,10 @@ class PocketsphinxAligner(Aligner):
             phones = [(p.name, p.start, p.start + p.duration) for p in ali.phones()]
         except (RuntimeError, AttributeError) as e:  # the state-level pass lost its path
             log.debug("pocketsphinx phone pass: %s", e)
-            return words, None
+            return words, None, fit
         if _n_matched(state_words, keys) != len(keys):
-            return words, None
-        return state_words, phones
+            return words, None, fit
+        return state_words, phones, fit
 
     def align(self, utterance: Utterance, wave: np.ndarray | None = None) -> Alignment:
         cfg = self.config
@@ -213,11 +229,17 @@ class PocketsphinxAligner(Aligner):
                 f"{len(words)} words found, even with a wide beam)",
                 utterance.audio,
             )
+        if ali[2] < cfg.min_fit_per_frame:
+            raise AlignmentError(
+                f"the transcript does not match the audio (acoustic fit {ali[2]:.2f} per frame, "
+                f"below {cfg.min_fit_per_frame:.2f})",
+                utterance.audio,
+            )
         return self._to_alignment(utterance, words, keys, ali, duration_s)
 
     def _to_alignment(self, utterance, words, keys, ali, duration_s) -> Alignment:
         off, hop = self.config.boundary_offset_s, PS_FRAME_S
-        word_segments, phone_segments = ali
+        word_segments, phone_segments, _ = ali
 
         def t(frame: int) -> float:
             return round(min(max(frame * hop + off, 0.0), duration_s), 4)
