@@ -28,7 +28,8 @@ from cmbert_pipe.acoustic.covarep.lpres import lpc_residual
 
 REF = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "covarep-ref"
 TRAIN = ("arctic_a0007", "mfa_acoustic_corpus", "ravdess_03-01-01-01-01-01-08", "ravdess_03-01-03-01-01-01-02",
-         "ravdess_03-01-04-01-01-01-03", "ravdess_03-01-05-01-01-01-04", "ravdess_03-01-06-01-01-01-05")
+         "ravdess_03-01-04-01-01-01-03", "ravdess_03-01-05-01-01-01-04", "ravdess_03-01-06-01-01-01-05",
+         "tts_a")
 
 
 def binary(p: np.ndarray) -> np.ndarray:
@@ -39,11 +40,11 @@ def load(name):
     x, fs = sf.read(REF / f"{name}.wav", dtype="float64")
     m = sio.loadmat(REF / f"{name}_intermediate.mat")
     res18 = lpc_residual(x * m["polarity"].item(), 400, 80, 18)
-    feats = creak.creak_features(x, fs, res18, m["srh_vuv"].ravel())
+    feats = creak.creak_features(x, fs, res18, m["srh_vuv"].ravel(), m["srh_f0"].ravel())
     raw = m["creak_raw"][:, 0]
     n = min(raw.size, feats.shape[0])
     ref_col = np.loadtxt(REF / f"{name}.csv", delimiter=",", skiprows=1)[:, 10]
-    return x, fs, feats[:n], raw[:n], ref_col, res18, m["srh_vuv"].ravel()
+    return x, fs, feats[:n], raw[:n], ref_col, res18, m["srh_vuv"].ravel(), m["srh_f0"].ravel()
 
 
 def metrics(ours: np.ndarray, ref: np.ndarray) -> dict:
@@ -78,8 +79,8 @@ def main() -> int:
           f"{'ref>.3':>6s} {'our>.3':>6s} {'med|d|':>7s}")
     pooled = {"train": ([], []), "valid": ([], [])}
     for n in names:
-        x, fs, _, _, ref_col, res18, vuv = data[n]
-        ours = creak.creak_posterior(x, fs, res18, None, vuv)
+        x, fs, _, _, ref_col, res18, vuv, f0 = data[n]
+        ours = creak.creak_posterior(x, fs, res18, f0, vuv)
         k = min(ours.size, ref_col.size)
         s = "train" if n in TRAIN else "valid"
         if n != "mfa_cold_corpus":

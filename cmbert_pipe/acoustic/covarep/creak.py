@@ -6,10 +6,12 @@ COVAREP's creak column is the output of a trained network (Kane, Drugman & Gobl 
 copied. This module is the substitute of §11.4 (c): our own features, after the rule-based
 detector of Ishi, Sakakibara, Ishiguro & Hagita 2008 ("A method for automatic detection of
 vocal fry", IEEE TASLP) — very-short-term power peaks with a steep rise and fall (PwP),
-inter-pulse similarity (IPS) and intra-frame periodicity (IFP) — plus the normalised energy and
-zero-crossing rate of Kane et al., combined by a logistic model. Its coefficients were
+inter-pulse similarity (IPS) and intra-frame periodicity (IFP) — plus Kane et al.'s H2-H1 of the
+resonated residual, residual peak prominence, local (creak) f0, normalised energy and
+zero-crossing rate, and SRH voicing, combined by a logistic model. Its coefficients were
 fitted by ``benchmarks/covarep_b_creak_fit.py`` (logistic regression on a training subset of
-``covarep-ref``; the other files are the validation set reported in the README).
+``covarep-ref``, i.e. a calibration on the original COVAREP's outputs, never its weights; the
+other files are the validation set that script reports).
 
 Detector frames sit at sample numbers 160 j, j = 1..floor(L/160); output row k (1 <= k < N)
 is the mean of detector frames k and k+1, row 0 and rows >= N are 0 (§11.2).
@@ -33,21 +35,23 @@ IPS_SEG_S = 0.015  # inter-pulse similarity segment length
 IPS_MAX_GAP_S = 0.100  # consecutive peaks further apart than this have IPS 0
 IFP_LEN, IFP_MAX_LAG_S, IFP_MIN_LAG_S = 512, 0.015, 0.001  # 32 ms frames, lags 1..15 ms
 ENERGY_LEN, ENERGY_HOP = 512, 80  # 32 ms Hann frames, 5 ms hop
+H2H1_LEN, H2H1_NFFT = 800, 4096  # 50 ms Hann frames of the resonated residual, DFT size
+RESONATOR_R_SPEC, RESONATOR_R_F0 = 0.97, 0.8  # pole radii of the F0mean resonator (Kane 2013)
 RPP_LEN = 456  # residual-peak-prominence window: 2 fs / 70 Hz (two creaky periods)
 RPP_EXCLUDE = 0.2  # secondary peaks are searched outside +-20 % of the window around the main one
 
 # Logistic model over FEATURE_NAMES (standardised with FEATURE_MEAN / FEATURE_STD); fitted by
 # benchmarks/covarep_b_creak_fit.py, see the module docstring.
 FEATURE_NAMES = ("rise_db", "fall_db", "ips", "ifp", "energy_db", "zcr_per_ms", "pwp_min_db", "ips_x_pwp",
-                 "res_peak_prominence", "srh_vuv", "delta_energy_db")
-FEATURE_MEAN = np.array([4.40882610e00, 4.35402532e00, 4.47297141e-01, 2.60313813e-01, -2.80901604e01,
-                         2.25772160e00, 3.49631897e00, 2.27773019e00, 1.95967661e-01, 4.66046118e-01,
-                         -3.37929112e-03])
-FEATURE_STD = np.array([4.1667296, 3.89810441, 0.34563104, 0.33367149, 17.6140516, 2.19086953, 3.18413066,
-                        2.33069483, 0.17073981, 0.4988458, 2.99155969])
-WEIGHTS = np.array([-0.16425675, 0.73800777, 0.12188622, -0.4781199, 1.35158201, -0.49923062, -0.65520243,
-                    1.05332844, 0.49846939, -0.72395691, -0.15201813])
-BIAS = -4.571978444503824
+                 "res_peak_prominence", "srh_vuv", "delta_energy_db", "h2_h1_db", "creak_f0_hz")
+FEATURE_MEAN = np.array([5.02370950e00, 4.89367110e00, 4.63883398e-01, 2.68699792e-01, -2.75575400e01,
+                         2.29135253e00, 3.97856718e00, 2.72072785e00, 2.01468280e-01, 4.90203611e-01,
+                         -1.74314255e-02, -2.21226907e01, 1.53436535e02])
+FEATURE_STD = np.array([5.0902719, 4.65312168, 0.35545078, 0.33781748, 18.56807975, 2.16967723, 3.8266275,
+                        3.12135992, 0.17793293, 0.49990402, 4.18917892, 17.10028322, 90.67523361])
+WEIGHTS = np.array([-0.72842014, 0.33995137, 0.413967, -0.40747509, 0.72812947, -0.99260517, 0.31432003,
+                    0.7467166, 0.53864149, -0.97318416, 0.04650386, 0.99522928, -0.03308747])
+BIAS = -5.260896533140734
 
 
 def _bandpass(x: np.ndarray, fs: float) -> np.ndarray:
@@ -149,6 +153,47 @@ def _residual_peak_prominence(res: np.ndarray, n_det: int) -> np.ndarray:
         return np.where(peak > 0, 1.0 - rest / peak, 0.0)
 
 
+def _h2_h1(res: np.ndarray, fs: float, n_det: int, f0_mean: float):
+    """H2-H1 (dB) and the local f0 (Hz) of the residual filtered by a resonator at F0mean,
+    per detector frame (after Kane, Drugman & Gobl 2013): the local f0 is the strongest
+    autocorrelation lag after the initial positive lobe of the rho=0.8 resonator output; the
+    harmonic levels come from the spectrum of the autocorrelation of the rho=0.97 output."""
+    from scipy.signal import lfilter
+
+    res = np.nan_to_num(res)
+    w0 = 2 * np.pi * f0_mean / fs
+    spec_in = lfilter([1.0], [1, -2 * RESONATOR_R_SPEC * np.cos(w0), RESONATOR_R_SPEC**2], res)
+    f0_in = lfilter([1.0], [1, -2 * RESONATOR_R_F0 * np.cos(w0), RESONATOR_R_F0**2], res)
+    half = H2H1_LEN // 2
+    centres = HOP * np.arange(1, n_det + 1) - 1
+    win = np.hanning(H2H1_LEN)
+    h2h1 = np.zeros(n_det)
+    f0_loc = np.zeros(n_det)
+    max_lag = min(H2H1_LEN - 1, int(fs / 20))
+    for lo in range(0, n_det, 256):
+        c = centres[lo : lo + 256]
+        fr_f0 = sliding_window_view(np.pad(f0_in, half), H2H1_LEN)[c] * win
+        fr_sp = sliding_window_view(np.pad(spec_in, half), H2H1_LEN)[c] * win
+        ac = np.fft.irfft(np.abs(np.fft.rfft(fr_f0, n=2 * H2H1_LEN, axis=1)) ** 2, axis=1)[:, : max_lag + 1]
+        neg = ac <= 0
+        first_neg = np.where(neg.any(axis=1), np.argmax(neg, axis=1), max_lag)
+        lags = np.arange(max_lag + 1)[None, :]
+        masked = np.where((lags >= np.maximum(first_neg, 5)[:, None]), ac, -np.inf)
+        lag = np.argmax(masked, axis=1)
+        f0 = np.where(np.isfinite(masked.max(axis=1)) & (lag > 0), fs / np.maximum(lag, 1), 0.0)
+        ac_sp = np.fft.irfft(np.abs(np.fft.rfft(fr_sp, n=2 * H2H1_LEN, axis=1)) ** 2, axis=1)
+        ac_sp = np.concatenate((ac_sp[:, -(H2H1_LEN - 1) :], ac_sp[:, :H2H1_LEN]), axis=1)
+        mag = np.abs(np.fft.rfft(ac_sp, n=H2H1_NFFT, axis=1))
+        mag = mag / (np.sqrt(np.sum(mag**2, axis=1, keepdims=True)) + 1e-300)
+        db = 20 * np.log10(mag + 1e-12)
+        b1 = np.clip(np.round(f0 * H2H1_NFFT / fs).astype(int), 0, db.shape[1] - 1)
+        b2 = np.clip(np.round(2 * f0 * H2H1_NFFT / fs).astype(int), 0, db.shape[1] - 1)
+        rows = np.arange(c.size)
+        h2h1[lo : lo + 256] = np.where(f0 > 0, db[rows, b2] - db[rows, b1], 0.0)
+        f0_loc[lo : lo + 256] = f0
+    return h2h1, f0_loc
+
+
 def _vuv_at_detector(srh_vuv, n_det: int) -> np.ndarray:
     """SRH voicing (frames at sample numbers 800 + 160 j) interpolated at samples 160 j."""
     if srh_vuv is None:
@@ -157,11 +202,11 @@ def _vuv_at_detector(srh_vuv, n_det: int) -> np.ndarray:
     return np.interp(HOP * np.arange(1, n_det + 1), 800 + HOP * np.arange(v.size), v, left=0.0, right=0.0)
 
 
-def creak_features(x: np.ndarray, fs: float, res18=None, srh_vuv=None) -> np.ndarray:
-    """(N, 11) detector-frame features (FEATURE_NAMES) at sample numbers 160 j, j = 1..N.
+def creak_features(x: np.ndarray, fs: float, res18=None, srh_vuv=None, srh_f0=None) -> np.ndarray:
+    """(N, 13) detector-frame features (FEATURE_NAMES) at sample numbers 160 j, j = 1..N.
 
-    res18: the LP residual of x (computed here when None); srh_vuv: SRH voicing per 10 ms
-    frame (zeros when None)."""
+    res18: the LP residual of x (computed here when None); srh_vuv, srh_f0: SRH voicing and f0
+    per 10 ms frame (voicing zeros and F0mean = 100 Hz when None)."""
     x = np.asarray(x, dtype=float)
     n_det = x.size // HOP
     if n_det < 2:
@@ -190,7 +235,13 @@ def creak_features(x: np.ndarray, fs: float, res18=None, srh_vuv=None) -> np.nda
     rpp = _residual_peak_prominence(np.asarray(res18, dtype=float), n_det)
     vuv = _vuv_at_detector(srh_vuv, n_det)
     d_e = np.diff(e_db, prepend=e_db[0])
-    return np.column_stack([r, f, s, ifp, e_db, zcr, pwp, s * pwp, rpp, vuv, d_e])
+    f0_mean = 100.0
+    if srh_f0 is not None and srh_vuv is not None:
+        f0v = np.asarray(srh_f0, dtype=float).ravel()[np.asarray(srh_vuv).ravel() > 0]
+        if f0v.size:
+            f0_mean = float(np.median(f0v))
+    h2h1, f0_loc = _h2_h1(np.asarray(res18, dtype=float), fs, n_det, f0_mean)
+    return np.column_stack([r, f, s, ifp, e_db, zcr, pwp, s * pwp, rpp, vuv, d_e, h2h1, f0_loc])
 
 
 def creak_probability(features: np.ndarray) -> np.ndarray:
@@ -211,8 +262,8 @@ def detector_to_grid(p: np.ndarray, n_samples: int) -> np.ndarray:
 
 def creak_posterior(x, fs, res18=None, srh_f0=None, srh_vuv=None) -> np.ndarray:
     """Creak column on the 10 ms grid, (K,) in [0, 1]. ``res18`` is the LP residual of x
-    (recomputed when None), ``srh_vuv`` the SRH voicing; ``srh_f0`` is accepted for the
-    pipeline's call signature and not used.
+    (recomputed when None), ``srh_f0``/``srh_vuv`` the SRH pitch and voicing (F0mean for the
+    resonator; 100 Hz and unvoiced when None).
     Raises FeatureError when the signal cannot be analysed (the caller writes zeros)."""
     x = np.asarray(x, dtype=float)
-    return detector_to_grid(creak_probability(creak_features(x, fs, res18, srh_vuv)), x.size)
+    return detector_to_grid(creak_probability(creak_features(x, fs, res18, srh_vuv, srh_f0)), x.size)
