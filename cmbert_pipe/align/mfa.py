@@ -117,15 +117,17 @@ class MfaAligner(Aligner):
         return found
 
     def _version(self) -> str:
-        try:
-            exe = self.executable()
-        except AlignmentError:
-            return "not installed"
-        try:
-            run = subprocess.run([exe, "version"], capture_output=True, text=True, timeout=120)
-            return run.stdout.strip() or "unknown"
-        except (OSError, subprocess.SubprocessError):
-            return "unknown"
+        """``mfa version`` (asked once per aligner object)."""
+        if getattr(self, "_version_text", None) is None:
+            try:
+                exe = self.executable()
+                run = subprocess.run([exe, "version"], capture_output=True, text=True, timeout=120)
+                self._version_text = run.stdout.strip() or "unknown"
+            except AlignmentError:
+                return "not installed"
+            except (OSError, subprocess.SubprocessError):
+                self._version_text = "unknown"
+        return self._version_text
 
     def settings(self) -> dict[str, Any]:
         return {
