@@ -48,48 +48,34 @@ class _NumpyUniform:
 
 
 def _vtf_min_phase(frames: HarmonicFrames, fs: float) -> np.ndarray:
-    """Minimum phase (N, 513) of the harmonic amplitude envelope, per frame (§13 K1)."""
+    """Minimum phase (N, 513) of the harmonic amplitude envelope, per frame (§13 K1).
+
+    The envelope interpolates ln a_h linearly between the forced-harmonic frequencies h mf0
+    (with (0, a_1) prepended). Above the last harmonic, COVAREP extends with the last amplitude
+    up to Nyquist and mirrors the last points about it, keeping only mirrored points beyond the
+    last frequency (checked against the reference, HMPDM to 1e-11): on bins 0..Nyquist both
+    amount to holding ln a_H, so the knots are one uniform grid and all frames go at once.
+    """
     n = len(frames)
     nbin = HMPD_DFTLEN // 2 + 1
     fb = np.arange(nbin) * fs / HMPD_DFTLEN
-    nyq = fs / 2
-    log_env = np.empty((n, nbin))
-    for j in range(n):
-        h = int(frames.n_harm[j])
-        f = frames.freqs_hz[j, 1 : h + 1]
-        a = frames.amps[j, 1 : h + 1]
-        f = np.concatenate(([0.0], f))
-        a = np.concatenate(([a[0]], a))
-        mfd = np.median(np.diff(f))
-        if f[-1] < nyq - mfd:
-            # extend with the last amplitude while the last frequency is < nyq - mfd
-            ext_list = []
-            last = f[-1]
-            while last < nyq - mfd:
-                last = last + mfd
-                ext_list.append(last)
-            f = np.concatenate((f, ext_list))
-            a = np.concatenate((a, np.full(len(ext_list), a[-1])))
-        lo_f, lo_a = -f[1:5], a[1:5]
-        src = slice(-6, -1) if f[-1] == nyq else slice(-5, None)
-        hi_f, hi_a = 2 * nyq - f[src], a[src]
-        # a forced partial may lie above Nyquist: only mirror points beyond it are used
-        # (verified against the reference: HMPDM then matches to 1e-11)
-        beyond = hi_f > f[-1]
-        hi_f, hi_a = hi_f[beyond], hi_a[beyond]
-        ff = np.concatenate((lo_f, f, hi_f))
-        aa = np.concatenate((lo_a, a, hi_a))
-        order = np.argsort(ff, kind="stable")
-        ff, aa = ff[order], aa[order]
-        # unique frequencies (Octave keeps the last occurrence)
-        last_occ = np.concatenate((ff[1:] != ff[:-1], [True]))
-        ff, aa = ff[last_occ], aa[last_occ]
-        with np.errstate(divide="ignore"):
-            la = np.log(aa)
-        le = np.interp(fb, ff, la, left=np.nan, right=np.nan)
-        env = np.exp(le)
-        env[np.isnan(env)] = 1e-15
-        log_env[j] = np.log(env)
+    hmax = frames.amps.shape[1] - 1
+    rows = np.arange(n)
+    with np.errstate(divide="ignore"):
+        la = np.log(frames.amps[:, 1:])  # (N, Hmax) ln a_1..a_Hmax, NaN beyond each H
+    last = la[rows, frames.n_harm - 1]
+    la = np.where(np.arange(1, hmax + 1)[None, :] > frames.n_harm[:, None], last[:, None], la)
+    knots = np.concatenate((la[:, :1], la, last[:, None]), axis=1)  # knot i at i * mf0
+    q = fb[None, :] / frames.freqs_hz[:, 1:2]  # (N, 513) position in harmonics
+    i0 = np.minimum(np.floor(q).astype(np.int64), hmax)
+    frac = q - i0
+    y0 = np.take_along_axis(knots, i0, axis=1)
+    y1 = np.take_along_axis(knots, i0 + 1, axis=1)
+    with np.errstate(invalid="ignore"):
+        log_env = np.where(frac == 0, y0, y0 + (y1 - y0) * frac)
+        env = np.exp(log_env)
+    env[np.isnan(env)] = 1e-15
+    log_env = np.log(env)
     cep = sfft.irfft(log_env, n=HMPD_DFTLEN, axis=1)
     fold = np.zeros(HMPD_DFTLEN)
     fold[0] = 1.0
@@ -122,15 +108,11 @@ def phase_distortion(frames: HarmonicFrames, fs: float) -> list[np.ndarray]:
     fb = np.arange(nbin) * fs / HMPD_DFTLEN
     fr = np.nan_to_num(frames.freqs_hz, nan=-1.0)
     phi_vtf = _interp_rows(fb, phi_min, fr, outside=0.0)
-    psi = wrap(frames.phases - phi_vtf)  # (N, Hmax+1)
-    pds = []
-    for j in range(len(frames)):
-        h = int(frames.n_harm[j])
-        p = psi[j, : h + 1].copy()
-        p[0] = 0.0
-        rho = np.unwrap(p - np.arange(h + 1) * p[1])
-        pds.append(np.diff(rho))
-    return pds
+    psi = wrap(frames.phases - phi_vtf)  # (N, Hmax+1), NaN beyond each frame's H
+    psi[:, 0] = 0.0
+    rho = np.unwrap(psi - np.arange(psi.shape[1])[None, :] * psi[:, 1:2], axis=1)
+    pd = np.diff(rho, axis=1)  # (N, Hmax): PD_1..PD_Hmax
+    return [pd[j, : int(frames.n_harm[j])] for j in range(len(frames))]
 
 
 def _fir_steady(b: np.ndarray, u: np.ndarray) -> np.ndarray:
