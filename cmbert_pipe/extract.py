@@ -39,7 +39,13 @@ from cmbert_pipe.acoustic import extract_frames, get_feature_set, pool_words, wo
 from cmbert_pipe.align.driver import alignment_path, load_alignment, sidecar_path
 from cmbert_pipe.audio import file_digest, load_audio
 from cmbert_pipe.batch import run_batch
-from cmbert_pipe.cache import FeatureCache, atomic_write_bytes, atomic_write_text, make_key
+from cmbert_pipe.cache import (
+    CacheEntry,
+    FeatureCache,
+    atomic_write_bytes,
+    atomic_write_text,
+    make_key,
+)
 from cmbert_pipe.errors import (
     AlignmentError,
     AudioError,
@@ -179,8 +185,8 @@ def extract_one(task: ExtractTask) -> FeatureRecord:
 
 
 def _record_from_entry(cache: FeatureCache, utt: Utterance, key: str, fs_name: str,
-                       fs_version: str, arrays: dict[str, np.ndarray]) -> FeatureRecord:
-    feats = arrays["word_features"]
+                       fs_version: str, entry: CacheEntry) -> FeatureRecord:
+    feats = entry.arrays["word_features"]
     return FeatureRecord(
         utterance_id=utt.id,
         key=key,
@@ -189,7 +195,7 @@ def _record_from_entry(cache: FeatureCache, utt: Utterance, key: str, fs_name: s
         feature_version=fs_version,
         dim=int(feats.shape[1]),
         n_words=int(feats.shape[0]),
-        n_frames=int(arrays["frames"].shape[0]) if "frames" in arrays else 0,
+        n_frames=int(entry.meta.get("n_frames", 0)),
         frame_hop_s=FRAME_HOP_S,
     )
 
@@ -257,7 +263,7 @@ def extract_corpus(
             else:
                 if not keep_frames or "frames" in entry.arrays:
                     records[utt.id] = _record_from_entry(cache, utt, key, fs.name, fs.version,
-                                                         entry.arrays)
+                                                         entry)
                     skipped += 1
                     continue
         tasks.append(ExtractTask(utt, alignments_dir, cache.root, key, fs.name, keep_frames,

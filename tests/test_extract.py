@@ -148,8 +148,10 @@ def test_force_recomputes_everything_with_the_same_keys(corpus, tmp_path):
     cache_dir = tmp_path / "cache"
     extract_corpus(utts, align_dir, cache_dir, "compare")
     keys = _keys(cache_dir)
+    records = [r for _, r in FeatureCache(cache_dir).read_index()]
     again = extract_corpus(utts, align_dir, cache_dir, "compare")
     assert (again.done, again.skipped) == (0, 3)
+    assert [r for _, r in FeatureCache(cache_dir).read_index()] == records  # same index rows
     forced = extract_corpus(utts, align_dir, cache_dir, "compare", force=True)
     assert (forced.done, forced.skipped) == (3, 0)
     assert _keys(cache_dir) == keys
