@@ -131,7 +131,8 @@ def main() -> None:
     print(f"clip: {CLIP_S:.1f} s, {len(text.split())} words; model {args.model} "
           f"({predictor.bundle.config.model}, feature set {fs}, aligner "
           f"{predictor.aligner_name}); torch threads {torch.get_num_threads()}")
-    print(f"bundle load in this process: {load_s:.2f} s\n")
+    print(f"bundle load in this process: {load_s:.2f} s; load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (figures assume an idle machine)\n")
     print(f"{'stage':<28}{'warm s':>9}{'warm RTF':>10}{'cold s':>9}{'cold/warm':>11}")
     for k in STAGES:
         print(f"{k[:-2]:<28}{warm[k]:>9.3f}{warm[k] / CLIP_S:>10.3f}{cold[k]:>9.3f}"

@@ -169,9 +169,14 @@ class Predictor:
     def warm_up(self) -> None:
         """Build the aligner and run every stage once on a synthetic tone (first-call costs)."""
         self.aligner  # noqa: B018 - instantiating loads the acoustic model
-        t = np.arange(SAMPLE_RATE, dtype=np.float32) / SAMPLE_RATE
-        tone = (0.3 * np.sin(2 * np.pi * 180 * t)).astype(np.float32)
-        self._features(tone, [("warm", 0.1, 0.9)])
+        t = np.arange(SAMPLE_RATE, dtype=np.float64) / SAMPLE_RATE
+        f0_hz = 120.0 + 10.0 * np.sin(2 * np.pi * 3 * t)  # a vowel-like harmonic series
+        phase = 2 * np.pi * np.cumsum(f0_hz) / SAMPLE_RATE
+        voice = sum(np.sin(k * phase) / k for k in range(1, 30))
+        try:
+            self._features((0.1 * voice).astype(np.float32), [("warm", 0.1, 0.9)])
+        except Exception as e:  # best effort: a feature set may refuse a synthetic signal
+            log.debug("feature warm-up skipped: %s", e)
         self._forward(("warm",), np.zeros((1, self.bundle.config.audio_dim), np.float32))
 
     # -- stages ------------------------------------------------------------------------------
