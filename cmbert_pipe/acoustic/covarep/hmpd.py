@@ -30,6 +30,7 @@ PDD_TAPS = 9  # frames of the PDD and trend windows (~90 ms)
 PDD_ORDER = 12  # warped-cepstrum order of PDD
 PDD_FLOOR = 0.001  # exact zeros of PDD are set to this before the log
 HMPD_STEP_S = 0.005  # regular resampling step of the HMPD streams
+HMPD_BIN_BLOCK = 64  # frequency bins filtered together (memory ~ frames x 64 per array)
 # PDM bin groups (0-based bins, first..last) from the quadratic Bezier of §13 K7
 PDM_GROUPS = tuple((q, q) for q in range(8)) + (
     (8, 9), (10, 12), (13, 16), (17, 21), (22, 27), (28, 35), (36, 45), (46, 57), (58, 71),
@@ -100,9 +101,9 @@ def _interp_rows(x_abs: np.ndarray, y: np.ndarray, xq: np.ndarray, outside: floa
     return out
 
 
-def phase_distortion(frames: HarmonicFrames, fs: float) -> list[np.ndarray]:
-    """PD_1..PD_H per frame (§13 K1–K2): vocal-tract phase removed, then the phase difference
-    between successive harmonics minus the fundamental's phase."""
+def phase_distortion(frames: HarmonicFrames, fs: float) -> np.ndarray:
+    """PD_1..PD_H per frame, (N, Hmax) (§13 K1–K2): vocal-tract phase removed, then the phase
+    difference between successive harmonics minus the fundamental's phase."""
     nbin = HMPD_DFTLEN // 2 + 1
     phi_min = _vtf_min_phase(frames, fs)  # (N, 513)
     fb = np.arange(nbin) * fs / HMPD_DFTLEN
@@ -111,8 +112,7 @@ def phase_distortion(frames: HarmonicFrames, fs: float) -> list[np.ndarray]:
     psi = wrap(frames.phases - phi_vtf)  # (N, Hmax+1), NaN beyond each frame's H
     psi[:, 0] = 0.0
     rho = np.unwrap(psi - np.arange(psi.shape[1])[None, :] * psi[:, 1:2], axis=1)
-    pd = np.diff(rho, axis=1)  # (N, Hmax): PD_1..PD_Hmax
-    return [pd[j, : int(frames.n_harm[j])] for j in range(len(frames))]
+    return np.diff(rho, axis=1)  # (N, Hmax): PD_1..PD_H, NaN beyond each frame's H
 
 
 def _fir_steady(b: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -149,55 +149,62 @@ def hmpd_features(frames: HarmonicFrames, fs: float, rng=None):
     if n_fr <= 3 * (PDM_TAPS - 1):
         raise ValueError(f"HMPD needs more than {3 * (PDM_TAPS - 1)} analysis frames, got {n_fr}")
     nbin = HMPD_DFTLEN // 2 + 1
-    pds = phase_distortion(frames, fs)
+    pd = phase_distortion(frames, fs)
     hmax = int(frames.n_harm.max())
     pe = wrap(2 * np.pi * rng.uniform(n_fr, hmax + 1))  # RNG draw #1, column-major
-    for j, pd in enumerate(pds):
-        pe[j, : pd.size] = pd
+    has_pd = np.arange(hmax)[None, :] < frames.n_harm[:, None]
+    pe[:, :hmax] = np.where(has_pd, pd[:, :hmax], pe[:, :hmax])
     pe = wrap(pe)
     # harmonic -> Hertz: knots f0*[0, 0.95, 1, 2, ..., Hmax+1], values unwrap([0, 0, PE])
     vals = np.unwrap(np.concatenate((np.zeros((n_fr, 2)), pe), axis=1), axis=1)
-    f0 = frames.f0_hz[:, None]
-    fb = np.arange(nbin) * fs / HMPD_DFTLEN
-    r = fb[None, :] / f0  # (N, 513) harmonic number of each bin
-    fl = np.floor(r)
-    idx = np.where(r < 0.95, 0, np.where(r < 1.0, 1, 1 + fl)).astype(np.int64)
-    x0 = np.where(r < 0.95, 0.0, np.where(r < 1.0, 0.95, fl)) * f0
-    x1 = np.where(r < 0.95, 0.95, np.where(r < 1.0, 1.0, fl + 1)) * f0
     vals = np.concatenate((vals, np.full((n_fr, 3), np.nan)), axis=1)  # NaN beyond the last knot
-    y0 = np.take_along_axis(vals, idx, axis=1)
-    y1 = np.take_along_axis(vals, idx + 1, axis=1)
-    frac = (fb[None, :] - x0) / (x1 - x0)
-    pe_hz = np.where(frac == 0, y0, y0 + (y1 - y0) * frac)
-    pe_hz = wrap(pe_hz)
-    nan_pos = np.isnan(pe_hz)
-    if nan_pos.any():  # RNG draw #2, column-major over the NaN positions
-        cols, rows = np.nonzero(nan_pos.T)
-        pe_hz[rows, cols] = wrap(2 * np.pi * rng.uniform(rows.size, 1)[:, 0])
-    pe_hz = pe_hz[:, : nbin]
-    # PDM: circular mean over 25 frames
+    f0 = frames.f0_hz[:, None]
+    group_of_bin = np.full(nbin, -1)
+    for qi, (lo, hi) in enumerate(PDM_GROUPS):
+        group_of_bin[lo : hi + 1] = qi
+    group_sum = np.zeros((n_fr, len(PDM_GROUPS)), dtype=complex)
+    pdd = np.empty((n_fr, nbin))
     r25 = np.full(PDM_TAPS, 1.0 / PDM_TAPS)
-    pdm = np.arctan2(_filtfilt_m(r25, np.sin(pe_hz)), _filtfilt_m(r25, np.cos(pe_hz)))
-    # PDD: circular std around a median+Hann smoothed trend
     win = 0.5 * (1 - np.cos(2 * np.pi * np.arange(PDD_TAPS) / (PDD_TAPS - 1)))  # hann, zero ends
     win = win / win.sum()
-    med_c = median_filter(np.cos(pe_hz), size=(PDD_TAPS, 1), mode="constant", cval=0.0)
-    med_s = median_filter(np.sin(pe_hz), size=(PDD_TAPS, 1), mode="constant", cval=0.0)
-    trend = np.arctan2(_filtfilt_m(win, med_s), _filtfilt_m(win, med_c))
-    q = pe_hz - trend
     r9 = np.full(PDD_TAPS, 1.0 / PDD_TAPS)
-    z = np.abs(_filtfilt_m(r9, np.cos(q)) + 1j * _filtfilt_m(r9, np.sin(q)))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        pdd = np.where(z < 1, np.sqrt(-2 * np.log(z)), 0.0)
-    # compression
-    pdm_c = np.empty((n_fr, len(PDM_GROUPS)))
-    ez = np.exp(1j * pdm)
-    for qi, (lo, hi) in enumerate(PDM_GROUPS):
-        pdm_c[:, qi] = np.angle(np.mean(ez[:, lo : hi + 1], axis=1))
-    x = pdd.copy()
-    x[:, 0] = x[:, 1]
-    x[x == 0] = PDD_FLOOR
-    pdd_c = hspec_to_mel_cepstrum(x, fs, PDD_ORDER)
+    # bins are independent along time: process them in blocks (bounded memory on long files);
+    # NaN fills are drawn block by block in increasing bins = Octave's column-major order
+    for b_lo in range(0, nbin, HMPD_BIN_BLOCK):
+        fb = np.arange(b_lo, min(b_lo + HMPD_BIN_BLOCK, nbin)) * fs / HMPD_DFTLEN
+        r = fb[None, :] / f0  # (N, B) harmonic number of each bin
+        fl = np.floor(r)
+        idx = np.where(r < 0.95, 0, np.where(r < 1.0, 1, 1 + fl)).astype(np.int64)
+        x0 = np.where(r < 0.95, 0.0, np.where(r < 1.0, 0.95, fl)) * f0
+        x1 = np.where(r < 0.95, 0.95, np.where(r < 1.0, 1.0, fl + 1)) * f0
+        y0 = np.take_along_axis(vals, idx, axis=1)
+        y1 = np.take_along_axis(vals, idx + 1, axis=1)
+        frac = (fb[None, :] - x0) / (x1 - x0)
+        pe_hz = wrap(np.where(frac == 0, y0, y0 + (y1 - y0) * frac))
+        nan_pos = np.isnan(pe_hz)
+        if nan_pos.any():  # RNG draw #2, column-major over the NaN positions
+            cols, rows = np.nonzero(nan_pos.T)
+            pe_hz[rows, cols] = wrap(2 * np.pi * rng.uniform(rows.size, 1)[:, 0])
+        cos_pe, sin_pe = np.cos(pe_hz), np.sin(pe_hz)
+        # PDM: circular mean over 25 frames, summed per compression group
+        pdm = np.arctan2(_filtfilt_m(r25, sin_pe), _filtfilt_m(r25, cos_pe))
+        groups = group_of_bin[b_lo : b_lo + fb.size]
+        ez = np.exp(1j * pdm)
+        for qi in np.unique(groups[groups >= 0]):
+            group_sum[:, qi] += ez[:, groups == qi].sum(axis=1)
+        # PDD: circular std around a median + Hann smoothed trend
+        med_c = median_filter(cos_pe, size=(PDD_TAPS, 1), mode="constant", cval=0.0)
+        med_s = median_filter(sin_pe, size=(PDD_TAPS, 1), mode="constant", cval=0.0)
+        trend = np.arctan2(_filtfilt_m(win, med_s), _filtfilt_m(win, med_c))
+        q = pe_hz - trend
+        z = np.abs(_filtfilt_m(r9, np.cos(q)) + 1j * _filtfilt_m(r9, np.sin(q)))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            pdd[:, b_lo : b_lo + fb.size] = np.where(z < 1, np.sqrt(-2 * np.log(z)), 0.0)
+    # compression: circular mean per group (PDM), warped cepstrum (PDD)
+    pdm_c = np.angle(group_sum)
+    pdd[:, 0] = pdd[:, 1]
+    pdd[pdd == 0] = PDD_FLOOR
+    pdd_c = hspec_to_mel_cepstrum(pdd, fs, PDD_ORDER)
     # 5 ms regular grid
     t = frames.t_s
     n_u = int(np.floor(t[-1] / HMPD_STEP_S + 1e-10)) + 1
