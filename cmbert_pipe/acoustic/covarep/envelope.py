@@ -62,7 +62,8 @@ def _te_iterate(log_half: np.ndarray, orders: np.ndarray, dftlen: int) -> np.nda
         cc = lam[:, None] * lw * (ccp - cc) + cc
         v = sfft.rfft(cc, n=dftlen, axis=1).real  # (n_act, nbin)
         np.maximum(a, v, out=a)
-        done = np.max(a0 - v, axis=1) <= dblim
+        gap = np.max(a0 - v, axis=1)
+        done = (gap <= dblim) | np.isnan(gap)  # NaN (a zero spectrum) would stay NaN for 200 its
         if done.any():
             v_out[ids[done]] = v[done]
             keep = ~done
