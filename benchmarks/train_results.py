@@ -66,6 +66,28 @@ def majority_row(examples, split: str) -> tuple[dict[str, float], float]:
     return sentiment_metrics([const] * len(labels), labels), const
 
 
+def audio_ridge_row(examples, split: str) -> dict[str, float]:
+    """An audio-only linear probe: ridge (alpha by leave-one-out CV on train) on the per-column
+    mean and std of each utterance's word vectors, standardised with training statistics."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.preprocessing import StandardScaler
+
+    from cmbert_pipe.metrics import sentiment_metrics
+    from cmbert_pipe.train import by_split
+
+    parts = by_split(examples)
+
+    def feats(xs):
+        return np.stack([np.concatenate([e.word_features.mean(0), e.word_features.std(0)])
+                         for e in xs])
+
+    scaler = StandardScaler().fit(feats(parts["train"]))
+    ridge = RidgeCV(alphas=np.logspace(-2, 4, 25)).fit(
+        scaler.transform(feats(parts["train"])), [e.label for e in parts["train"]])
+    pred = ridge.predict(scaler.transform(feats(parts[split])))
+    return sentiment_metrics(pred, [e.label for e in parts[split]]), pred > 0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--run", action="append", default=[], help="LABEL=DIR (repeatable)")
@@ -73,6 +95,9 @@ def main() -> None:
     ap.add_argument("--majority-cache", type=Path, default=None)
     ap.add_argument("--majority-text", type=Path, default=None, help="TSV dir for the baseline")
     ap.add_argument("--ravdess-binary", action="store_true")
+    ap.add_argument("--audio-ridge", action="store_true",
+                    help="add an audio-only probe: ridge regression on the utterance mean and "
+                         "std of the word features (needs --majority-cache)")
     args = ap.parse_args()
 
     examples = None
@@ -104,6 +129,20 @@ def main() -> None:
             pred = np.full(len(truth), const > 0)
             row += [fmt("acc", float(np.mean(pred == truth)), None), fmt("acc", 0.5, None)]
         print("| " + " | ".join(row) + " |")
+    if args.audio_ridge and examples is not None:
+        m, pos = audio_ridge_row(examples, args.split)
+        row = ["audio-only ridge probe", "-", str(sum(e.split == args.split for e in examples))]
+        row += [fmt(c, m[c], None) for c in COLUMNS]
+        if args.ravdess_binary:
+            from cmbert_pipe.datasets.ravdess import binary_class
+            from cmbert_pipe.metrics import balanced_accuracy
+
+            xs = [e for e in examples if e.split == args.split]
+            keep = np.array([binary_class(e.id) is not None for e in xs])
+            truth = np.array([binary_class(e.id) == 1 for e in xs if binary_class(e.id) is not None])
+            row += [fmt("acc", float(np.mean(pos[keep] == truth)), None),
+                    fmt("acc", balanced_accuracy(truth, pos[keep]), None)]
+        print("| " + " | ".join(row) + " |")
     speed = []
     for spec in args.run:
         label, _, path = spec.partition("=")
@@ -115,8 +154,9 @@ def main() -> None:
         row += [fmt(c, ms[c]["mean"], ms[c]["std"]) for c in COLUMNS]
         if args.ravdess_binary:
             scores = np.array(binary_scores(run_dir, args.split, examples))
-            row += [fmt("acc", scores[:, 0].mean(), scores[:, 0].std(ddof=1)),
-                    fmt("acc", scores[:, 1].mean(), scores[:, 1].std(ddof=1))]
+            ddof = 1 if len(scores) > 1 else 0
+            row += [fmt("acc", scores[:, 0].mean(), scores[:, 0].std(ddof=ddof)),
+                    fmt("acc", scores[:, 1].mean(), scores[:, 1].std(ddof=ddof))]
         print("| " + " | ".join(row) + " |")
         epoch_s, rates, rss = [], [], []
         for seed_dir in sorted(run_dir.glob("seed-*")):

@@ -46,6 +46,9 @@ def balanced_accuracy(truth: np.ndarray, pred: np.ndarray) -> float:
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson's r; NaN when either side is constant (checked exactly, before centring)."""
+    if np.all(a == a[0]) or np.all(b == b[0]):
+        return float("nan")
     a, b = a - a.mean(), b - b.mean()
     denom = math.sqrt(float(np.sum(a * a)) * float(np.sum(b * b)))
     return float(np.sum(a * b) / denom) if denom > 0 else float("nan")

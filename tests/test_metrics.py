@@ -50,6 +50,8 @@ def test_constant_predictions_have_undefined_correlation_and_majority_scores():
     labels = [1.0, -1.0, -2.0]
     m = sentiment_metrics([-0.5, -0.5, -0.5], labels)
     assert math.isnan(m["corr"])
+    # a constant whose centring leaves rounding noise is still constant
+    assert math.isnan(sentiment_metrics([0.1] * 7, [1, 2, 3, 4, 5, 6, 8])["corr"])
     assert m["acc2_non0"] == pytest.approx(2 / 3)
     assert m["bacc2_non0"] == pytest.approx(0.5)
 
