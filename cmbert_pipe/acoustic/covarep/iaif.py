@@ -13,7 +13,7 @@ from functools import lru_cache
 import numpy as np
 import scipy.signal
 
-from cmbert_pipe.acoustic.covarep.mcompat import hanning_m, iround, lpc_frame
+from cmbert_pipe.acoustic.covarep.mcompat import hanning_m, iround, lpc_frame, lpc_m
 
 
 @lru_cache(maxsize=4)
@@ -68,12 +68,64 @@ def iaif_frame(frame: np.ndarray, fs: int, p_vt: int = 20, p_gl: int = 8, d: flo
     return gf, dgf[pre:]
 
 
+def _fir_rows(a: np.ndarray, sig: np.ndarray) -> np.ndarray:
+    """Row-wise FIR: coefficients a (B, p+1) applied to sig (B, M), zero initial state."""
+    out = sig * a[:, :1]
+    for k in range(1, a.shape[1]):
+        out[:, k:] += a[:, k : k + 1] * sig[:, :-k]
+    return out
+
+
+def iaif_batch(frames: np.ndarray, lengths: np.ndarray, fs: int, p_vt: int = 20, p_gl: int = 8,
+               d: float = 0.99, hp: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`iaif_frame` on B windowed frames at once: (B, M) zero-padded rows of ``lengths``
+    -> (flow (B, M), flow derivative (B, M)); values past a row's length are meaningless.
+
+    Every step is causal or confined to the row's first N samples (autocorrelation of a
+    zero-padded frame equals that of the frame), so padding does not change the results.
+    Rows need N > p_vt.
+    """
+    if hp is None:
+        hp = iaif_highpass(fs)
+    n_rows, m = frames.shape
+    delay = iround(hp.size / 2) - 1
+    inside = np.arange(m)[None, :] < lengths[:, None]  # (B, M)
+    s = scipy.signal.oaconvolve(frames, hp[None, :], mode="full", axes=1)[:, delay : delay + m]
+    s[~inside] = 0.0
+    win = np.zeros((n_rows, m))
+    for r, n in enumerate(lengths):
+        win[r, :n] = _hanning(int(n))
+    pre = p_vt + 1
+    s0 = s[:, :1]
+    ramp = -s0 + np.arange(pre)[None, :] * ((2 * s0) / (pre - 1))
+    ramp[:, -1:] = s0
+    sig = np.concatenate((ramp, s), axis=1)  # (B, pre + M)
+    integ_a = np.array([1.0, -d])
+
+    def integrate(v: np.ndarray) -> np.ndarray:
+        return scipy.signal.lfilter([1.0], integ_a, v, axis=1)
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        y = _fir_rows(lpc_m(s * win, 1), sig)[:, pre:]
+        g1 = integrate(_fir_rows(lpc_m(y * win, p_vt), sig))[:, pre:]
+        y = integrate(_fir_rows(lpc_m(g1 * win, p_gl), sig))[:, pre:]
+        dgf = _fir_rows(lpc_m(y * win, p_vt), sig)
+        gf = integrate(dgf)[:, pre:]
+    return gf, dgf[:, pre:]
+
+
+_BATCH_MAX_LEN = 4000  # samples: longer (cross-gap) frames are analysed one by one
+_BATCH_ROWS = 128
+
+
 def iaif_gci(x: np.ndarray, fs: int, gcis: np.ndarray, p_vt: int | None = None, p_gl: int | None = None,
              d: float = 0.99) -> tuple[np.ndarray, np.ndarray]:
     """GCI-synchronous IAIF over the whole signal: (L,) speech, G list -> (g (L,), dg (L,)).
 
     ``gcis`` are the selected G values used as 1-based sample numbers; frame n spans
     G_n - T0 .. G_n + T0 (T0 = distance to the previous GCI, or to the next for the first).
+    Frames of similar length are analysed in batches (:func:`iaif_batch`); the overlap-add
+    then runs in GCI order, as in the reference.
     """
     x = np.asarray(x, dtype=float)
     n = x.size
@@ -85,14 +137,34 @@ def iaif_gci(x: np.ndarray, fs: int, gcis: np.ndarray, p_vt: int | None = None, 
     gcis = np.asarray(gcis, dtype=int)
     if gcis.size < 2:
         return g, dg
-    for i, gc in enumerate(gcis):
-        t0 = gcis[1] - gcis[0] if i == 0 else gc - gcis[i - 1]
-        start = max(gc - t0, 1)
-        stop = min(gc + t0, n)
-        seg = x[start - 1 : stop]
-        out = iaif_frame(seg * _hanning(seg.size), fs, p_vt, p_gl, d, hp)
-        if out is None:
-            continue
-        g[start - 1 : stop] += out[0]
-        dg[start - 1 : stop] += out[1]
+    t0 = np.diff(gcis, prepend=2 * gcis[0] - gcis[1])
+    starts = np.maximum(gcis - t0, 1)
+    stops = np.minimum(gcis + t0, n)
+    lengths = stops - starts + 1
+    outputs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    order = np.argsort(lengths, kind="stable")
+    order = order[lengths[order] > p_vt]
+    batchable = order[lengths[order] <= _BATCH_MAX_LEN]
+    lo = 0
+    while lo < batchable.size:  # groups of similar length: little padding
+        hi = lo + 1
+        n_min = lengths[batchable[lo]]
+        while hi < batchable.size and hi - lo < _BATCH_ROWS and lengths[batchable[hi]] <= 1.25 * n_min + 16:
+            hi += 1
+        rows = batchable[lo:hi]
+        m = int(lengths[rows].max())
+        frames = np.zeros((rows.size, m))
+        for r, i in enumerate(rows):
+            frames[r, : lengths[i]] = x[starts[i] - 1 : stops[i]] * _hanning(int(lengths[i]))
+        gf, dgf = iaif_batch(frames, lengths[rows], fs, p_vt, p_gl, d, hp)
+        for r, i in enumerate(rows):
+            outputs[int(i)] = (gf[r, : lengths[i]], dgf[r, : lengths[i]])
+        lo = hi
+    for i in order[lengths[order] > _BATCH_MAX_LEN]:
+        seg = x[starts[i] - 1 : stops[i]]
+        outputs[int(i)] = iaif_frame(seg * _hanning(seg.size), fs, p_vt, p_gl, d, hp)
+    for i in range(gcis.size):
+        if i in outputs:
+            g[starts[i] - 1 : stops[i]] += outputs[i][0]
+            dg[starts[i] - 1 : stops[i]] += outputs[i][1]
     return g, dg
