@@ -93,8 +93,11 @@ def _settings_aligner(settings: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return DEFAULT_ALIGNER, {}
 
 
-def _settings_feature_set(settings: dict[str, Any]) -> str:
+def _settings_feature_set(settings: dict[str, Any]) -> str | None:
+    """The feature set a bundle was trained on; None for a text-only bundle (trained on TSVs)."""
     name = settings.get("feature_set") or (settings.get("cache_info") or {}).get("name")
+    if not name and settings.get("source") == "text":
+        return None
     if not name:
         raise ModelError("the bundle does not record its feature set; pass feature_set=")
     return str(name)
@@ -137,7 +140,7 @@ class Predictor:
     """A loaded bundle plus the aligner and feature set it was trained with."""
 
     def __init__(self, bundle, aligner_name: str, aligner_options: dict[str, Any],
-                 feature_set: str):
+                 feature_set: str | None):
         self.bundle = bundle
         self.aligner_name = aligner_name
         self.aligner_options = aligner_options
@@ -174,7 +177,8 @@ class Predictor:
         phase = 2 * np.pi * np.cumsum(f0_hz) / SAMPLE_RATE
         voice = sum(np.sin(k * phase) / k for k in range(1, 30))
         try:
-            self._features((0.1 * voice).astype(np.float32), [("warm", 0.1, 0.9)])
+            if self.feature_set is not None:
+                self._features((0.1 * voice).astype(np.float32), [("warm", 0.1, 0.9)])
         except Exception as e:  # best effort: a feature set may refuse a synthetic signal
             log.debug("feature warm-up skipped: %s", e)
         self._forward(("warm",), np.zeros((1, self.bundle.config.audio_dim), np.float32))
@@ -197,7 +201,7 @@ class Predictor:
         return pooled
 
     @torch.no_grad()
-    def _forward(self, words: Sequence[str], word_features: np.ndarray):
+    def _forward(self, words: Sequence[str], word_features: np.ndarray | None):
         from cmbert_pipe.model.inputs import prepare_batch
 
         b = self.bundle
@@ -234,10 +238,12 @@ class Predictor:
         alignment = self._align(utt, wave)
         timings["align_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        try:
-            feats = self._features(wave, alignment.words)  # (n_words, D)
-        except FeatureError as e:
-            raise FeatureError(e.reason, audio) from None
+        feats = None  # a text-only bundle: the alignment only gives the words' times
+        if self.feature_set is not None:
+            try:
+                feats = self._features(wave, alignment.words)  # (n_words, D)
+            except FeatureError as e:
+                raise FeatureError(e.reason, audio) from None
         timings["features_s"] = time.perf_counter() - t0
         words = [w.word for w in alignment.words]
         t0 = time.perf_counter()

@@ -161,3 +161,20 @@ def test_attention_png(predictor, tmp_path):
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
     with pytest.raises(ModelError, match="no attention"):
         attention_png(AttentionMaps(("[CLS]", "a", "[SEP]"), None, None), tmp_path / "x.png")
+
+
+def test_text_only_bundle_aligns_for_times_and_has_no_attention(tmp_path):
+    """A T-BERT bundle trained on text TSVs: no features are computed, words still get times."""
+    from cmbert_pipe.model.base import ModelConfig, build_model
+    from cmbert_pipe.model.bundle import save_bundle
+    from cmbert_pipe.model.inputs import AudioStats, load_tokenizer
+
+    config = ModelConfig(model="tbert")
+    save_bundle(tmp_path / "tbert", build_model(config).eval(), load_tokenizer(""),
+                AudioStats.identity(config.audio_dim), {"source": "text"}, {})
+    predictor = Predictor.from_pretrained(tmp_path / "tbert")
+    assert predictor.feature_set is None
+    p, maps = predictor.analyse(DEMO / "pos05.flac", "The music was beautiful")
+    assert [w.word for w in p.words] == ["The", "music", "was", "beautiful"]
+    assert all(w.multimodal is None and w.text is None for w in p.words)
+    assert p.words[-1].end_s > p.words[0].start_s and maps.multimodal is None
