@@ -112,3 +112,19 @@ def test_octave_random_is_column_major_python_mt19937():
     ref = random.Random(1)
     draws = [ref.random() for _ in range(6)]
     assert np.allclose(m[:, 0], draws[:2]) and np.allclose(m[:, 2], draws[4:])
+
+
+def test_grid_rows_and_midpoint_interpolation():
+    from cmbert_pipe.acoustic.covarep.grid import n_rows, on_grid, output_grid, vuv_on_grid
+
+    assert n_rows(16000) == (16000 - 80) // 160 + 1 == 100
+    assert output_grid(16000)[:2].tolist() == [80.0, 240.0]
+    centres = 800 + 160 * np.arange(6, dtype=float)  # SRH-like stream at m_j
+    values = np.array([100.0, 110.0, 120.0, np.nan, 140.0, 150.0])
+    col = on_grid(centres, values, 3000)
+    assert col[:5].tolist() == [0.0] * 5  # before the first stamp
+    assert col[5] == 105.0 and col[6] == 115.0  # mean of frames k-5 and k-4
+    assert col[7] == 0.0 and col[8] == 0.0  # NaN neighbour -> 0
+    assert np.all(col[n_rows(3000) - 1 :] >= 0)
+    vuv = vuv_on_grid(centres, np.array([0, 1, 0, 0, 0, 0.0]), 3000)
+    assert vuv[5] == 1 and vuv[6] == 1 and vuv[7] == 0  # voiced if either neighbour is

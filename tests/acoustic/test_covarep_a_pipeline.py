@@ -122,3 +122,8 @@ def test_dc_offset_clipping_and_layout_are_handled(clip, clip_frames):
     assert np.all(np.isfinite(clipped)) and np.count_nonzero(_col(clipped, "F0")) > 0
     stereo = extract_covarep74(np.stack([clip, 0.5 * clip[::-1]], axis=1), 16000)
     assert np.array_equal(stereo, clip_frames)  # first channel only
+
+
+def test_integer_pcm_is_scaled_like_audioread(clip, clip_frames):
+    pcm = np.round(clip * 32768).astype(np.int16)  # the WAV's own samples
+    assert np.array_equal(extract_covarep74(pcm, 16000), clip_frames)

@@ -77,6 +77,8 @@ def _prepare(wave: np.ndarray, fs: int) -> np.ndarray:
         raise FeatureError(f"expected a 1-D waveform, got shape {np.shape(wave)}")
     if not np.issubdtype(x.dtype, np.number):
         raise FeatureError(f"waveform has non-numeric dtype {x.dtype}")
+    if np.issubdtype(x.dtype, np.integer):  # PCM integers: full scale -> 1.0, as audioread does
+        x = x.astype(np.float64) / float(2 ** (8 * x.dtype.itemsize - 1))
     x = x.astype(np.float64)
     bad = int(x.size - np.count_nonzero(np.isfinite(x)))
     if bad:
