@@ -53,6 +53,7 @@ EMA_DECAY = 0.95  # horizon ~20 steps = one RAVDESS epoch at batch 24
 class Row:
     """One line of the table: a model, its options and the trainer's EMA."""
 
+    key: str  # folder name under --out, and what --only selects
     name: str
     model: str
     cls_audio: str = "mean"
@@ -61,29 +62,26 @@ class Row:
 
 
 RAVDESS_ROWS = (
-    Row("T-BERT (text only)", "tbert"),
-    Row("CM-BERT, cls_audio=zero (paper)", "cmbert", cls_audio="zero"),
-    Row("CM-BERT, cls_audio=mean", "cmbert"),
-    Row("MAG-BERT", "magbert"),
-    Row("CMSBERT-CLR (all four parts)", "cmsbert-clr", ema=EMA_DECAY),
-    Row("  − context shifting", "cmsbert-clr", extra={"cms": False}, ema=EMA_DECAY),
-    Row("  − contrastive", "cmsbert-clr", extra={"contrastive": False}, ema=EMA_DECAY),
-    Row("  − EMA", "cmsbert-clr"),
-    Row("  − label smoothing (ε = 0)", "cmsbert-clr", extra={"label_smoothing": 0.0},
+    Row("tbert", "T-BERT (text only)", "tbert"),
+    Row("cmbert-zero", "CM-BERT, cls_audio=zero (paper)", "cmbert", cls_audio="zero"),
+    Row("cmbert-mean", "CM-BERT, cls_audio=mean", "cmbert"),
+    Row("magbert", "MAG-BERT", "magbert"),
+    Row("cmsbert-clr", "CMSBERT-CLR (all four parts)", "cmsbert-clr", ema=EMA_DECAY),
+    Row("cmsbert-clr-no-cms", "  − context shifting", "cmsbert-clr", extra={"cms": False},
         ema=EMA_DECAY),
-    Row("  shifting only (no CL, no aux head, no EMA)", "cmsbert-clr",
+    Row("cmsbert-clr-no-contrastive", "  − contrastive", "cmsbert-clr",
+        extra={"contrastive": False}, ema=EMA_DECAY),
+    Row("cmsbert-clr-no-ema", "  − EMA", "cmsbert-clr"),
+    Row("cmsbert-clr-no-ls", "  − label smoothing (ε = 0)", "cmsbert-clr",
+        extra={"label_smoothing": 0.0}, ema=EMA_DECAY),
+    Row("cmsbert-clr-shift-only", "  shifting only (no CL, no aux head, no EMA)", "cmsbert-clr",
         extra={"contrastive": False, "aux_weight": 0.0}),
 )
 MOSI_ROWS = (
-    Row("T-BERT", "tbert"),
-    Row("MAG-BERT, zero audio", "magbert"),
-    Row("CMSBERT-CLR, zero audio", "cmsbert-clr", ema=EMA_DECAY),
+    Row("t-bert", "T-BERT", "tbert"),
+    Row("mag-bert-zero-audio", "MAG-BERT, zero audio", "magbert"),
+    Row("cmsbert-clr-zero-audio", "CMSBERT-CLR, zero audio", "cmsbert-clr", ema=EMA_DECAY),
 )
-
-
-def slug(name: str) -> str:
-    keep = "".join(c.lower() if c.isalnum() else "-" for c in name.strip(" −"))
-    return "-".join(p for p in keep.split("-") if p) or "row"
 
 
 # -- RAVDESS scoring ---------------------------------------------------------------------------
@@ -174,7 +172,7 @@ def run_row(row: Row, examples, settings, args, out_root: Path) -> Path:
                        audio_dim=audio_dim_of(examples, 74))
     tcfg = TrainConfig(epochs=args.epochs, ema=row.ema, device=args.device,
                        threads=args.threads)
-    row_dir = out_root / slug(row.name)
+    row_dir = out_root / row.key
     log.info("== %s -> %s", row.name, row_dir)
     train_seeds(examples, mcfg, tcfg, list(range(args.seeds)), row_dir, settings)
     return row_dir
@@ -203,7 +201,7 @@ def ravdess(args) -> None:
     labels = np.array([x.label for x in test])
     truth = binary_truth([x.id for x in test])
     out_root = Path(args.out)
-    rows = [r for r in RAVDESS_ROWS if not args.only or slug(r.name) in args.only]
+    rows = [r for r in RAVDESS_ROWS if not args.only or r.key in args.only]
     table, times = [], {}
     refs = references(examples)
     for name, sc in refs.items():
@@ -254,7 +252,7 @@ def mosi(args) -> None:
              f"{args.epochs} epochs", head, "|" + "---|" * 9]
     ref = None
     for row in MOSI_ROWS:
-        if args.only and slug(row.name) not in args.only:
+        if args.only and row.key not in args.only:
             continue
         row_dir = run_row(row, examples, settings, args, out_root)
         summary = json.loads((row_dir / "summary.json").read_text())
@@ -286,7 +284,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="torch threads; 1 on a shared machine (2 OpenMP threads on 2 busy cores "
                         "spin-wait: 20x slower steps measured)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--only", nargs="*", default=[], help="row slugs to run (default: all)")
+    p.add_argument("--only", nargs="*", default=[],
+                   help="row keys to run (default: all): "
+                        + ", ".join(r.key for r in RAVDESS_ROWS + MOSI_ROWS))
     p.add_argument("--keep-weights", action="store_true",
                    help="keep model.safetensors of every seed (default: seed 0 only)")
     args = p.parse_args(argv)
