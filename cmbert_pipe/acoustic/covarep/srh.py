@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.fft
 
 from cmbert_pipe.acoustic.covarep.lpres import lpc_residual
 from cmbert_pipe.acoustic.covarep.mcompat import blackman_m, iround, mround
@@ -63,7 +64,7 @@ def srh_scores(res: np.ndarray, fs: int, f0min: int, f0max: int) -> tuple[np.nda
         idx = centres[c0 : c0 + _CHUNK_FRAMES, None] - 1 + offsets
         frames = res[idx] * win
         frames -= frames.mean(axis=1, keepdims=True)
-        spec = np.abs(np.fft.rfft(frames, n=fs, axis=1)[:, :n_bins])
+        spec = np.abs(scipy.fft.rfft(frames, n=fs, axis=1)[:, :n_bins])
         with np.errstate(invalid="ignore", divide="ignore"):
             spec /= np.sqrt(np.sum(spec * spec, axis=1, keepdims=True))
         s = np.zeros((spec.shape[0], cands.size))
