@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any, Callable, ContextManager, Iterator
 
 from cmbert_pipe.cache import FeatureCache, atomic_write_text, canonical_json
-from cmbert_pipe.errors import ConfigError
+from cmbert_pipe.errors import CmbertError, ConfigError
 from cmbert_pipe.schema import SPLITS, BatchSummary, ItemFailure, Utterance
 
 log = logging.getLogger(__name__)
@@ -483,13 +483,19 @@ def run_pipeline(config: PipelineConfig, out_dir: str | Path, *,
 
         reporter.stage("predict", f"scoring {clip.id} ({clip.audio.name}) with {best_dir}")
         predictor = Predictor.from_pretrained(best_dir)
-        prediction, maps = predictor.analyse(clip.audio, clip.transcript, utterance_id=clip.id,
-                                             label=clip.label)
+        try:
+            prediction, maps = predictor.analyse(clip.audio, clip.transcript,
+                                                 utterance_id=clip.id, label=clip.label)
+        except CmbertError as e:  # the example clip is one item: report it, keep the report
+            failures.append(ItemFailure(clip.id, e.path, "predict", e.reason, type(e).__name__))
+            prediction, maps = None, None
         pred_dir = out_dir / "predict"
         pred_dir.mkdir(exist_ok=True)
-        atomic_write_text(pred_dir / f"{_safe(clip.id)}.json",
-                          json.dumps(prediction.to_dict(), indent=2))
-        if config.predict.attention_png and maps.multimodal is not None:
+        if prediction is not None:
+            atomic_write_text(pred_dir / f"{_safe(clip.id)}.json",
+                              json.dumps(prediction.to_dict(), indent=2))
+        if prediction is not None and config.predict.attention_png \
+                and maps.multimodal is not None:
             from cmbert_pipe.plots import attention_png
 
             png = attention_png(maps, pred_dir / f"{_safe(clip.id)}_attention.png",
