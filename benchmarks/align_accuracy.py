@@ -23,9 +23,9 @@ import numpy as np
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
-from cmbert_pipe.align import get_aligner, read_textgrid  # noqa: E402
-from cmbert_pipe.corpus import single_clip  # noqa: E402
-from cmbert_pipe.schema import Alignment  # noqa: E402
+from cmbert_pipe.align import get_aligner, read_textgrid
+from cmbert_pipe.corpus import single_clip
+from cmbert_pipe.schema import Alignment
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("CMBERT_SHARED_DATA", REPO.parent / "shared" / "data")) / "mfa-test"

@@ -22,10 +22,10 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from cmbert_pipe.align import align_corpus, get_aligner  # noqa: E402
-from cmbert_pipe.audio import load_audio  # noqa: E402
-from cmbert_pipe.corpus import discover  # noqa: E402
-from cmbert_pipe.schema import SAMPLE_RATE  # noqa: E402
+from cmbert_pipe.align import align_corpus, get_aligner
+from cmbert_pipe.audio import load_audio
+from cmbert_pipe.corpus import discover
+from cmbert_pipe.schema import SAMPLE_RATE
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("CMBERT_SHARED_DATA", REPO.parent / "shared" / "data")) / "mfa-test"

@@ -5,7 +5,6 @@ the reason; the other utterances are still aligned; the exit code is non-zero; n
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np

@@ -10,19 +10,19 @@ Montreal Forced Aligner when installed). Output layout: ``DIR/<utterance.id>.Tex
 ``DIR/summary.json``.
 """
 
-from cmbert_pipe.align.base import ALIGNERS, Aligner, get_aligner
-from cmbert_pipe.align import pocketsphinx_backend as _ps  # noqa: F401  (registers)
 from cmbert_pipe.align import mfa as _mfa  # noqa: F401  (registers)
+from cmbert_pipe.align import pocketsphinx_backend as _ps  # noqa: F401  (registers)
+from cmbert_pipe.align.base import ALIGNERS, Aligner, get_aligner
 from cmbert_pipe.align.driver import align_corpus, alignment_key, alignment_path, load_alignment
 from cmbert_pipe.align.textgrid import read_textgrid, write_textgrid
 
 __all__ = [
     "ALIGNERS",
     "Aligner",
-    "get_aligner",
     "align_corpus",
     "alignment_key",
     "alignment_path",
+    "get_aligner",
     "load_alignment",
     "read_textgrid",
     "write_textgrid",

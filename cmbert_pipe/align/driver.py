@@ -16,8 +16,9 @@ import functools
 import hashlib
 import json
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from cmbert_pipe.align.base import Aligner
 from cmbert_pipe.align.textgrid import atomic_write_text, read_textgrid, write_textgrid

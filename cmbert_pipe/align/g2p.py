@@ -26,10 +26,12 @@ log = logging.getLogger(__name__)
 
 # Symbol tables of the trained weights (fixed by the checkpoint: rows of the embeddings).
 GRAPHEMES = ("<pad>", "<unk>", "</s>") + tuple("abcdefghijklmnopqrstuvwxyz")
-PHONEMES = ("<pad>", "<unk>", "<s>", "</s>") + tuple(
-    "AA0 AA1 AA2 AE0 AE1 AE2 AH0 AH1 AH2 AO0 AO1 AO2 AW0 AW1 AW2 AY0 AY1 AY2 B CH D DH "
-    "EH0 EH1 EH2 ER0 ER1 ER2 EY0 EY1 EY2 F G HH IH0 IH1 IH2 IY0 IY1 IY2 JH K L M N NG "
-    "OW0 OW1 OW2 OY0 OY1 OY2 P R S SH T TH UH0 UH1 UH2 UW UW0 UW1 UW2 V W Y Z ZH".split()
+PHONEMES = ("<pad>", "<unk>", "<s>", "</s>",
+    "AA0", "AA1", "AA2", "AE0", "AE1", "AE2", "AH0", "AH1", "AH2", "AO0", "AO1", "AO2", "AW0",
+    "AW1", "AW2", "AY0", "AY1", "AY2", "B", "CH", "D", "DH", "EH0", "EH1", "EH2", "ER0", "ER1",
+    "ER2", "EY0", "EY1", "EY2", "F", "G", "HH", "IH0", "IH1", "IH2", "IY0", "IY1", "IY2", "JH",
+    "K", "L", "M", "N", "NG", "OW0", "OW1", "OW2", "OY0", "OY1", "OY2", "P", "R", "S", "SH",
+    "T", "TH", "UH0", "UH1", "UH2", "UW", "UW0", "UW1", "UW2", "V", "W", "Y", "Z", "ZH",
 )
 _END_G = GRAPHEMES.index("</s>")
 _START_P, _END_P = PHONEMES.index("<s>"), PHONEMES.index("</s>")
@@ -41,7 +43,7 @@ def checkpoint_path() -> Path:
     spec = importlib.util.find_spec("g2p_en")
     if spec is None or not spec.submodule_search_locations:
         raise AlignmentError("the g2p-en package is not installed (pip install g2p-en)")
-    path = Path(list(spec.submodule_search_locations)[0]) / "checkpoint20.npz"
+    path = Path(next(iter(spec.submodule_search_locations))) / "checkpoint20.npz"
     if not path.is_file():
         raise AlignmentError("g2p-en is installed without its model weights", path)
     return path

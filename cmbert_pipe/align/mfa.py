@@ -19,9 +19,10 @@ import difflib
 import logging
 import shutil
 import subprocess
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -121,7 +122,9 @@ class MfaAligner(Aligner):
         if getattr(self, "_version_text", None) is None:
             try:
                 exe = self.executable()
-                run = subprocess.run([exe, "version"], capture_output=True, text=True, timeout=120)
+                run = subprocess.run(
+                    [exe, "version"], capture_output=True, text=True, timeout=120, check=False
+                )
                 self._version_text = run.stdout.strip() or "unknown"
             except AlignmentError:
                 return "not installed"
@@ -220,7 +223,9 @@ class MfaAligner(Aligner):
         cmd = [exe] + self.command(corpus_dir, output_dir)[1:]
         log.info("running %s", " ".join(cmd))
         try:
-            run = subprocess.run(cmd, capture_output=True, text=True, timeout=self.config.timeout_s)
+            run = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=self.config.timeout_s, check=False
+            )
         except subprocess.TimeoutExpired:
             raise AlignmentError(f"mfa align ran past {self.config.timeout_s:.0f} s") from None
         except OSError as e:
@@ -232,7 +237,7 @@ class MfaAligner(Aligner):
             raise AlignmentError(
                 f"mfa align failed (exit {run.returncode}): {' | '.join(tail)}", log_path
             )
-        for name, (utt, words, rel) in prepared.items():
+        for utt, words, rel in prepared.values():
             on_result(utt, self.read_result(output_dir, rel, utt, words, log_path))
 
     def read_result(

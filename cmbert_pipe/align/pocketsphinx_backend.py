@@ -87,9 +87,10 @@ def _decoder(config: PocketsphinxConfig, wide: bool):
 
         if wide:
             b = config.retry_beam
-            options = dict(beam=b, pbeam=b, wbeam=b * 1e20, topn=config.retry_topn, maxhmmpf=-1)
+            options = {"beam": b, "pbeam": b, "wbeam": b * 1e20, "topn": config.retry_topn,
+                       "maxhmmpf": -1}
         else:
-            options = dict(beam=config.beam, pbeam=config.beam)
+            options = {"beam": config.beam, "pbeam": config.beam}
         decoder = Decoder(loglevel="FATAL", silprob=config.silprob, **options)
         for variant, phones in enumerate(NOISE_PRONUNCIATIONS, start=1):
             decoder.add_word(NOISE_WORD if variant == 1 else f"{NOISE_WORD}({variant})", phones, True)

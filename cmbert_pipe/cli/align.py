@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -31,11 +30,11 @@ def align_command(
     corpus: Path = typer.Argument(
         ..., help="Folder of audio + same-stem .txt/.lab transcripts, a manifest CSV, or one clip."
     ),
-    transcript: Optional[Path] = typer.Argument(
+    transcript: Path | None = typer.Argument(
         None, help="With a single clip as CORPUS: its transcript file."
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder for the TextGrids."),
-    transcripts: Optional[Path] = typer.Option(
+    transcripts: Path | None = typer.Option(
         None, "--transcripts", help="Folder holding the same-stem transcripts (if not beside the audio)."
     ),
     aligner: AlignerName = typer.Option("pocketsphinx", "--aligner", help="Alignment backend."),
