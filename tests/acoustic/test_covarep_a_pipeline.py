@@ -91,6 +91,8 @@ def test_clear_errors_for_unusable_input(clip):
     bad[100] = np.nan
     with pytest.raises(FeatureError, match="NaN"):
         extract_covarep74(bad, 16000)
+    with pytest.raises(FeatureError, match="constant"):
+        extract_covarep74(np.full(16000, 0.2), 16000)
     with pytest.raises(FeatureError, match="too short"):
         extract_covarep74(clip[:800], 16000)
 

@@ -61,9 +61,14 @@ class Covarep74Result:
 
 @contextmanager
 def _timed(cpu_s: dict, stage: str):
+    """Account CPU seconds to ``stage``; an unexpected failure becomes a FeatureError naming it."""
     t0 = time.process_time()
     try:
         yield
+    except FeatureError:
+        raise
+    except (ArithmeticError, ValueError, IndexError, np.linalg.LinAlgError) as err:
+        raise FeatureError(f"COVAREP stage '{stage}' failed: {type(err).__name__}: {err}") from err
     finally:
         cpu_s[stage] = cpu_s.get(stage, 0.0) + time.process_time() - t0
 
@@ -99,7 +104,10 @@ def _prepare(wave: np.ndarray, fs: int) -> np.ndarray:
         # A recording fault COVAREP does not handle (its LPC keeps the mean); smaller offsets are
         # left alone so that ordinary files stay bit-compatible with the reference.
         log.info("removing a DC offset of %.3g (%.0f%% of the RMS)", mean, 100 * abs(mean) / rms)
+        peak = float(np.max(np.abs(x)))
         x = x - mean
+        if float(np.max(np.abs(x))) <= 1e-6 * peak:
+            raise FeatureError("audio is a constant (DC only): nothing to analyse")
     return x
 
 
