@@ -70,10 +70,10 @@ def iaif_frame(frame: np.ndarray, fs: int, p_vt: int = 20, p_gl: int = 8, d: flo
 
 def _fir_rows(a: np.ndarray, sig: np.ndarray) -> np.ndarray:
     """Row-wise FIR: coefficients a (B, p+1) applied to sig (B, M), zero initial state."""
-    out = sig * a[:, :1]
-    for k in range(1, a.shape[1]):
-        out[:, k:] += a[:, k : k + 1] * sig[:, :-k]
-    return out
+    p = a.shape[1] - 1
+    padded = np.concatenate((np.zeros((sig.shape[0], p)), sig), axis=1)
+    windows = np.lib.stride_tricks.sliding_window_view(padded, p + 1, axis=1)  # (B, M, p+1)
+    return np.einsum("bmk,bk->bm", windows, a[:, ::-1])
 
 
 def iaif_batch(frames: np.ndarray, lengths: np.ndarray, fs: int, p_vt: int = 20, p_gl: int = 8,

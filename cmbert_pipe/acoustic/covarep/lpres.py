@@ -21,11 +21,14 @@ def _frame_starts(n_samples: int, win_len: int, shift: int) -> np.ndarray:
 
 
 def _inverse_filter(frames: np.ndarray, a: np.ndarray) -> np.ndarray:
-    """FIR ``a`` (F, p+1) applied to each row of ``frames`` (F, N) with zero initial state."""
-    out = frames * a[:, :1]
-    for k in range(1, a.shape[1]):
-        out[:, k:] += a[:, k : k + 1] * frames[:, :-k]
-    return out
+    """FIR ``a`` (F, p+1) applied to each row of ``frames`` (F, N) with zero initial state.
+
+    One pass over a sliding-window view (F, N, p+1) of the zero-prefixed rows.
+    """
+    p = a.shape[1] - 1
+    padded = np.concatenate((np.zeros((frames.shape[0], p)), frames), axis=1)
+    windows = np.lib.stride_tricks.sliding_window_view(padded, p + 1, axis=1)  # (F, N, p+1)
+    return np.einsum("fnk,fk->fn", windows, a[:, ::-1])
 
 
 def lpc_residual_two(x: np.ndarray, x_for_lpc: np.ndarray, win_len: int, shift: int, order: int) -> np.ndarray:
