@@ -6,6 +6,7 @@ text-only check (shifting models with zero audio vs T-BERT) and training time pe
         --cache /work/runs/ravdess-cache-egemaps --out /work/runs/fusions-egemaps --seeds 5
     python benchmarks/fusion_ablation.py --mosi ../shared/data/mosi-text \\
         --out /work/runs/fusions-mosi --seeds 3 --epochs 3
+    python benchmarks/fusion_ablation.py --cache /work/runs/ravdess-cache-egemaps --timing
 
 RAVDESS (``--cache``): a feature cache of ``../shared/data/ravdess-dev`` with the
 speaker-independent splits of :mod:`cmbert_pipe.datasets.ravdess` (train actors 01-08, dev
@@ -23,9 +24,10 @@ vectors, standardised on the training split; scikit-learn ``LogisticRegression``
 training clips for bacc/acc, ``Ridge`` on all training valences for MAE/r. Both are
 deterministic (std 0).
 
-Training time per epoch is the mean over seeds and epochs of the trainer's own epoch timer,
-printed with its ratio to T-BERT's in the same process (wall-clock on a shared machine: the
-ratio is the figure to trust). Runs resume: finished seeds (and their cached test
+Training time per epoch: the table shows the trainer's own epoch timer (wall clock, so on a
+busy machine it depends on the load at the time); ``--timing`` measures every model
+interleaved in one process and prints seconds per epoch with the ratio to T-BERT, the figure
+to compare. Runs resume: finished seeds (and their cached test
 predictions) are skipped, so a killed run continues where it stopped.
 """
 
@@ -34,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -179,14 +182,14 @@ def run_row(row: Row, examples, settings, args, out_root: Path) -> Path:
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
-    v = np.asarray([x for x in values if x == x], dtype=np.float64)
+    v = np.asarray([x for x in values if not math.isnan(x)], dtype=np.float64)
     if len(v) == 0:
         return float("nan"), float("nan")
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
 
 
 def fmt(name: str, m: float, s: float) -> str:
-    if m != m:
+    if math.isnan(m):
         return "—"
     if name in ("bacc", "acc", "acc2_non0", "f1_non0", "acc7"):
         return f"{100 * m:.1f} ± {100 * s:.1f}"
@@ -226,16 +229,15 @@ def ravdess(args) -> None:
 
 
 def print_ravdess(table, times, args) -> None:
-    ref = times.get(RAVDESS_ROWS[0].name)
-    head = "| model | seeds | bacc (%) | acc (%) | MAE | r | s/epoch | × T-BERT |"
-    lines = [f"\nRAVDESS valence, test actors 11-12, {args.epochs} epochs "
-             f"(cache {args.cache})", head, "|" + "---|" * 8]
+    head = "| model | seeds | bacc (%) | acc (%) | MAE | r | wall s/epoch |"
+    title = (f"\nRAVDESS valence, test actors 11-12, {args.epochs} epochs (cache {args.cache}); "
+             "wall s/epoch as timed by the trainer on a busy machine (--timing: comparable)")
+    lines = [title, head, "|" + "---|" * 7]
     for name, agg, n in table:
         t = times.get(name, float("nan"))
-        ratio = t / ref if ref and t == t else float("nan")
         lines.append(f"| {name} | {n} | " + " | ".join(fmt(k, *agg[k]) for k in
                                                         ("bacc", "acc", "mae", "r"))
-                     + (f" | {t:.1f} | {ratio:.2f} |" if t == t else " | — | — |"))
+                     + (f" | {t:.1f} |" if not math.isnan(t) else " | — |"))
     print("\n".join(lines), flush=True)
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
@@ -247,10 +249,10 @@ def mosi(args) -> None:
 
     examples, settings = load_text_examples(args.mosi)
     out_root = Path(args.out)
-    head = "| model | seeds | acc2 non0 (%) | F1 non0 (%) | acc7 (%) | MAE | r | s/epoch | × T-BERT |"
-    lines = [f"\nMOSI text only (no audio: the shifting models get zeros), test split, "
-             f"{args.epochs} epochs", head, "|" + "---|" * 9]
-    ref = None
+    head = "| model | seeds | acc2 non0 (%) | F1 non0 (%) | acc7 (%) | MAE | r | wall s/epoch |"
+    title = ("\nMOSI text only (no audio: the shifting models get zeros), test split, "
+             f"{args.epochs} epochs")
+    lines = [title, head, "|" + "---|" * 8]
     for row in MOSI_ROWS:
         if args.only and row.key not in args.only:
             continue
@@ -259,12 +261,10 @@ def mosi(args) -> None:
         per_seed = [r["metrics"]["test"] for r in summary["per_seed"].values()]
         secs = [s for seed in range(args.seeds) for s in epoch_seconds(row_dir / f"seed-{seed}")]
         t = float(np.mean(secs)) if secs else float("nan")
-        ref = t if row.model == "tbert" else ref
-        ratio = t / ref if ref and t == t else float("nan")
         cells = [fmt(k, *mean_std([m[k] for m in per_seed]))
                  for k in ("acc2_non0", "f1_non0", "acc7", "mae", "corr")]
         lines.append(f"| {row.name} | {len(per_seed)} | " + " | ".join(cells)
-                     + f" | {t:.1f} | {ratio:.2f} |")
+                     + f" | {t:.1f} |")
         for seed in range(1, args.seeds):
             if not args.keep_weights:
                 (row_dir / f"seed-{seed}" / "model.safetensors").unlink(missing_ok=True)
@@ -272,12 +272,81 @@ def mosi(args) -> None:
         (out_root / "table.md").write_text("\n".join(lines[1:]) + "\n")
 
 
+def timing(args) -> None:
+    """Seconds per training epoch of every model, measured interleaved in one process.
+
+    Each model is built once; then ``--rounds`` rounds each run one training step (forward,
+    backward, AdamW step with the trainer's parameter groups) of every model on the same
+    batch of 24 training utterances, so that a busy machine slows every model alike. The
+    median step time × steps per epoch (training split / 24) is reported with its ratio to
+    T-BERT's."""
+    import time
+
+    import torch
+
+    from cmbert_pipe.model import ModelConfig, build_model
+    from cmbert_pipe.model.ema import EMA
+    from cmbert_pipe.model.inputs import AudioStats, load_tokenizer
+    from cmbert_pipe.train import (
+        TrainConfig,
+        audio_dim_of,
+        by_split,
+        load_cache_examples,
+        make_batches,
+    )
+
+    torch.set_num_threads(args.threads)
+    examples, _ = load_cache_examples(args.cache)
+    train = by_split(examples)["train"]
+    dim = audio_dim_of(examples, 74)
+    tcfg = TrainConfig()
+    rows = [RAVDESS_ROWS[0], RAVDESS_ROWS[2], RAVDESS_ROWS[3], RAVDESS_ROWS[4]]
+    tok = load_tokenizer("")
+    stats = AudioStats.from_features([x.word_features for x in train], dim)
+    runners = []
+    for row in rows:
+        torch.manual_seed(0)
+        cfg = ModelConfig(model=row.model, cls_audio=row.cls_audio, extra=dict(row.extra),
+                          audio_dim=dim)
+        model = build_model(cfg).train()
+        groups = model.param_groups(tcfg.lr_head, tcfg.lr_encoder, tcfg.weight_decay)
+        opt = torch.optim.AdamW([{k: v for k, v in g.items() if k != "name"} for g in groups])
+        batch = make_batches(train[:tcfg.batch_size], tok, cfg, stats, tcfg.batch_size)[0]
+        ema = EMA(model, row.ema) if row.ema > 0 else None
+        runners.append((row, model, opt, ema, batch, []))
+
+    def step(model, opt, ema, batch):
+        loss = model(**batch).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if ema is not None:
+            ema.update(model)
+
+    for row, model, opt, ema, batch, _ in runners:  # warm-up
+        step(model, opt, ema, batch)
+    for _ in range(args.rounds):
+        for row, model, opt, ema, batch, times in runners:
+            t0 = time.perf_counter()
+            step(model, opt, ema, batch)
+            times.append(time.perf_counter() - t0)
+    steps = -(-len(train) // tcfg.batch_size)
+    ref = float(np.median(runners[0][4])) * steps
+    print(f"\nTraining time per epoch ({len(train)} RAVDESS training utterances, batch "
+          f"{tcfg.batch_size}, {steps} steps; median of {args.rounds} interleaved steps, "
+          f"{args.threads} thread(s))")
+    print("| model | s/step | s/epoch | × T-BERT |\n|---|---|---|---|")
+    for row, *_, times in runners:
+        t = float(np.median(times))
+        print(f"| {row.name} | {t:.3f} | {t * steps:.1f} | {t * steps / ref:.2f} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--cache", help="RAVDESS feature cache (index.jsonl + cache.json)")
     src.add_argument("--mosi", help="folder with MOSI train/dev/test.tsv (text only)")
-    p.add_argument("--out", required=True, help="where the seed bundles and table.md go")
+    p.add_argument("--out", default="", help="where the seed bundles and table.md go")
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--threads", type=int, default=1,
@@ -287,12 +356,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", nargs="*", default=[],
                    help="row keys to run (default: all): "
                         + ", ".join(r.key for r in RAVDESS_ROWS + MOSI_ROWS))
+    p.add_argument("--timing", action="store_true",
+                   help="with --cache: only measure training time per epoch of each model")
+    p.add_argument("--rounds", type=int, default=20, help="--timing: interleaved rounds")
     p.add_argument("--keep-weights", action="store_true",
                    help="keep model.safetensors of every seed (default: seed 0 only)")
     args = p.parse_args(argv)
+    if not args.out and not args.timing:
+        p.error("--out is needed (except with --timing)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
                         stream=sys.stderr)
-    if args.cache:
+    if args.cache and args.timing:
+        timing(args)
+    elif args.cache:
         ravdess(args)
     else:
         mosi(args)

@@ -14,8 +14,8 @@ import torch
 from cmbert_pipe.errors import ConfigError
 from cmbert_pipe.model import ModelConfig, build_model
 from cmbert_pipe.model.cmsbert import (
-    ContextModalityShift,
     CmsBertClr,
+    ContextModalityShift,
     info_nce,
     sentiment_classes,
     utterance_audio,
@@ -96,7 +96,10 @@ def test_padding_does_not_leak_into_real_tokens():
     ids, mask, types, _ = batch(b=1, length=6)
     pad_ids = torch.cat([ids, torch.full((1, 4), 7)], dim=1)  # junk ids under a zero mask
     pad_mask = torch.cat([mask, torch.zeros(1, 4, dtype=torch.long)], dim=1)
-    shift = lambda z, y, m: (0.1 * z * m[..., None], {})  # noqa: E731
+
+    def shift(z, y, m):
+        return 0.1 * z * m[..., None], {}
+
     with torch.no_grad():
         short, _ = encode_with_shift(enc, ids, mask, types, 1, shift)
         long, _ = encode_with_shift(enc, pad_ids, pad_mask, torch.zeros_like(pad_ids), 1, shift)

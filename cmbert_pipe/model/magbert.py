@@ -43,8 +43,9 @@ Choices made here (the paper leaves them open or they follow from this project's
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
