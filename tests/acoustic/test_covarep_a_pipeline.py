@@ -129,3 +129,10 @@ def test_dc_offset_clipping_and_layout_are_handled(clip, clip_frames):
 def test_integer_pcm_is_scaled_like_audioread(clip, clip_frames):
     pcm = np.round(clip * 32768).astype(np.int16)  # the WAV's own samples
     assert np.array_equal(extract_covarep74(pcm, 16000), clip_frames)
+
+
+def test_block_wise_mcep_for_long_recordings_is_identical(clip, clip_frames, monkeypatch):
+    import cmbert_pipe.acoustic.covarep.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "MCEP_CHUNK_FRAMES", 30)  # force the long-file path
+    assert np.array_equal(pipeline.extract_covarep74(clip, 16000), clip_frames)
