@@ -26,9 +26,11 @@ POLARITY_HP_A = np.array([
 
 
 def _skew(v: np.ndarray) -> float:
+    """Skewness m3 / m2^1.5 (biased moments; only the sign of a difference is used)."""
     d = v - v.mean()
-    m2 = np.mean(d * d)
-    return float(np.mean(d**3) / m2**1.5) if m2 > 0 else 0.0
+    d2 = d * d
+    m2 = d2.mean()
+    return float(np.mean(d2 * d) / m2**1.5) if m2 > 0 else 0.0
 
 
 def detect_polarity(x: np.ndarray, fs: int = 16000, res18: np.ndarray | None = None) -> tuple[int, float, float]:
