@@ -47,7 +47,7 @@ SENTENCES: tuple[tuple[str, str, float, str, str], ...] = (
     ("neg01", "I hated this movie", -3.0, "train", "en-us+m6"),
     ("neg02", "The acting was terrible and boring", -2.0, "train", "en+f2"),
     ("neg03", "What a sad and awful ending", -2.0, "train", "en-us+m7"),
-    ("neg04", "I wasted every minute of it", -2.0, "train", "en+m3"),
+    ("neg04", "I wasted every minute of it", -2.0, "train", "en-us+f2"),
     ("neg05", "The music was annoying", -2.0, "train", "en-us+f3"),
     ("neg06", "This is the worst film of the year", -3.0, "train", "en-us+m3"),
     ("neg07", "It made me angry all day", -2.0, "dev", "en-us+f2"),
@@ -57,7 +57,7 @@ SENTENCES: tuple[tuple[str, str, float, str, str], ...] = (
     ("neu01", "The movie is two hours long", 0.0, "train", "en-us+m1"),
     ("neu02", "It was shown on a Tuesday", 0.0, "train", "en-us+m2"),
     ("neu03", "The film is set in a city", 0.0, "train", "en-us+m5"),
-    ("neu04", "There are four main actors", 0.0, "train", "en-us+m5"),
+    ("neu04", "There are four main actors", 0.0, "train", "en-us+m2"),
     ("neu05", "I saw it with my brother", 0.0, "dev", "en-us"),
     ("neu06", "The ticket was paid at the door", 0.0, "test", "en+f2"),
 )
