@@ -43,10 +43,13 @@ import json
 import logging
 import shutil
 import time
-import tomllib
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Iterator
+from typing import Any
+
+import tomllib
 
 from cmbert_pipe.cache import FeatureCache, atomic_write_text, canonical_json
 from cmbert_pipe.errors import CmbertError, ConfigError
@@ -308,7 +311,8 @@ class Reporter:
     def stage(self, name: str, message: str) -> None:
         log.info("[%s] %s", name, message)
 
-    def progress(self, name: str, total: int) -> ContextManager[Callable[[int, int, int], None]]:
+    def progress(self, name: str,
+                 total: int) -> AbstractContextManager[Callable[[int, int, int], None]]:
         import contextlib
 
         @contextlib.contextmanager
@@ -560,11 +564,11 @@ def write_report(out_dir: Path, config: PipelineConfig, stages: list[StageResult
     metrics = train_summary.get("mean_std", {})
     seeds = train_summary.get("seeds", [])
     lines = [f"# {config.name}: pipeline report", ""]
-    lines += [f"Corpus `{config.data}` ({config.dataset.kind}); aligner "
-              f"`{config.align.aligner}`; features `{config.features.feature_set}`; model "
-              f"`{model_config.model}` (cls_audio=`{model_config.cls_audio}`, scaling="
-              f"`{model_config.scaling}`); {len(seeds)} seed(s) {seeds}; "
-              f"{train_summary.get('train_config', {}).get('epochs')} epoch(s).", ""]
+    lines += [(f"Corpus `{config.data}` ({config.dataset.kind}); aligner "
+               f"`{config.align.aligner}`; features `{config.features.feature_set}`; model "
+               f"`{model_config.model}` (cls_audio=`{model_config.cls_audio}`, scaling="
+               f"`{model_config.scaling}`); {len(seeds)} seed(s) {seeds}; "
+               f"{train_summary.get('train_config', {}).get('epochs')} epoch(s)."), ""]
     lines += ["## Metrics (mean ± std over seeds; accuracies and F1 in %)", ""]
     header = "| split | n | " + " | ".join(REPORT_METRICS) + " |"
     lines += [header, "|" + "---|" * (len(REPORT_METRICS) + 2)]
@@ -576,8 +580,9 @@ def write_report(out_dir: Path, config: PipelineConfig, stages: list[StageResult
                   if split in r["metrics"]), "")
         cells = [_fmt(m.get(k), pct=k not in ("mae", "corr")) for k in REPORT_METRICS]
         lines.append(f"| {split} | {n} | " + " | ".join(cells) + " |")
-    lines += ["", "## Stages", "", "| stage | status | seconds | items | done | current | "
-              "failed |", "|---|---|---|---|---|---|---|"]
+    lines += ["", "## Stages", "",
+              "| stage | status | seconds | items | done | current | failed |",
+              "|---|---|---|---|---|---|---|"]
     for st in stages:
         s = st.summary
         lines.append(f"| {st.name} | {st.status} | {st.seconds:.1f} | {s.get('total', '')} | "
@@ -590,12 +595,12 @@ def write_report(out_dir: Path, config: PipelineConfig, stages: list[StageResult
               f"- effective recipe: `{out_dir / 'pipeline.toml'}`",
               f"- alignments (TextGrid): `{out_dir / 'align'}`",
               f"- feature cache: `{out_dir / 'cache'}`",
-              f"- model bundles: `{out_dir / 'model'}/seed-N` (summary: "
-              f"`{out_dir / 'model' / 'summary.json'}`)"]
+              (f"- model bundles: `{out_dir / 'model'}/seed-N` (summary: "
+               f"`{out_dir / 'model' / 'summary.json'}`)")]
     if prediction is not None:
-        lines += [f"- example prediction: `{out_dir / 'predict'}` — {prediction.utterance_id} "
-                  f"\"{prediction.transcript}\": score {prediction.score:+.2f} "
-                  f"({prediction.class7_name}, label {prediction.label})"]
+        lines += [(f"- example prediction: `{out_dir / 'predict'}` — "
+                   f"{prediction.utterance_id} \"{prediction.transcript}\": score "
+                   f"{prediction.score:+.2f} ({prediction.class7_name}, label {prediction.label})")]
     if png is not None:
         lines += [f"- attention picture: `{png}`"]
     md = out_dir / "report.md"

@@ -28,9 +28,10 @@ import io
 import json
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -149,7 +150,7 @@ class Predictor:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, aligner: str | None = None,
-                        feature_set: str | None = None, device: str = "cpu") -> "Predictor":
+                        feature_set: str | None = None, device: str = "cpu") -> Predictor:
         """Load the bundle at ``path``; ``aligner``/``feature_set`` override what it recorded
         (a different feature set than the one trained on is refused by dimension)."""
         from cmbert_pipe.model.bundle import load_bundle
@@ -179,7 +180,7 @@ class Predictor:
         try:
             if self.feature_set is not None:
                 self._features((0.1 * voice).astype(np.float32), [("warm", 0.1, 0.9)])
-        except Exception as e:  # best effort: a feature set may refuse a synthetic signal
+        except Exception as e:  # noqa: BLE001 - best effort: a feature set may refuse a tone
             log.debug("feature warm-up skipped: %s", e)
         self._forward(("warm",), np.zeros((1, self.bundle.config.audio_dim), np.float32))
 

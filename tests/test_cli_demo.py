@@ -52,7 +52,7 @@ def test_demo_runs_every_stage_and_reports(demo_run):
     assert "| test | 5 |" in md and "acc2_non0" in md
     pred = report["prediction"]
     assert pred["utterance_id"] == "pos09" and -3 <= pred["score"] <= 3
-    assert [w["word"] for w in pred["words"]] == "I would gladly watch it again".split()
+    assert [w["word"] for w in pred["words"]] == ["I", "would", "gladly", "watch", "it", "again"]
     png = Path(report["attention_png"])
     assert png.read_bytes()[:4] == b"\x89PNG"
     bundle = out / "model" / "seed-0"

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from cmbert_pipe.datasets import assign_splits, load_dataset
-from cmbert_pipe.datasets import mosi_folds
+from cmbert_pipe.datasets import assign_splits, load_dataset, mosi_folds
 from cmbert_pipe.datasets.mosi import load_mosi
 from cmbert_pipe.datasets.ravdess import RavdessSplits, binary_class, load_ravdess, parse_name
 from cmbert_pipe.errors import ConfigError

@@ -89,7 +89,7 @@ def test_predict_one_real_clip(predictor, tmp_path):
     assert isinstance(p, Prediction)
     assert -3.0 <= p.score <= 3.0 and p.polarity in ("positive", "negative")
     assert p.class7 == class7_of(p.score) and p.class7_name == SENTIMENT_CLASSES[p.class7 + 3]
-    assert [w.word for w in p.words] == "I really loved this movie".split()
+    assert [w.word for w in p.words] == ["I", "really", "loved", "this", "movie"]
     starts = [w.start_s for w in p.words]
     assert starts == sorted(starts) and all(w.end_s > w.start_s for w in p.words)
     assert p.words[-1].end_s <= 1.5  # the clip is 1.34 s long

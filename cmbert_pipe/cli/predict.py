@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.markup import escape
@@ -52,22 +51,22 @@ def print_prediction(p: Prediction) -> None:
 def predict_cmd(
     audio: Path = typer.Argument(..., help="A clip (wav/flac/mp3/...), or a corpus folder or "
                                  "manifest CSV for batch scoring."),
-    transcript: Optional[Path] = typer.Argument(
+    transcript: Path | None = typer.Argument(
         None, help="The clip's transcript file (.txt/.lab). Omit for a corpus."),
     model: Path = typer.Option(..., "--model", "-m", help="Model bundle folder "
                                "(e.g. runs/demo/model/seed-0)."),
-    text: Optional[str] = typer.Option(None, "--text", help="The transcript as text, instead "
+    text: str | None = typer.Option(None, "--text", help="The transcript as text, instead "
                                        "of a file."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of the "
                                  "table."),
-    attention_png: Optional[Path] = typer.Option(
+    attention_png: Path | None = typer.Option(
         None, "--attention-png", help="Write the text vs multimodal attention picture here."),
-    output: Optional[Path] = typer.Option(None, "--out", "-o", help="Batch: predictions file "
+    output: Path | None = typer.Option(None, "--out", "-o", help="Batch: predictions file "
                                           "(.csv or .jsonl)."),
-    transcripts: Optional[Path] = typer.Option(None, "--transcripts", help="Batch: folder of "
+    transcripts: Path | None = typer.Option(None, "--transcripts", help="Batch: folder of "
                                                "transcripts kept apart from the audio."),
     force: bool = typer.Option(False, "--force", help="Batch: rescore clips already in --out."),
-    aligner: Optional[str] = typer.Option(None, "--aligner", help="Override the bundle's "
+    aligner: str | None = typer.Option(None, "--aligner", help="Override the bundle's "
                                           "aligner."),
 ) -> None:
     """Score a clip: align it, extract its features, run the model; print score, polarity,

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional
 
 import typer
 
@@ -58,9 +58,9 @@ def _run(recipe: Path | None, overrides: list[str], out_dir: Path | None, force:
 @app.command("run")
 def run_cmd(
     recipe: Path = typer.Argument(..., help="A pipeline recipe, e.g. pipelines/ravdess.toml."),
-    set_: List[str] = typer.Option([], "--set", help="Override a recipe key: --set "
+    set_: list[str] = typer.Option([], "--set", help="Override a recipe key: --set "
                                    "train.epochs=1 --set data=/path (repeatable)."),
-    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder "
+    out_dir: Path | None = typer.Option(None, "--out", "-o", help="Output folder "
                                            "(default runs/<name>)."),
     force: bool = typer.Option(False, "--force", help="Recompute every stage."),
 ) -> None:
@@ -78,7 +78,7 @@ def run_cmd(
 @app.command("demo")
 def demo_cmd(
     out_dir: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Output folder."),
-    set_: List[str] = typer.Option([], "--set", help="Override a key of pipelines/demo.toml, "
+    set_: list[str] = typer.Option([], "--set", help="Override a key of pipelines/demo.toml, "
                                    "e.g. --set features.feature_set=egemaps."),
     force: bool = typer.Option(False, "--force", help="Recompute every stage."),
 ) -> None:
