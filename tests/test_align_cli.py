@@ -160,3 +160,43 @@ def test_missing_mfa_says_how_to_install(tmp_path, speech, monkeypatch):
     assert result.exit_code == 2
     assert "conda install -c conda-forge montreal-forced-aligner" in result.output
     assert "Traceback" not in result.output
+
+
+def test_debug_shows_the_traceback_of_a_failed_item(tmp_path):
+    (tmp_path / "g.wav").write_bytes(np.random.default_rng(1).bytes(3000))
+    (tmp_path / "g.txt").write_text("hello")
+    result = runner.invoke(app, ["--debug", "align", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "Traceback" in result.output
+
+
+def test_killed_run_resumes_without_losing_finished_work(tmp_path, speech):
+    """SIGKILL a real `cmbert align` process once it has finished one clip, then re-run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    corpus, out = tmp_path / "corpus", tmp_path / "out"
+    corpus.mkdir()
+    for i in range(6):
+        _good(corpus, speech, f"clip{i}")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cmbert_pipe", "align", str(corpus), "--out", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    deadline = time.monotonic() + 120
+    while not list(out.glob("*.align.json")) and time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = {p.name.split(".")[0] for p in out.glob("*.align.json")}
+    assert finished, "the run was killed before finishing any clip"
+    result = _run(str(corpus), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["skipped"] >= len(finished) and summary["done"] + summary["skipped"] == 6
+    assert len(list(out.glob("*.TextGrid"))) == 6
