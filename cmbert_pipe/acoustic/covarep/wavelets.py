@@ -13,7 +13,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-import scipy.fft
+import scipy.signal
 
 from cmbert_pipe.acoustic.covarep.mcompat import iround, mround
 
@@ -32,16 +32,14 @@ def daless_kernel(j: int, fs: int = 16000) -> np.ndarray:
 def iter_wavelet_bands(x: np.ndarray, scales, fs: int = 16000):
     """Yield each band of ``scales`` for (L,) ``x`` in turn, (L,) each, 'same' alignment.
 
-    One FFT of the signal, then one multiply + inverse FFT per band (full convolution, keeping
-    the L samples that start at the kernel centre). One band at a time keeps memory at a few
-    signal lengths however long the recording.
+    Overlap-add FFT convolution (full convolution, keeping the L samples that start at the
+    kernel centre). One band at a time keeps memory at two signal lengths however long the
+    recording.
     """
     x = np.asarray(x, dtype=float)
     n = x.size
-    n_fft = scipy.fft.next_fast_len(n + 2 * KERNEL_HALF, real=True)
-    spec = scipy.fft.rfft(x, n_fft)
     for j in scales:
-        full = scipy.fft.irfft(spec * scipy.fft.rfft(daless_kernel(j, fs), n_fft), n_fft)
+        full = scipy.signal.oaconvolve(x, daless_kernel(j, fs), mode="full")  # (L + 2000,)
         yield full[KERNEL_HALF : KERNEL_HALF + n].copy()
 
 
