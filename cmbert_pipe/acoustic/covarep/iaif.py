@@ -116,6 +116,34 @@ def iaif_batch(frames: np.ndarray, lengths: np.ndarray, fs: int, p_vt: int = 20,
 
 _BATCH_MAX_LEN = 4000  # samples: longer (cross-gap) frames are analysed one by one
 _BATCH_ROWS = 128
+_BLOCK_GCIS = 1024  # GCIs analysed before their outputs are overlap-added
+
+
+def _analyse_block(x, block, starts, stops, lengths, fs, p_vt, p_gl, d, hp):
+    """IAIF outputs {GCI index: (flow, flow derivative)} for the GCIs in ``block``."""
+    outputs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    order = block[np.argsort(lengths[block], kind="stable")]
+    order = order[lengths[order] > p_vt]
+    batchable = order[lengths[order] <= _BATCH_MAX_LEN]
+    lo = 0
+    while lo < batchable.size:  # groups of similar length: little padding
+        hi = lo + 1
+        n_min = lengths[batchable[lo]]
+        while hi < batchable.size and hi - lo < _BATCH_ROWS and lengths[batchable[hi]] <= 1.25 * n_min + 16:
+            hi += 1
+        rows = batchable[lo:hi]
+        m = int(lengths[rows].max())
+        frames = np.zeros((rows.size, m))
+        for r, i in enumerate(rows):
+            frames[r, : lengths[i]] = x[starts[i] - 1 : stops[i]] * _hanning(int(lengths[i]))
+        gf, dgf = iaif_batch(frames, lengths[rows], fs, p_vt, p_gl, d, hp)
+        for r, i in enumerate(rows):
+            outputs[int(i)] = (gf[r, : lengths[i]], dgf[r, : lengths[i]])
+        lo = hi
+    for i in order[lengths[order] > _BATCH_MAX_LEN]:
+        seg = x[starts[i] - 1 : stops[i]]
+        outputs[int(i)] = iaif_frame(seg * _hanning(seg.size), fs, p_vt, p_gl, d, hp)
+    return outputs
 
 
 def iaif_gci(x: np.ndarray, fs: int, gcis: np.ndarray, p_vt: int | None = None, p_gl: int | None = None,
@@ -141,30 +169,11 @@ def iaif_gci(x: np.ndarray, fs: int, gcis: np.ndarray, p_vt: int | None = None, 
     starts = np.maximum(gcis - t0, 1)
     stops = np.minimum(gcis + t0, n)
     lengths = stops - starts + 1
-    outputs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    order = np.argsort(lengths, kind="stable")
-    order = order[lengths[order] > p_vt]
-    batchable = order[lengths[order] <= _BATCH_MAX_LEN]
-    lo = 0
-    while lo < batchable.size:  # groups of similar length: little padding
-        hi = lo + 1
-        n_min = lengths[batchable[lo]]
-        while hi < batchable.size and hi - lo < _BATCH_ROWS and lengths[batchable[hi]] <= 1.25 * n_min + 16:
-            hi += 1
-        rows = batchable[lo:hi]
-        m = int(lengths[rows].max())
-        frames = np.zeros((rows.size, m))
-        for r, i in enumerate(rows):
-            frames[r, : lengths[i]] = x[starts[i] - 1 : stops[i]] * _hanning(int(lengths[i]))
-        gf, dgf = iaif_batch(frames, lengths[rows], fs, p_vt, p_gl, d, hp)
-        for r, i in enumerate(rows):
-            outputs[int(i)] = (gf[r, : lengths[i]], dgf[r, : lengths[i]])
-        lo = hi
-    for i in order[lengths[order] > _BATCH_MAX_LEN]:
-        seg = x[starts[i] - 1 : stops[i]]
-        outputs[int(i)] = iaif_frame(seg * _hanning(seg.size), fs, p_vt, p_gl, d, hp)
-    for i in range(gcis.size):
-        if i in outputs:
-            g[starts[i] - 1 : stops[i]] += outputs[i][0]
-            dg[starts[i] - 1 : stops[i]] += outputs[i][1]
+    for b0 in range(0, gcis.size, _BLOCK_GCIS):  # consecutive GCI blocks bound the memory
+        block = np.arange(b0, min(b0 + _BLOCK_GCIS, gcis.size))
+        outputs = _analyse_block(x, block, starts, stops, lengths, fs, p_vt, p_gl, d, hp)
+        for i in block:  # overlap-add in GCI order, as the reference does
+            if i in outputs:
+                g[starts[i] - 1 : stops[i]] += outputs[i][0]
+                dg[starts[i] - 1 : stops[i]] += outputs[i][1]
     return g, dg
