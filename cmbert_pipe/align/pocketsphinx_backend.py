@@ -10,8 +10,9 @@ concatenated; bracketed annotations get the model's ``+SPN+`` noise phone). Pock
 runs its word-level Viterbi alignment against the word sequence, with optional silences and
 fillers between words, and a second, state-level pass that yields phone boundaries
 (the ``set_align_text`` / ``set_alignment`` API). When the beam search loses the path (speech
-the transcript does not mention, e.g. an unwritten "uh") it retries once with a wider beam;
-if that fails too, the transcript does not match the audio.
+the transcript does not mention, e.g. an unwritten "uh") it retries with a wide search, then
+both searches once more on the frame grid shifted by half a hop (5 ms); if all fail, or the
+acoustic fit of the path is very poor, the transcript does not match the audio.
 
 Times: PocketSphinx analyses 25.6 ms windows every 10 ms; a boundary before frame ``k`` is
 reported at ``k * 10 ms + boundary_offset_s``. The offset is a setting because the best value
@@ -55,6 +56,8 @@ class PocketsphinxConfig:
     beam: float = 1e-48  # state beam of the first try (PocketSphinx default)
     retry_beam: float = 1e-100  # wider beam for the single retry when the first try fails
     retry_topn: int = 16  # Gaussians scored per frame in the retry (default 4: coarser)
+    retry_shift_s: float = 0.005  # s: last resort, both searches on the frame grid shifted so
+    #   (half a hop): the search is fragile enough that a 5 ms shift can decide success
     silprob: float = 1.0  # optional-silence insertion probability (PocketSphinx default 0.005)
     boundary_offset_s: float = 0.0  # s added to every frame boundary (0 measured best, README)
     max_duration_s: float = 300.0  # s: longer recordings are refused (split them first)
@@ -219,18 +222,24 @@ class PocketsphinxAligner(Aligner):
                 "the transcript does not look English (the en-us aligner only knows English)",
                 source,
             )
-        pcm = _pcm16(wave)
-        ali = self._run(decoder, keys, pcm)
-        if ali is None or ali[1] is None:
-            log.info("%s: retrying with the wide search", utterance.id)
-            wide = _decoder(cfg, wide=True)
-            retry = self._run(wide, self._keys(wide, words, source)[0], pcm)
-            if retry is not None and (ali is None or retry[1] is not None):
-                ali = retry
+        ali, shift_s = None, 0.0
+        for shift_s in (0.0, cfg.retry_shift_s) if cfg.retry_shift_s > 0 else (0.0,):
+            pcm = _pcm16(wave[int(round(shift_s * SAMPLE_RATE)) :])
+            ali = self._run(decoder, keys, pcm)
+            if ali is None or ali[1] is None:
+                log.info("%s: retrying with the wide search", utterance.id)
+                wide = _decoder(cfg, wide=True)
+                retry = self._run(wide, self._keys(wide, words, source)[0], pcm)
+                if retry is not None and (ali is None or retry[1] is not None):
+                    ali = retry
+            if ali is not None:
+                break
+            log.info("%s: retrying on a frame grid shifted by %g s", utterance.id,
+                     cfg.retry_shift_s)
         if ali is None:
             raise AlignmentError(
                 "the transcript does not match the audio (no alignment of all "
-                f"{len(words)} words found, even with a wide beam)",
+                f"{len(words)} words found, even with a wide search on two frame grids)",
                 utterance.audio,
             )
         if ali[2] < cfg.min_fit_per_frame:
@@ -239,10 +248,10 @@ class PocketsphinxAligner(Aligner):
                 f"below {cfg.min_fit_per_frame:.2f})",
                 utterance.audio,
             )
-        return self._to_alignment(utterance, words, keys, ali, duration_s)
+        return self._to_alignment(utterance, words, keys, ali, duration_s, shift_s)
 
-    def _to_alignment(self, utterance, words, keys, ali, duration_s) -> Alignment:
-        off, hop = self.config.boundary_offset_s, PS_FRAME_S
+    def _to_alignment(self, utterance, words, keys, ali, duration_s, shift_s=0.0) -> Alignment:
+        off, hop = self.config.boundary_offset_s + shift_s, PS_FRAME_S
         word_segments, phone_segments, _ = ali
 
         def t(frame: int) -> float:
