@@ -40,7 +40,7 @@ def iter_wavelet_bands(x: np.ndarray, scales, fs: int = 16000):
     n = x.size
     for j in scales:
         full = scipy.signal.oaconvolve(x, daless_kernel(j, fs), mode="full")  # (L + 2000,)
-        yield full[KERNEL_HALF : KERNEL_HALF + n].copy()
+        yield full[KERNEL_HALF : KERNEL_HALF + n]  # a view: no second signal-length copy
 
 
 def wavelet_bank(x: np.ndarray, scales, fs: int = 16000) -> np.ndarray:
@@ -53,7 +53,9 @@ def mdq(res: np.ndarray, fs: int, gcis: np.ndarray) -> tuple[np.ndarray, np.ndar
 
     ``res`` is the order-18 LP residual; ``gcis`` the selected G list.
     """
-    res = np.nan_to_num(np.asarray(res, dtype=float), nan=0.0)
+    res = np.asarray(res, dtype=float)
+    if np.isnan(res).any():
+        res = np.nan_to_num(res, nan=0.0)
     n = res.size
     gn = np.unique(np.asarray(gcis, dtype=int) + 1)
     t0 = np.diff(gn, prepend=gn[0] - (gn[1] - gn[0] if gn.size >= 2 else 0))  # (n_gci,)
