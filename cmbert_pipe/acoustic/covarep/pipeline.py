@@ -252,8 +252,8 @@ def _creak(x, fs, srh, res18, cols, cpu) -> list[str]:
     with _timed(cpu, "creak"):
         try:
             col = np.asarray(creak_posterior(x, fs, res18, srh.f0_hz, srh.vuv), dtype=float)
-        except FeatureError as err:  # the reference also writes a zero column when creak fails
-            log.warning("creak detector failed (%s): creak column is zero", err.reason)
+        except Exception as err:  # noqa: BLE001 - COVAREP's own try/catch: a zero creak column
+            log.warning("creak detector failed (%s: %s): creak column is zero", type(err).__name__, err)
             return ["creak"]
     k = n_rows(x.size)
     cols["creak"] = col[:k] if col.size >= k else np.pad(col, (0, k - col.size))
