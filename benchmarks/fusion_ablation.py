@@ -331,7 +331,7 @@ def timing(args) -> None:
             step(model, opt, ema, batch)
             times.append(time.perf_counter() - t0)
     steps = -(-len(train) // tcfg.batch_size)
-    ref = float(np.median(runners[0][4])) * steps
+    ref = float(np.median(runners[0][-1])) * steps
     print(f"\nTraining time per epoch ({len(train)} RAVDESS training utterances, batch "
           f"{tcfg.batch_size}, {steps} steps; median of {args.rounds} interleaved steps, "
           f"{args.threads} thread(s))")
