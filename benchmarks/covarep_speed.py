@@ -2,6 +2,7 @@
 
     python benchmarks/covarep_speed.py                 # every reference WAV, 1 repetition
     python benchmarks/covarep_speed.py --repeat 3      # best of 3 per file (less noise)
+    python benchmarks/covarep_speed.py --minutes 10    # peak memory on a 10-minute recording
 
 Threads are pinned to 1 (OMP/OpenBLAS/MKL) so the figures are single-core CPU seconds
 (``time.process_time``). Per stage it prints CPU seconds per second of audio, summed over the
@@ -10,6 +11,11 @@ COVAREP under GNU Octave (6-30 s of CPU per audio second on this kind of machine
 ``../shared/data/covarep-ref/README.md``). As a same-process yardstick for machine speed it
 also times a reference computation on the same audio: a 25 ms / 10 ms Hann log-magnitude STFT
 (512-point rfft), and prints the extractor's cost as a multiple of it.
+
+With ``--minutes N`` it instead extracts one N-minute recording made by concatenating the real
+reference WAVs and prints the peak resident memory of the process after each stage (a
+high-water mark, so each stage's figure includes everything before it) next to the memory
+held before extraction (Python, libraries and the decoded audio).
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse
+import resource
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -44,12 +52,50 @@ def stft_reference(x: np.ndarray, fs: int) -> float:
     return time.process_time() - t0
 
 
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
+
+
+def memory_run(names: list[str], minutes: float) -> None:
+    """Peak RSS after each stage while extracting one ``minutes``-long recording."""
+    from cmbert_pipe.acoustic.covarep import pipeline
+
+    parts = [sf.read(REF_DIR / f"{name}.wav")[0] for name in names]
+    n = int(minutes * 60 * 16000)
+    x = np.tile(np.concatenate(parts), n // sum(p.size for p in parts) + 1)[:n]
+    base = _rss_mb()
+    marks: list[tuple[str, float]] = []
+    timed = pipeline._timed
+
+    @contextmanager
+    def watched(cpu_s, stage):
+        with timed(cpu_s, stage):
+            yield
+        marks.append((stage, _rss_mb()))
+
+    pipeline._timed = watched
+    t0 = time.process_time()
+    result = pipeline.extract(x, 16000)
+    spent = time.process_time() - t0
+    pipeline._timed = timed
+    print(f"{minutes:g}-minute recording ({result.features.shape[0]} rows): "
+          f"{spent / (n / 16000):.3f} s CPU per audio s")
+    print(f"before extraction: {base:.0f} MB peak RSS")
+    for stage, mb in marks:
+        print(f"after {stage:<10s} {mb:7.0f} MB")
+    print(f"extraction added at most {marks[-1][1] - base:.0f} MB")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--files", nargs="*", help="reference names (default: every WAV)")
     ap.add_argument("--repeat", type=int, default=1, help="runs per file; the fastest counts")
+    ap.add_argument("--minutes", type=float, help="measure peak memory on one recording this long")
     args = ap.parse_args()
     names = args.files or sorted(p.stem for p in REF_DIR.glob("*.wav"))
+    if args.minutes:
+        memory_run(names, args.minutes)
+        return
     x0, fs0 = sf.read(REF_DIR / f"{names[0]}.wav")
     extract(x0[: fs0 * 2], fs0)  # warm-up: imports, filter designs, FFT plans
 
