@@ -71,12 +71,14 @@ def test_boundaries_agree_with_mfa_reference(mfa, aligner):
     assert np.mean(errors <= 0.020) > 0.6 and np.mean(errors <= 0.050) > 0.85
 
 
-def test_oov_words_get_g2p_pronunciations(tmp_path, mfa, aligner):
+def test_oov_words_numbers_and_annotations(tmp_path, mfa, aligner):
     utt = Utterance("weird", mfa / "wav" / "61-70968-0000.flac",
-                    "HE BEGAN A CONFUSED COMPLAINT AGAINST THE WIZZARDOO WHO HAD VANISHED "
-                    "BEHIND THE CURTAIN ON THE LEFT")
+                    "[breath] HE BEGAN A CONFUSED COMPLAINT AGAINST THE WIZZARDOO WHO HAD "
+                    "VANISHED BEHIND THE CURTAIN ON THE LEFT-HAND...")
     ali = aligner.align(utt)
-    assert "WIZZARDOO" in [w.word for w in ali.words]
+    names = [w.word for w in ali.words]
+    assert (len(names), names[0], names[8], names[-1]) == (18, "[breath]", "WIZZARDOO", "LEFT-HAND")
+    assert ali.words[0].end_s <= ali.words[1].start_s
 
 
 def test_mismatched_transcript_is_an_alignment_error(mfa, aligner):
