@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -116,8 +117,16 @@ def extract(wave: np.ndarray, fs: int = FS, keep_streams: bool = False) -> Covar
 
     Raises :class:`FeatureError` for unusable input (NaN samples, < 100 ms, digital silence, no
     voiced SRH frame). Streams that cannot be computed on a valid file (e.g. HMPD on a clip
-    shorter than ~0.82 s) are left at zero, logged and listed in ``missing``.
+    shorter than ~0.82 s) are left at zero, logged and listed in ``missing``. NaN/inf inside a
+    stream are part of COVAREP's conventions (they become 0 on the grid), so numpy's floating
+    point warnings are silenced here.
     """
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return _extract(wave, fs, keep_streams)
+
+
+def _extract(wave: np.ndarray, fs: int, keep_streams: bool) -> Covarep74Result:
     cpu: dict = {}
     streams: dict = {}
     cols: dict[str, np.ndarray] = {}
