@@ -16,7 +16,10 @@ from cmbert_pipe.audio import load_audio
 from cmbert_pipe.cli import app
 
 runner = CliRunner()
-GOOD_TEXT = "HE BEGAN A CONFUSED COMPLAINT AGAINST THE WIZARD WHO HAD VANISHED BEHIND THE CURTAIN ON THE LEFT"
+GOOD_TEXT = (
+    "HE BEGAN A CONFUSED COMPLAINT AGAINST THE WIZARD WHO HAD VANISHED BEHIND THE CURTAIN "
+    "ON THE LEFT"
+)
 
 
 @pytest.fixture(scope="module")

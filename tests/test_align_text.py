@@ -32,7 +32,8 @@ def test_numbers_hyphens_and_symbols_are_spelled_out():
     assert parts["50%"] == ("fifty", "percent")
     assert parts["$5"] == ("five", "dollars")
     assert parts["R&D"] == ("r", "and", "d")
-    assert number_words(1_205_017) == ["one", "million", "two", "hundred", "five", "thousand", "seventeen"]
+    assert number_words(1_205_017) == [
+        "one", "million", "two", "hundred", "five", "thousand", "seventeen"]
 
 
 def test_annotations_are_noise_words():

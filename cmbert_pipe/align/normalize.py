@@ -113,7 +113,8 @@ def _digits_to_words(chunk: str) -> list[str]:
     if suffix in ("st", "nd", "rd", "th"):
         words = _ordinal(words)
     elif suffix == "s":
-        words = words[:-1] + [words[-1][:-1] + "ies" if words[-1].endswith("y") else words[-1] + "s"]
+        last = words[-1]
+        words = words[:-1] + [last[:-1] + "ies" if last.endswith("y") else last + "s"]
     elif suffix == "%":
         words.append("percent")
     if dollar:

@@ -96,7 +96,8 @@ def _decoder(config: PocketsphinxConfig, wide: bool):
             options = {"beam": config.beam, "pbeam": config.beam}
         decoder = Decoder(loglevel="FATAL", silprob=config.silprob, **options)
         for variant, phones in enumerate(NOISE_PRONUNCIATIONS, start=1):
-            decoder.add_word(NOISE_WORD if variant == 1 else f"{NOISE_WORD}({variant})", phones, True)
+            name = NOISE_WORD if variant == 1 else f"{NOISE_WORD}({variant})"
+            decoder.add_word(name, phones, True)
         cache[key] = decoder
     return cache[key]
 
@@ -179,7 +180,8 @@ class PocketsphinxAligner(Aligner):
                 return None
             segments = list(decoder.seg())
             words = [(s.word, s.start_frame, s.end_frame + 1) for s in segments]
-            spoken = [s for s in segments if not s.word.startswith(("<", "[")) and s.word != NOISE_WORD]
+            spoken = [s for s in segments
+                      if not s.word.startswith(("<", "[")) and _base(s.word) != NOISE_WORD]
             frames = sum(s.end_frame + 1 - s.start_frame for s in spoken)
             fit = sum(math.log(max(s.ascore, 1e-300)) for s in spoken) / max(frames, 1)
         except RuntimeError as e:

@@ -133,7 +133,9 @@ def read_textgrid(path: str | Path, utterance_id: str | None = None) -> Alignmen
         names = ", ".join(repr(t.name) for t in tiers) or "none"
         raise AlignmentError(f"TextGrid has no 'words' tier (tiers: {names})", path)
     phones_tier = _find_tier(tiers, PHONES_TIER)
-    words = tuple(WordInterval(lab.strip(), s, e) for s, e, lab in words_tier.intervals if lab.strip())
+    words = tuple(
+        WordInterval(lab.strip(), s, e) for s, e, lab in words_tier.intervals if lab.strip()
+    )
     phones = tuple(
         PhoneInterval(lab.strip(), s, e)
         for s, e, lab in (phones_tier.intervals if phones_tier else ())

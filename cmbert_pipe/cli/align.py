@@ -35,7 +35,8 @@ def align_command(
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder for the TextGrids."),
     transcripts: Path | None = typer.Option(
-        None, "--transcripts", help="Folder holding the same-stem transcripts (if not beside the audio)."
+        None, "--transcripts",
+        help="Folder holding the same-stem transcripts (if not beside the audio).",
     ),
     aligner: AlignerName = typer.Option("pocketsphinx", "--aligner", help="Alignment backend."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Parallel worker processes."),
