@@ -37,6 +37,7 @@ IFP_LEN, IFP_MAX_LAG_S, IFP_MIN_LAG_S = 512, 0.015, 0.001  # 32 ms frames, lags 
 ENERGY_LEN, ENERGY_HOP = 512, 80  # 32 ms Hann frames, 5 ms hop
 H2H1_LEN, H2H1_NFFT = 800, 4096  # 50 ms Hann frames of the resonated residual, DFT size
 RESONATOR_R_SPEC, RESONATOR_R_F0 = 0.97, 0.8  # pole radii of the F0mean resonator (Kane 2013)
+DET_CHUNK = 2048  # detector frames per vectorised block (bounded memory on long recordings)
 RPP_LEN = 456  # residual-peak-prominence window: 2 fs / 70 Hz (two creaky periods)
 RPP_EXCLUDE = 0.2  # secondary peaks are searched outside +-20 % of the window around the main one
 
@@ -63,8 +64,9 @@ def _bandpass(x: np.ndarray, fs: float) -> np.ndarray:
 
 def _power_peaks(bp: np.ndarray, fs: float):
     """Very-short-term power peaks: (centre sample indices, rise dB, fall dB, power dB)."""
-    frames = sliding_window_view(bp, VSP_LEN)[::VSP_HOP]  # (F, 64)
-    p_db = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-12)
+    n_blocks = bp.size // VSP_HOP
+    block = np.sum(bp[: n_blocks * VSP_HOP].reshape(n_blocks, VSP_HOP) ** 2, axis=1)
+    p_db = 10 * np.log10((block[:-1] + block[1:]) / VSP_LEN + 1e-12)  # 64-sample frames, hop 32
     n = p_db.size
     pad = np.pad(p_db, 3, mode="edge")
     neigh = sliding_window_view(pad, 7)  # (F, 7) +-3 frames
@@ -88,31 +90,43 @@ def _inter_pulse_similarity(bp: np.ndarray, centres: np.ndarray, fs: float) -> n
     half = round(IPS_SEG_S * fs / 2)
     gap = round(IPS_MAX_GAP_S * fs)
     padded = np.pad(bp, half)
-    segs = sliding_window_view(padded, 2 * half)[centres] if centres.size else np.empty((0, 2 * half))
-    norms = np.sqrt(np.sum(segs**2, axis=1)) + 1e-12
     nfft = 4 * half
-    spec = np.fft.rfft(segs, n=nfft, axis=1)
-    for i in range(1, centres.size):
-        if centres[i] - centres[i - 1] > gap:
-            continue
-        xc = np.fft.irfft(spec[i] * np.conj(spec[i - 1]), n=nfft)
-        ips[i] = xc.max() / (norms[i] * norms[i - 1])
+    for lo in range(1, centres.size, DET_CHUNK):  # peak i is compared with peak i-1
+        sel = np.arange(lo - 1, min(lo + DET_CHUNK, centres.size))
+        segs = sliding_window_view(padded, 2 * half)[centres[sel]]  # (n, 2 half)
+        norms = np.sqrt(np.sum(segs**2, axis=1)) + 1e-12
+        spec = np.fft.rfft(segs, n=nfft, axis=1)
+        close = np.flatnonzero(np.diff(centres[sel]) <= gap) + 1  # rows with a near predecessor
+        if close.size:
+            xc = np.fft.irfft(spec[close] * np.conj(spec[close - 1]), n=nfft, axis=1)
+            ips[sel[close]] = xc.max(axis=1) / (norms[close] * norms[close - 1])
     return ips
 
 
+def _by_chunks(fn, n_det: int, *args):
+    """Apply fn(centres, *args) -> (n,) or tuple of (n,) to detector centres in chunks."""
+    centres = HOP * np.arange(1, n_det + 1) - 1
+    parts = [fn(centres[lo : lo + DET_CHUNK], *args) for lo in range(0, n_det, DET_CHUNK)]
+    if isinstance(parts[0], tuple):
+        return tuple(np.concatenate(p) for p in zip(*parts))
+    return np.concatenate(parts)
+
+
 def _intraframe_periodicity(bp: np.ndarray, fs: float, n_det: int) -> np.ndarray:
+    return _by_chunks(_ifp_chunk, n_det, np.pad(bp, IFP_LEN // 2), fs)
+
+
+def _ifp_chunk(centres: np.ndarray, padded: np.ndarray, fs: float) -> np.ndarray:
     """IFP per detector frame: the smallest normalised-autocorrelation value at multiples of
     the strongest lag in 1..15 ms, over a 32 ms frame centred on the detector sample."""
-    half = IFP_LEN // 2
-    padded = np.pad(bp, half)
-    centres = HOP * np.arange(1, n_det + 1) - 1
-    frames = sliding_window_view(padded, IFP_LEN)[centres]  # (N, 512) centred on the samples
+    n_det = centres.size
+    frames = sliding_window_view(padded, IFP_LEN)[centres]  # (n, 512) centred on the samples
     spec = np.fft.rfft(frames, n=2 * IFP_LEN, axis=1)
     ac = np.fft.irfft(np.abs(spec) ** 2, axis=1)[:, : int(IFP_MAX_LAG_S * fs) + 1]
     ac = ac / (ac[:, :1] + 1e-12)
     min_lag = int(IFP_MIN_LAG_S * fs)
     ac[:, :min_lag] = -np.inf
-    first = np.argmax(ac, axis=1)  # (N,)
+    first = np.argmax(ac, axis=1)  # (n,)
     max_lag = ac.shape[1] - 1
     ifp = ac[np.arange(n_det), first].copy()
     for mult in range(2, max_lag // min_lag + 1):
@@ -125,13 +139,14 @@ def _intraframe_periodicity(bp: np.ndarray, fs: float, n_det: int) -> np.ndarray
 
 def _energy_zcr(x: np.ndarray, fs: float, n_det: int):
     """Normalised log energy (dB re the maximum) and zero-crossing rate (per ms) per frame."""
-    half = ENERGY_LEN // 2
-    padded = np.pad(x, half)
-    centres = HOP * np.arange(1, n_det + 1) - 1
+    e_db, zcr = _by_chunks(_energy_zcr_chunk, n_det, np.pad(x, ENERGY_LEN // 2), fs)
+    return e_db - e_db.max(), zcr
+
+
+def _energy_zcr_chunk(centres: np.ndarray, padded: np.ndarray, fs: float):
     frames = sliding_window_view(padded, ENERGY_LEN)[centres]
     w = np.hanning(ENERGY_LEN)
     e_db = 10 * np.log10(np.sum((frames * w) ** 2, axis=1) + 1e-12)
-    e_db = e_db - e_db.max()
     signs = np.signbit(frames)
     zcr = np.sum(signs[:, 1:] != signs[:, :-1], axis=1) / (ENERGY_LEN / fs * 1000)
     return e_db, zcr
@@ -140,12 +155,15 @@ def _energy_zcr(x: np.ndarray, fs: float, n_det: int):
 def _residual_peak_prominence(res: np.ndarray, n_det: int) -> np.ndarray:
     """1 - (largest |residual| peak outside +-20 % of the window around the main peak) / main
     peak, per detector frame (after Kane, Drugman & Gobl 2013): near 1 for isolated pulses."""
-    half = RPP_LEN // 2
-    padded = np.pad(np.abs(np.nan_to_num(res)), half)
-    centres = HOP * np.arange(1, n_det + 1) - 1
-    frames = sliding_window_view(padded, RPP_LEN)[centres]  # (N, 456)
+    padded = np.pad(np.abs(np.nan_to_num(res)), RPP_LEN // 2)
+    return _by_chunks(_rpp_chunk, n_det, padded)
+
+
+def _rpp_chunk(centres: np.ndarray, padded: np.ndarray) -> np.ndarray:
+    frames = sliding_window_view(padded, RPP_LEN)[centres]  # (n, 456)
+    rows = np.arange(centres.size)
     main = np.argmax(frames, axis=1)
-    peak = frames[np.arange(n_det), main]
+    peak = frames[rows, main]
     excl = int(RPP_EXCLUDE * RPP_LEN)
     pos = np.arange(RPP_LEN)[None, :]
     rest = np.where(np.abs(pos - main[:, None]) > excl, frames, 0.0).max(axis=1)

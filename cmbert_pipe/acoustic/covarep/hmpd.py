@@ -16,6 +16,8 @@ reference bit for bit; with ``rng=None`` numpy's default generator is used inste
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import scipy.fft as sfft
 from scipy.ndimage import correlate1d, median_filter
@@ -30,7 +32,8 @@ PDD_TAPS = 9  # frames of the PDD and trend windows (~90 ms)
 PDD_ORDER = 12  # warped-cepstrum order of PDD
 PDD_FLOOR = 0.001  # exact zeros of PDD are set to this before the log
 HMPD_STEP_S = 0.005  # regular resampling step of the HMPD streams
-HMPD_BIN_BLOCK = 64  # frequency bins filtered together (memory ~ frames x 64 per array)
+HMPD_BIN_BLOCK = 16  # frequency bins filtered together (memory ~ frames x 16 per array)
+HMPD_FRAME_BLOCK = 1024  # frames per block of the vocal-tract envelope
 # PDM bin groups (0-based bins, first..last) from the quadratic Bezier of §13 K7
 PDM_GROUPS = tuple((q, q) for q in range(8)) + (
     (8, 9), (10, 12), (13, 16), (17, 21), (22, 27), (28, 35), (36, 45), (46, 57), (58, 71),
@@ -61,28 +64,30 @@ def _vtf_min_phase(frames: HarmonicFrames, fs: float) -> np.ndarray:
     nbin = HMPD_DFTLEN // 2 + 1
     fb = np.arange(nbin) * fs / HMPD_DFTLEN
     hmax = frames.amps.shape[1] - 1
-    rows = np.arange(n)
-    with np.errstate(divide="ignore"):
-        la = np.log(frames.amps[:, 1:])  # (N, Hmax) ln a_1..a_Hmax, NaN beyond each H
-    last = la[rows, frames.n_harm - 1]
-    la = np.where(np.arange(1, hmax + 1)[None, :] > frames.n_harm[:, None], last[:, None], la)
-    knots = np.concatenate((la[:, :1], la, last[:, None]), axis=1)  # knot i at i * mf0
-    q = fb[None, :] / frames.freqs_hz[:, 1:2]  # (N, 513) position in harmonics
-    i0 = np.minimum(np.floor(q).astype(np.int64), hmax)
-    frac = q - i0
-    y0 = np.take_along_axis(knots, i0, axis=1)
-    y1 = np.take_along_axis(knots, i0 + 1, axis=1)
-    with np.errstate(invalid="ignore"):
-        log_env = np.where(frac == 0, y0, y0 + (y1 - y0) * frac)
-        env = np.exp(log_env)
-    env[np.isnan(env)] = 1e-15
-    log_env = np.log(env)
-    cep = sfft.irfft(log_env, n=HMPD_DFTLEN, axis=1)
     fold = np.zeros(HMPD_DFTLEN)
     fold[0] = 1.0
     fold[1 : nbin - 1] = 2.0
     fold[nbin - 1] = 1.0
-    return sfft.rfft(cep * fold, axis=1).imag
+    out = np.empty((n, nbin))
+    for lo in range(0, n, HMPD_FRAME_BLOCK):  # bounded memory on long recordings
+        sl = slice(lo, lo + HMPD_FRAME_BLOCK)
+        n_harm = frames.n_harm[sl]
+        with np.errstate(divide="ignore"):
+            la = np.log(frames.amps[sl, 1:])  # (n, Hmax) ln a_1..a_Hmax, NaN beyond each H
+        last = la[np.arange(la.shape[0]), n_harm - 1]
+        la = np.where(np.arange(1, hmax + 1)[None, :] > n_harm[:, None], last[:, None], la)
+        knots = np.concatenate((la[:, :1], la, last[:, None]), axis=1)  # knot i at i * mf0
+        q = fb[None, :] / frames.freqs_hz[sl, 1:2]  # (n, 513) position in harmonics
+        i0 = np.minimum(np.floor(q).astype(np.int64), hmax)
+        frac = q - i0
+        y0 = np.take_along_axis(knots, i0, axis=1)
+        y1 = np.take_along_axis(knots, i0 + 1, axis=1)
+        with np.errstate(invalid="ignore"):
+            env = np.exp(np.where(frac == 0, y0, y0 + (y1 - y0) * frac))
+        env[np.isnan(env)] = 1e-15
+        cep = sfft.irfft(np.log(env), n=HMPD_DFTLEN, axis=1)
+        out[sl] = sfft.rfft(cep * fold, axis=1).imag
+    return out
 
 
 def _interp_rows(x_abs: np.ndarray, y: np.ndarray, xq: np.ndarray, outside: float) -> np.ndarray:
@@ -103,16 +108,29 @@ def _interp_rows(x_abs: np.ndarray, y: np.ndarray, xq: np.ndarray, outside: floa
 
 def phase_distortion(frames: HarmonicFrames, fs: float) -> np.ndarray:
     """PD_1..PD_H per frame, (N, Hmax) (§13 K1–K2): vocal-tract phase removed, then the phase
-    difference between successive harmonics minus the fundamental's phase."""
+    difference between successive harmonics minus the fundamental's phase. NaN beyond each
+    frame's H."""
+    n = len(frames)
     nbin = HMPD_DFTLEN // 2 + 1
-    phi_min = _vtf_min_phase(frames, fs)  # (N, 513)
     fb = np.arange(nbin) * fs / HMPD_DFTLEN
-    fr = np.nan_to_num(frames.freqs_hz, nan=-1.0)
-    phi_vtf = _interp_rows(fb, phi_min, fr, outside=0.0)
-    psi = wrap(frames.phases - phi_vtf)  # (N, Hmax+1), NaN beyond each frame's H
-    psi[:, 0] = 0.0
-    rho = np.unwrap(psi - np.arange(psi.shape[1])[None, :] * psi[:, 1:2], axis=1)
-    return np.diff(rho, axis=1)  # (N, Hmax): PD_1..PD_H, NaN beyond each frame's H
+    width = frames.freqs_hz.shape[1]
+    out = np.empty((n, width - 1))
+    for lo in range(0, n, HMPD_FRAME_BLOCK):  # bounded memory on long recordings
+        sl = slice(lo, lo + HMPD_FRAME_BLOCK)
+        phi_min = _vtf_min_phase(_frame_slice(frames, sl), fs)  # (n, 513)
+        fr = np.nan_to_num(frames.freqs_hz[sl], nan=-1.0)
+        phi_vtf = _interp_rows(fb, phi_min, fr, outside=0.0)
+        psi = wrap(frames.phases[sl] - phi_vtf)  # (n, Hmax+1), NaN beyond each frame's H
+        psi[:, 0] = 0.0
+        rho = np.unwrap(psi - np.arange(width)[None, :] * psi[:, 1:2], axis=1)
+        out[sl] = np.diff(rho, axis=1)
+    return out
+
+
+def _frame_slice(frames: HarmonicFrames, sl: slice) -> HarmonicFrames:
+    """The frames in ``sl`` (views, no copies)."""
+    return HarmonicFrames(*(getattr(frames, f.name)[sl] if getattr(frames, f.name).shape[0] else
+                            getattr(frames, f.name) for f in dataclasses.fields(frames)))
 
 
 def _fir_steady(b: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -151,7 +169,11 @@ def hmpd_features(frames: HarmonicFrames, fs: float, rng=None):
     nbin = HMPD_DFTLEN // 2 + 1
     pd = phase_distortion(frames, fs)
     hmax = int(frames.n_harm.max())
-    pe = wrap(2 * np.pi * rng.uniform(n_fr, hmax + 1))  # RNG draw #1, column-major
+    # RNG draw #1, column-major: drawing blocks of columns in order gives the same stream
+    pe = np.empty((n_fr, hmax + 1))
+    for c in range(0, hmax + 1, 8):
+        pe[:, c : c + 8] = rng.uniform(n_fr, min(8, hmax + 1 - c))
+    pe = wrap(2 * np.pi * pe)
     has_pd = np.arange(hmax)[None, :] < frames.n_harm[:, None]
     pe[:, :hmax] = np.where(has_pd, pd[:, :hmax], pe[:, :hmax])
     pe = wrap(pe)
@@ -204,7 +226,8 @@ def hmpd_features(frames: HarmonicFrames, fs: float, rng=None):
     pdm_c = np.angle(group_sum)
     pdd[:, 0] = pdd[:, 1]
     pdd[pdd == 0] = PDD_FLOOR
-    pdd_c = hspec_to_mel_cepstrum(pdd, fs, PDD_ORDER)
+    pdd_c = np.concatenate([hspec_to_mel_cepstrum(pdd[lo : lo + HMPD_FRAME_BLOCK], fs, PDD_ORDER)
+                            for lo in range(0, n_fr, HMPD_FRAME_BLOCK)])
     # 5 ms regular grid
     t = frames.t_s
     n_u = int(np.floor(t[-1] / HMPD_STEP_S + 1e-10)) + 1
