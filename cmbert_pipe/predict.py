@@ -230,15 +230,17 @@ class Predictor:
             text = read_transcript(tpath)
         text = " ".join(text.split())
         timings: dict[str, float] = {}
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         wave = load_audio(audio)  # (N,) float32 16 kHz
         timings["load_s"] = time.perf_counter() - t0
+        timings["load_cpu_s"] = time.process_time() - c0  # all threads of this process
         utt = Utterance(utterance_id or audio.stem, audio, text, label=label,
                         transcript_path=tpath)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         alignment = self._align(utt, wave)
         timings["align_s"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        timings["align_cpu_s"] = time.process_time() - c0  # all threads of this process
+        t0, c0 = time.perf_counter(), time.process_time()
         feats = None  # a text-only bundle: the alignment only gives the words' times
         if self.feature_set is not None:
             try:
@@ -246,11 +248,13 @@ class Predictor:
             except FeatureError as e:
                 raise FeatureError(e.reason, audio) from None
         timings["features_s"] = time.perf_counter() - t0
+        timings["features_cpu_s"] = time.process_time() - c0  # all threads of this process
         words = [w.word for w in alignment.words]
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         raw_score, extras, token_mask, word_ids = self._forward(words, feats)
         score = float(np.clip(raw_score, -3.0, 3.0))  # the regressor is unbounded
         timings["model_s"] = time.perf_counter() - t0
+        timings["model_cpu_s"] = time.process_time() - c0  # all threads of this process
         groups = _piece_groups(word_ids, len(words))  # (n+2, L)
 
         w_m = alpha_text = gate = None

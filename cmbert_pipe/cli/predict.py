@@ -44,7 +44,8 @@ def print_prediction(p: Prediction) -> None:
         table.add_row(*row)
     out.print(table)
     if p.timings_s:
-        console.print("time: " + ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in p.timings_s.items()))
+        console.print("time: " + ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in p.timings_s.items()
+                                           if not k.endswith("_cpu_s")))
 
 
 @app.command("predict")
