@@ -11,7 +11,7 @@ Prints, per feature set:
 - throughput of the whole driver (:func:`cmbert_pipe.extract.extract_corpus`: decode, extract,
   pool, write the cache) with ``jobs=1`` and ``jobs=2``, in audio seconds per wall second, and
   their ratio (each run starts from an empty cache; one word interval per clip);
-- peak resident memory of a fresh process extracting a ``--minutes`` long recording made by
+- peak resident memory (VmHWM) of a fresh process extracting a ``--minutes`` long recording made by
   concatenating the real reference clips, next to the peak of the same process that only
   decoded it (the difference is what extraction costs).
 """
@@ -37,19 +37,25 @@ REPO = Path(__file__).resolve().parents[1]
 REF_DIR = Path(os.environ.get("CMBERT_SHARED_DATA", REPO.parent / "shared" / "data")) / "covarep-ref"
 OCTAVE_CPU_PER_AUDIO_S = (6.0, 30.0)  # s/s, COVAREP under GNU Octave (covarep-ref/README.md)
 
+# Peak RSS is read from VmHWM (this process's own address space): ru_maxrss would carry the
+# parent's peak over fork + exec on Linux and hide small figures.
 _MEMORY_PROBE = r"""
-import json, resource, sys, numpy as np
+import json, sys, numpy as np
+
+def hwm_kib():
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
+
 from cmbert_pipe.audio import load_audio
 wave = load_audio(sys.argv[1])
-decoded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+decoded = hwm_kib()
 if sys.argv[2] != "-":
     from cmbert_pipe.acoustic import extract_frames
     frames = extract_frames(wave, 16000, sys.argv[2])
     shape = list(frames.shape)
 else:
     shape = []
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"decoded_kib": decoded, "peak_kib": peak, "shape": shape}))
+print(json.dumps({"decoded_kib": decoded, "peak_kib": hwm_kib(), "shape": shape}))
 """
 
 
@@ -117,6 +123,7 @@ def main() -> None:
     ap.add_argument("--sets", nargs="*", help="feature sets (default: every available one)")
     ap.add_argument("--minutes", type=float, default=10.0, help="length of the long recording")
     ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--memory-only", action="store_true", help="only the long-recording probe")
     args = ap.parse_args()
 
     import soundfile as sf
@@ -130,10 +137,11 @@ def main() -> None:
     sets = available_sets(args.sets)
     print(f"# {len(wavs)} reference WAVs, {sum(map(len, waves)) / 16000:.1f} s of audio; "
           f"{os.cpu_count()} CPU(s) visible")
-    print("| set | CPU s per audio s (1 core) | vs Octave COVAREP (6–30 s/s) | "
-          "driver audio s/s, jobs=1 | jobs=2 | jobs=2 / jobs=1 |")
-    print("|---|---|---|---|---|---|")
-    for name in sets:
+    if not args.memory_only:
+        print("| set | CPU s per audio s (1 core) | vs Octave COVAREP (6–30 s/s) | "
+              "driver audio s/s, jobs=1 | jobs=2 | jobs=2 / jobs=1 |")
+        print("|---|---|---|---|---|---|")
+    for name in [] if args.memory_only else sets:
         cpu, _ = cpu_per_audio_second(name, waves)
         j1 = driver_throughput(name, wavs, 1)
         j2 = driver_throughput(name, wavs, 2)
