@@ -85,7 +85,7 @@ def _prepare(wave: np.ndarray, fs: int) -> np.ndarray:
         raise FeatureError(f"waveform has non-numeric dtype {x.dtype}")
     if np.issubdtype(x.dtype, np.integer):  # PCM integers: full scale -> 1.0, as audioread does
         x = x.astype(np.float64) / float(2 ** (8 * x.dtype.itemsize - 1))
-    x = x.astype(np.float64)
+    x = np.asarray(x, dtype=np.float64)  # no copy when it already is float64; never modified
     bad = int(x.size - np.count_nonzero(np.isfinite(x)))
     if bad:
         raise FeatureError(f"waveform contains {bad} NaN/inf samples")
@@ -100,7 +100,7 @@ def _prepare(wave: np.ndarray, fs: int) -> np.ndarray:
     if not np.any(x != 0):
         raise FeatureError("audio is digital silence (all samples are zero)")
     mean = float(np.mean(x))
-    rms = float(np.sqrt(np.mean(x * x)))
+    rms = float(np.sqrt(np.einsum("i,i->", x, x) / x.size))
     if abs(mean) > DC_REMOVE_RATIO * rms:
         # A recording fault COVAREP does not handle (its LPC keeps the mean); smaller offsets are
         # left alone so that ordinary files stay bit-compatible with the reference.
