@@ -132,7 +132,7 @@ def test_integer_pcm_is_scaled_like_audioread(clip, clip_frames):
 
 
 def test_block_wise_mcep_for_long_recordings_is_identical(clip, clip_frames, monkeypatch):
-    import cmbert_pipe.acoustic.covarep.pipeline as pipeline
+    from cmbert_pipe.acoustic.covarep import pipeline
 
     monkeypatch.setattr(pipeline, "MCEP_CHUNK_FRAMES", 30)  # force the long-file path
     assert np.array_equal(pipeline.extract_covarep74(clip, 16000), clip_frames)
