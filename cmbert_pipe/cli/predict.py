@@ -32,7 +32,7 @@ def print_prediction(p: Prediction) -> None:
     has_gate = any(w.gate is not None for w in p.words)
     if has_att:
         table.add_column("W_m [CLS] row", justify="right")
-        table.add_column("text α_t [CLS] row", justify="right")
+        table.add_column("text-only [CLS] row", justify="right")  # softmax(w_t·α_t)
     if has_gate:
         table.add_column("audio shift", justify="right")
     for w in p.words:
