@@ -72,12 +72,15 @@ def _vtf_min_phase(frames: HarmonicFrames, fs: float) -> np.ndarray:
     for lo in range(0, n, HMPD_FRAME_BLOCK):  # bounded memory on long recordings
         sl = slice(lo, lo + HMPD_FRAME_BLOCK)
         n_harm = frames.n_harm[sl]
+        none = n_harm == 0  # frames without partials (f0 below the floor, sinusoidal.py): flat
         with np.errstate(divide="ignore"):
             la = np.log(frames.amps[sl, 1:])  # (n, Hmax) ln a_1..a_Hmax, NaN beyond each H
-        last = la[np.arange(la.shape[0]), n_harm - 1]
+        last = la[np.arange(la.shape[0]), np.maximum(n_harm - 1, 0)]
         la = np.where(np.arange(1, hmax + 1)[None, :] > n_harm[:, None], last[:, None], la)
         knots = np.concatenate((la[:, :1], la, last[:, None]), axis=1)  # knot i at i * mf0
-        q = fb[None, :] / frames.freqs_hz[sl, 1:2]  # (n, 513) position in harmonics
+        knots[none] = 0.0
+        mf0 = np.where(none, frames.f0_hz[sl], frames.freqs_hz[sl, 1] if hmax else frames.f0_hz[sl])
+        q = fb[None, :] / mf0[:, None]  # (n, 513) position in harmonics
         i0 = np.minimum(np.floor(q).astype(np.int64), hmax)
         frac = q - i0
         y0 = np.take_along_axis(knots, i0, axis=1)
@@ -197,6 +200,7 @@ def hmpd_features(frames: HarmonicFrames, fs: float, rng=None):
         r = fb[None, :] / f0  # (N, B) harmonic number of each bin
         fl = np.floor(r)
         idx = np.where(r < 0.95, 0, np.where(r < 1.0, 1, 1 + fl)).astype(np.int64)
+        idx = np.minimum(idx, vals.shape[1] - 2)  # only f0 < floor frames reach past: NaN -> fill
         x0 = np.where(r < 0.95, 0.0, np.where(r < 1.0, 0.95, fl)) * f0
         x1 = np.where(r < 0.95, 0.95, np.where(r < 1.0, 1.0, fl + 1)) * f0
         y0 = np.take_along_axis(vals, idx, axis=1)

@@ -227,7 +227,8 @@ def rd_msp(frames: HarmonicFrames, fs: float) -> np.ndarray:
 
     Returns (N, 3) [t_s, Rd, Rd_conf]; the grid abscissa is ``frames.centre`` (= t_s * fs).
     Frames with fewer than 5 harmonics below Nyquist (f0 > ~1.6 kHz: never with SRH's
-    50-500 Hz) have no 8-bin MSP criterion and get NaN.
+    50-500 Hz) have no 8-bin MSP criterion and get NaN; so do the frames below the analysis
+    floor, which Stage G leaves without partials (``sinusoidal.F0_FLOOR_HZ``, digital silence).
     """
     n = len(frames)
     out = np.full((n, 3), np.nan)

@@ -22,6 +22,16 @@ Contract for the assembly (part A), stream by stream:
                                        with ``hmpd_to_grid`` (unwrap/interp/wrap for PDM)
     creak_posterior(x, fs, res18, srh_f0, srh_vuv)
                                     -> (K,) creak column already on the 10 ms grid (§11.2)
+
+Deviation from the reference (COVAREP74.md §16.1), limited to frames whose SRH f0 is below
+``F0_FLOOR_HZ`` (20 Hz; in practice SRH's F0 = 1 Hz on digital silence): such a frame is kept or
+dropped exactly as in the reference (its 48001-sample window, truncated to the first 4096
+samples, gives the same spectrum S_j, so the frame list, MCEP and the MCEP time stamps are
+unchanged), but it gets no harmonic partials (n_harm = 0) instead of ~8000 of them. Analysing
+8000 partials made Rd cost ~3 s of CPU per second of silence and the padded (N, 8001) partial
+arrays grow with the file length. Consequences: Rd/Rd_conf of those frames are NaN (grid rows
+averaging them are 0) and their HMPD phase-distortion row is the random fill; the reference
+puts meaningless values there. Files without such frames give bit-identical results.
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ import numpy as np
 
 DFT_LEN = 4096  # bins of the sinusoidal-analysis DFT
 CHUNK_FRAMES = 256  # frames per batched FFT (bounds memory for long recordings)
+F0_FLOOR_HZ = 20.0  # frames with a lower SRH f0 get no partials (module docstring)
 
 
 def mround(v):
@@ -150,6 +161,7 @@ def harmonic_peak_picking(
     n = centres.size
     nbin = dftlen // 2 + 1
     max_h = mround((fs / 2 - f0s / 2) / f0s).astype(np.int64)
+    max_h[f0s < F0_FLOOR_HZ] = 0  # digital silence: no partials (module docstring)
     hmax = int(max_h.max()) if n else 0
     spectrum = np.empty((n if keep_spectrum else 0, nbin), dtype=complex)
     freqs = np.full((n, hmax + 1), np.nan)
@@ -177,8 +189,9 @@ def _zero_phase_spectra(x, centres, half, dftlen):
         win = win / win.sum()
         shift = np.exp(2j * np.pi * kk * h / dftlen)
         shift[-1] = (-1.0) ** h
-        seg = x[centres[sel, None] - h + np.arange(w_len)[None, :]] * win  # (n, W)
-        out[sel] = np.fft.rfft(seg[:, :dftlen], n=dftlen, axis=1) * shift
+        n_used = min(w_len, dftlen)  # a longer window (f0 < 12 Hz) is truncated by the FFT (§16.1)
+        seg = x[centres[sel, None] - h + np.arange(n_used)[None, :]] * win[:n_used]  # (n, W)
+        out[sel] = np.fft.rfft(seg, n=dftlen, axis=1) * shift
     return out
 
 
@@ -235,6 +248,10 @@ def _partials(spectrum, fs, f0s, max_h, dftlen, freqs, amps, phases):
     amps[:, 0] = mag[:, 0]
     phases[:, 0] = ang[:, 0]
     # force harmonicity: mf0 = median of successive differences (DC included)
-    mf0 = np.nanmedian(np.diff(freqs, axis=1), axis=1)
+    # (frames without partials, max_h = 0, keep their SRH f0 and only the DC entry)
+    mf0 = f0s.astype(float)
+    has = max_h > 0
+    if np.any(has):
+        mf0[has] = np.nanmedian(np.diff(freqs[has], axis=1), axis=1)
     full = np.arange(hmax + 1)[None, :] <= max_h[:, None]
     freqs[:] = np.where(full, mf0[:, None] * np.arange(hmax + 1)[None, :], np.nan)
