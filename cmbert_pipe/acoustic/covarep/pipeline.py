@@ -7,6 +7,10 @@ Usage::
 
     from cmbert_pipe.acoustic.covarep.pipeline import extract_covarep74
     frames = extract_covarep74(wave, 16000)  # (K, 74) float32, row k at 5 ms + 10 ms k
+
+Deviation from the reference: on digital silence (SRH F0 = 1 Hz, COVAREP74.md §16.1) the
+sinusoidal frames below 20 Hz get no partials, so their Rd/Rd_conf are 0 and their HMPD phase
+rows are the random fill (see ``sinusoidal.py``); everything else follows the reference.
 """
 
 from __future__ import annotations
