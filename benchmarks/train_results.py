@@ -118,7 +118,7 @@ def main() -> None:
     print("|" + "---|" * len(header))
     if examples is not None:
         m, const = majority_row(examples, args.split)
-        row = [f"majority (constant {const:+.3f})", "-", str(sum(e.split == args.split
+        row = [f"majority: constant train mean {const:+.3f}", "-", str(sum(e.split == args.split
                                                                  for e in examples))]
         row += [fmt(c, m[c], None) for c in COLUMNS]
         if args.ravdess_binary:
@@ -166,11 +166,10 @@ def main() -> None:
             rss.append(st.get("peak_memory", {}).get("max_rss_mib", float("nan")))
         speed.append((label, summary["settings"].get("source"), np.mean(epoch_s), np.mean(rates),
                       np.max(rss), summary["wall_s"], st.get("device"), st["train"]["threads"]))
-    print("\n| run | epoch wall s (mean) | train samples/s | peak RSS MiB | total wall s |"
-          " device | threads |")
-    print("|---|---|---|---|---|---|---|")
-    for label, _src, ep, rate, rss, wall, dev, thr in speed:
-        print(f"| {label} | {ep:.1f} | {rate:.1f} | {rss:.0f} | {wall:.0f} | {dev} | {thr} |")
+    print("\n| run | epoch wall s (mean) | train samples/s | peak RSS MiB | device | threads |")
+    print("|---|---|---|---|---|---|")
+    for label, _src, ep, rate, rss, _wall, dev, thr in speed:
+        print(f"| {label} | {ep:.1f} | {rate:.1f} | {rss:.0f} | {dev} | {thr} |")
 
 
 if __name__ == "__main__":
