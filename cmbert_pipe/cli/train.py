@@ -101,7 +101,12 @@ def train_cmd(
     with user_errors():
         from cmbert_pipe.model import ModelConfig
         from cmbert_pipe.train import (
-            TrainConfig, audio_dim_of, load_cache_examples, load_text_examples, train_seeds)
+            TrainConfig,
+            audio_dim_of,
+            load_cache_examples,
+            load_text_examples,
+            train_seeds,
+        )
 
         if (cache is None) == (text_only is None):
             raise ConfigError("give either a CACHE folder or --text-only TSV_DIR")

@@ -3,7 +3,6 @@ the same encoder, ``[CLS]`` of the last layer → dropout → ``Linear_{H→1}``
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from cmbert_pipe.model.base import ModelConfig, ModelOutput, SentimentModel, register
