@@ -29,10 +29,13 @@ moves of word edges next to pauses, and energy or spectral-change snapping of th
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
-import threading
+import os
+import tempfile
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -71,40 +74,57 @@ class PocketsphinxConfig:
     min_words_for_oov_check: int = 4  # the OOV check needs at least this many words
 
 
-_LOCAL = threading.local()
-
-
 def _version() -> str:
     from importlib.metadata import version
 
     return version("pocketsphinx")
 
 
-def _decoder(config: PocketsphinxConfig, wide: bool):
-    """One decoder per process and search width, reused (creating one reads the model: ~0.3 s).
+@functools.lru_cache(maxsize=1)
+def _cmudict() -> dict[str, tuple[str, ...]]:
+    """CMUdict of the pocketsphinx wheel: word -> pronunciations, in the file's variant order."""
+    import pocketsphinx
+
+    path = Path(pocketsphinx.get_model_path()) / "en-us" / "cmudict-en-us.dict"
+    entries: dict[str, list[str]] = {}
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            name, _, phones = line.strip().partition(" ")
+            if phones:
+                entries.setdefault(_base(name), []).append(phones.strip())
+    return {word: tuple(prons) for word, prons in entries.items()}
+
+
+def _decoder(config: PocketsphinxConfig, wide: bool, lexicon: dict[str, tuple[str, ...]]):
+    """A fresh decoder that knows exactly ``lexicon`` (key -> pronunciations) and no LM.
+
+    A new decoder per utterance makes each alignment independent of what the process aligned
+    before (a reused PocketSphinx decoder carries state from one utterance to the next, which
+    changed word boundaries and whether the phone pass succeeded). With a dictionary of the
+    utterance's own words and no language model, creating one costs ~10 ms.
 
     The wide one (the retry) scores more Gaussians per frame, keeps every HMM and prunes with
     far wider beams: slower, but it finds a path where the default search loses it.
     """
-    cache = getattr(_LOCAL, "decoders", None)
-    if cache is None:
-        cache = _LOCAL.decoders = {}
-    key = (config.beam, config.retry_beam, config.retry_topn, config.silprob, wide)
-    if key not in cache:
-        from pocketsphinx import Decoder
+    from pocketsphinx import Decoder
 
-        if wide:
-            b = config.retry_beam
-            options = {"beam": b, "pbeam": b, "wbeam": b * 1e20, "topn": config.retry_topn,
-                       "maxhmmpf": -1}
-        else:
-            options = {"beam": config.beam, "pbeam": config.beam}
-        decoder = Decoder(loglevel="FATAL", silprob=config.silprob, **options)
-        for variant, phones in enumerate(NOISE_PRONUNCIATIONS, start=1):
-            name = NOISE_WORD if variant == 1 else f"{NOISE_WORD}({variant})"
-            decoder.add_word(name, phones, True)
-        cache[key] = decoder
-    return cache[key]
+    if wide:
+        b = config.retry_beam
+        options = {"beam": b, "pbeam": b, "wbeam": b * 1e20, "topn": config.retry_topn,
+                   "maxhmmpf": -1}
+    else:
+        options = {"beam": config.beam, "pbeam": config.beam}
+    lines = []
+    for key, prons in sorted(lexicon.items()):
+        lines += [f"{key if i == 0 else f'{key}({i + 1})'} {p}" for i, p in enumerate(prons)]
+    fd, dict_path = tempfile.mkstemp(prefix="cmbert-ps-", suffix=".dict")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write("\n".join(lines) + "\n")
+        return Decoder(loglevel="FATAL", silprob=config.silprob, lm=None, dict=dict_path,
+                       **options)
+    finally:
+        os.unlink(dict_path)
 
 
 def _pcm16(wave: np.ndarray) -> bytes:
@@ -128,43 +148,49 @@ class PocketsphinxAligner(Aligner):
             "backend": "pocketsphinx",
             "version": _version(),
             "model": "en-us (pocketsphinx wheel) + cmudict-en-us",
+            "decoder": "fresh per utterance, its own words only, no LM",
             "g2p": "g2p-en checkpoint20 (numpy GRU)",
             "normalizer": NORMALIZER_VERSION,
             **asdict(self.config),
         }
 
     # -- dictionary ---------------------------------------------------------------------------
-    def _pronunciation(self, decoder, word: SpokenWord, source: str | None) -> tuple[str, int]:
-        """(dictionary key, number of parts that needed G2P) for one transcript word."""
-        if word.noise:
-            return NOISE_WORD, 0
-        if len(word.parts) == 1 and decoder.lookup_word(word.parts[0]) is not None:
-            return word.parts[0], 0
-        phones: list[str] = []
-        oov = 0
-        for part in word.parts:
-            known = decoder.lookup_word(part)
-            if known is not None:
-                phones += known.split()
-                continue
-            guess = g2p(part)
-            if not guess:
-                raise TranscriptError(f"cannot pronounce word {word.text!r}", source)
-            phones += guess
-            oov += 1
-        key = "_".join(word.parts)
-        if decoder.lookup_word(key) != " ".join(phones):
-            decoder.add_word(key, " ".join(phones), True)
-        return key, oov
+    def _lexicon(
+        self, words: list[SpokenWord], source: str | None
+    ) -> tuple[list[str], dict[str, tuple[str, ...]], int]:
+        """(dictionary key per word, key -> pronunciations, number of parts that needed G2P).
 
-    def _keys(self, decoder, words: list[SpokenWord], source: str | None) -> tuple[list[str], int]:
-        """Dictionary keys of ``words`` (added to ``decoder`` where new) and the G2P count."""
-        keys, n_oov = [], 0
-        for w in words:
-            key, oov = self._pronunciation(decoder, w, source)
+        A word in CMUdict keeps all its variants; other words (and hyphenated or numeric
+        words spoken part by part) get one pronunciation from the parts' CMUdict entries and
+        the offline G2P for the rest; bracketed annotations map to the noise word.
+        """
+        cmudict = _cmudict()
+        keys: list[str] = []
+        lexicon: dict[str, tuple[str, ...]] = {}
+        n_oov = 0
+        for word in words:
+            if word.noise:
+                keys.append(NOISE_WORD)
+                lexicon[NOISE_WORD] = NOISE_PRONUNCIATIONS
+                continue
+            if len(word.parts) == 1 and word.parts[0] in cmudict:
+                keys.append(word.parts[0])
+                lexicon[word.parts[0]] = cmudict[word.parts[0]]
+                continue
+            phones: list[str] = []
+            for part in word.parts:
+                if part in cmudict:
+                    phones += cmudict[part][0].split()
+                    continue
+                guess = g2p(part)
+                if not guess:
+                    raise TranscriptError(f"cannot pronounce word {word.text!r}", source)
+                phones += guess
+                n_oov += 1
+            key = "_".join(word.parts)
             keys.append(key)
-            n_oov += oov
-        return keys, n_oov
+            lexicon[key] = (" ".join(phones),)
+        return keys, lexicon, n_oov
 
     # -- alignment ----------------------------------------------------------------------------
     def _run(self, decoder, keys: list[str], pcm: bytes):
@@ -220,8 +246,7 @@ class PocketsphinxAligner(Aligner):
         if duration_s > cfg.max_duration_s:
             raise AudioError(_too_long(duration_s, cfg.max_duration_s), utterance.audio)
 
-        decoder = _decoder(cfg, wide=False)
-        keys, n_oov = self._keys(decoder, words, source)
+        keys, lexicon, n_oov = self._lexicon(words, source)
         n_lexical = sum(1 for w in words if not w.noise)
         if n_lexical >= cfg.min_words_for_oov_check and n_oov > cfg.max_oov_fraction * n_lexical:
             raise TranscriptError(
@@ -232,11 +257,10 @@ class PocketsphinxAligner(Aligner):
         ali, shift_s = None, 0.0
         for shift_s in (0.0, cfg.retry_shift_s) if cfg.retry_shift_s > 0 else (0.0,):
             pcm = _pcm16(wave[round(shift_s * SAMPLE_RATE) :])
-            ali = self._run(decoder, keys, pcm)
+            ali = self._run(_decoder(cfg, False, lexicon), keys, pcm)
             if ali is None or ali[1] is None:
                 log.info("%s: retrying with the wide search", utterance.id)
-                wide = _decoder(cfg, wide=True)
-                retry = self._run(wide, self._keys(wide, words, source)[0], pcm)
+                retry = self._run(_decoder(cfg, True, lexicon), keys, pcm)
                 if retry is not None and (ali is None or retry[1] is not None):
                     ali = retry
             if ali is not None:
