@@ -235,3 +235,23 @@ def test_ema_formula():
     torch.testing.assert_close(lin.weight, torch.full((1, 2), 3.0))  # restored
     with pytest.raises(ValueError):
         EMA(lin, decay=1.0)
+
+
+def test_models_without_options_reject_them_by_name():
+    from cmbert_pipe.errors import ConfigError
+    from cmbert_pipe.model import ModelConfig, build_model
+
+    for name in ("cmbert", "tbert"):
+        with pytest.raises(ConfigError, match="takes no model options, got: beta"):
+            build_model(ModelConfig(model=name, extra={"beta": 0.5}), encoder=None)
+
+
+def test_train_cli_fusion_flags_map_into_model_options():
+    from cmbert_pipe.cli.train import _model_options
+
+    extra = _model_options(["aux_weight=0.25"], cms=False, contrastive=None, beta=0.5,
+                           label_smoothing=0.2, mag_layer=None)
+    assert extra == {"aux_weight": 0.25, "cms": False, "beta": 0.5, "label_smoothing": 0.2}
+    from cmbert_pipe.model.cmsbert import CmsOptions
+
+    assert CmsOptions(**extra).label_smoothing == 0.2

@@ -39,6 +39,14 @@ def parse_opts(pairs: list[str]) -> dict:
     return extra
 
 
+def _model_options(pairs: list[str], **flags) -> dict:
+    """``--opt`` pairs plus the dedicated fusion flags that were given (None = not given);
+    the model named by ``--model`` rejects keys it does not know, naming them."""
+    extra = parse_opts(pairs)
+    extra.update({key: value for key, value in flags.items() if value is not None})
+    return extra
+
+
 def _fmt(name: str, v: float) -> str:
     if v != v:  # NaN
         return "nan"
@@ -93,6 +101,13 @@ def train_cmd(
     threads: int = typer.Option(0, "--threads", help="torch CPU threads (0 = default)."),
     max_train: int = typer.Option(0, "--max-train", help="Use only the first N training examples (0 = all)."),
     opt: list[str] = typer.Option([], "--opt", help="Model-specific option key=value (repeatable), stored in ModelConfig.extra."),
+    cms: Optional[bool] = typer.Option(None, "--cms/--no-cms", help="cmsbert-clr: context-driven modality shifting on/off."),
+    contrastive: Optional[bool] = typer.Option(None, "--contrastive/--no-contrastive", help="cmsbert-clr: InfoNCE text-audio loss on/off."),
+    contrastive_weight: Optional[float] = typer.Option(None, "--contrastive-weight", help="cmsbert-clr: weight of the contrastive loss."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="cmsbert-clr: InfoNCE temperature."),
+    label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing", help="cmsbert-clr: label smoothing of the 7-class auxiliary head."),
+    mag_layer: Optional[int] = typer.Option(None, "--mag-layer", help="magbert: encoder layer (1-based) the gate enters."),
+    beta: Optional[float] = typer.Option(None, "--beta", help="magbert / cmsbert-clr: the shift is at most beta times the state's norm."),
 ) -> None:
     """Train MODEL on a cache (labels and splits from its corpus) or on text TSVs; one bundle per
     seed in OUT/seed-N, metrics per split and seed plus mean ± std in OUT/summary.json. Seeds
@@ -116,7 +131,11 @@ def train_cmd(
             examples, settings = load_cache_examples(cache)
         mcfg = ModelConfig(model=model, bert=bert, max_len=max_len, scaling=scaling,
                            cls_audio=cls_audio, audio_dim=audio_dim_of(examples, 74),
-                           extra=parse_opts(opt))
+                           extra=_model_options(opt, cms=cms, contrastive=contrastive,
+                                                contrastive_weight=contrastive_weight,
+                                                temperature=temperature,
+                                                label_smoothing=label_smoothing,
+                                                mag_layer=mag_layer, beta=beta))
         tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr_head=lr_head,
                            lr_encoder=lr_encoder, ema=ema, device=device, amp=amp,
                            threads=threads, max_train=max_train)

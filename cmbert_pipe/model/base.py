@@ -124,8 +124,13 @@ class SentimentModel(nn.Module):
     the released CM-BERT code) and :meth:`param_groups` gives the published optimiser groups.
     """
 
+    takes_options = False  # True for models that read ModelConfig.extra (they validate its keys)
+
     def __init__(self, config: ModelConfig, encoder: nn.Module | None = None):
         super().__init__()
+        if config.extra and not self.takes_options:
+            raise ConfigError(f"model {config.model!r} takes no model options, got: "
+                              f"{', '.join(sorted(config.extra))}")
         self.config = config
         self.encoder = encoder if encoder is not None else load_encoder(config.bert)
         self.hidden_size = int(self.encoder.config.hidden_size)  # H

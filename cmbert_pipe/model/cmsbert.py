@@ -166,6 +166,8 @@ class ContextModalityShift(nn.Module):
 class CmsBertClr(SentimentModel):
     """CMSBERT-CLR, our reading (see module docstring)."""
 
+    takes_options = True
+
     def __init__(self, config: ModelConfig, encoder: nn.Module | None = None):
         super().__init__(config, encoder)
         self.options: CmsOptions = options_from_extra(CmsOptions, dict(config.extra),

@@ -226,6 +226,8 @@ def check_streams(expected: dict[str, int], given: dict[str, torch.Tensor | None
 class MagBert(SentimentModel):
     """MAG-BERT (see module docstring)."""
 
+    takes_options = True
+
     def __init__(self, config: ModelConfig, encoder: nn.Module | None = None):
         super().__init__(config, encoder)
         self.options: MagOptions = options_from_extra(MagOptions, dict(config.extra), "magbert")
