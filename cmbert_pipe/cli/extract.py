@@ -25,7 +25,7 @@ FeatureSetName = Enum("FeatureSetName", {n: n for n in FEATURE_SET_NAMES}, type=
 ExportFormat = Enum("ExportFormat", {n: n for n in EXPORT_FORMATS}, type=str)
 
 
-@app.command("extract-audio")
+@app.command("extract-audio", short_help="Acoustic features (COVAREP-74 or openSMILE) per aligned word, into a content-addressed cache.")
 def extract_audio(
     corpus: Path = typer.Argument(
         ..., help="Corpus folder (audio + same-stem .txt/.lab), manifest .csv, or one audio clip."
@@ -93,7 +93,7 @@ def extract_audio(
     report_summary(summary, out_dir / "extract_summary.json")
 
 
-@app.command("export-frames")
+@app.command("export-frames", short_help="Write cached frame matrices as CSV or NPZ, columns in COVAREP order.")
 def export_frames_cmd(
     cache: Path = typer.Argument(..., help="A cache made with `extract-audio --frames`."),
     fmt: ExportFormat = typer.Option("csv", "--format", help="csv (header = column names) or npz."),

@@ -48,7 +48,7 @@ def print_prediction(p: Prediction) -> None:
                                            if not k.endswith("_cpu_s")))
 
 
-@app.command("predict")
+@app.command("predict", short_help="Score a clip (or a folder/manifest): sentiment, polarity and per-word attention.")
 def predict_cmd(
     audio: Path = typer.Argument(..., help="A clip (wav/flac/mp3/...), or a corpus folder or "
                                  "manifest CSV for batch scoring."),

@@ -55,7 +55,7 @@ def _run(recipe: Path | None, overrides: list[str], out_dir: Path | None, force:
     _finish(result)
 
 
-@app.command("run")
+@app.command("run", short_help="Run a TOML pipeline: align, extract-audio, train, evaluate, skipping what is current.")
 def run_cmd(
     recipe: Path = typer.Argument(..., help="A pipeline recipe, e.g. pipelines/ravdess.toml."),
     set_: list[str] = typer.Option([], "--set", help="Override a recipe key: --set "
@@ -75,7 +75,7 @@ def run_cmd(
         _run(recipe, list(set_), out_dir, force)
 
 
-@app.command("demo")
+@app.command("demo", short_help="Run the embedded demo end to end: align, extract, train, predict with an attention picture.")
 def demo_cmd(
     out_dir: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Output folder."),
     set_: list[str] = typer.Option([], "--set", help="Override a key of pipelines/demo.toml, "

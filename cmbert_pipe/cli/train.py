@@ -79,7 +79,7 @@ def mean_std_table(title: str, ms: dict[str, dict[str, dict[str, float]]]) -> Ta
     return table
 
 
-@app.command("train")
+@app.command("train", short_help="Train CM-BERT, T-BERT, MAG-BERT or CMSBERT-CLR over several seeds on a cache or text TSVs.")
 def train_cmd(
     cache: Optional[Path] = typer.Argument(None, help="Feature cache written by `cmbert extract-audio`."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Output folder: seed-N bundles + summary.json."),
@@ -176,7 +176,7 @@ def train_cmd(
         console.print(f"summary: {out_dir / 'summary.json'}  wall {summary['wall_s']:.0f} s")
 
 
-@app.command("evaluate")
+@app.command("evaluate", short_help="Re-score a saved model bundle on splits of a cache or TSV folder.")
 def evaluate_cmd(
     model_dir: Path = typer.Argument(..., help="A bundle (OUT/seed-N) written by `cmbert train`."),
     cache: Optional[Path] = typer.Argument(None, help="Feature cache to score."),
