@@ -15,7 +15,7 @@ F1 scores are support-weighted over the two classes. Accuracies and F1 are fract
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

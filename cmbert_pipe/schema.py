@@ -55,7 +55,7 @@ class Utterance:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Utterance":
+    def from_dict(cls, d: dict[str, Any]) -> Utterance:
         return cls(
             id=str(d["id"]),
             audio=Path(d["audio"]),
@@ -79,7 +79,7 @@ class WordInterval:
         return {"word": self.word, "start_s": self.start_s, "end_s": self.end_s}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "WordInterval":
+    def from_dict(cls, d: dict[str, Any]) -> WordInterval:
         return cls(str(d["word"]), float(d["start_s"]), float(d["end_s"]))
 
 
@@ -95,7 +95,7 @@ class PhoneInterval:
         return {"phone": self.phone, "start_s": self.start_s, "end_s": self.end_s}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "PhoneInterval":
+    def from_dict(cls, d: dict[str, Any]) -> PhoneInterval:
         return cls(str(d["phone"]), float(d["start_s"]), float(d["end_s"]))
 
 
@@ -119,7 +119,7 @@ class Alignment:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Alignment":
+    def from_dict(cls, d: dict[str, Any]) -> Alignment:
         return cls(
             utterance_id=str(d["utterance_id"]),
             words=tuple(WordInterval.from_dict(w) for w in d["words"]),
@@ -152,7 +152,7 @@ class FeatureRecord:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "FeatureRecord":
+    def from_dict(cls, d: dict[str, Any]) -> FeatureRecord:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
@@ -171,7 +171,7 @@ class ItemFailure:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ItemFailure":
+    def from_dict(cls, d: dict[str, Any]) -> ItemFailure:
         return cls(**d)
 
 
@@ -228,7 +228,7 @@ class WordAttention:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "WordAttention":
+    def from_dict(cls, d: dict[str, Any]) -> WordAttention:
         return cls(**d)
 
 
@@ -258,7 +258,7 @@ class Prediction:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Prediction":
+    def from_dict(cls, d: dict[str, Any]) -> Prediction:
         d = dict(d)
         d["words"] = tuple(WordAttention.from_dict(w) for w in d.get("words", []))
         return cls(**d)

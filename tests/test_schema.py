@@ -3,7 +3,13 @@
 from pathlib import Path
 
 from cmbert_pipe.schema import (
-    Alignment, BatchSummary, FeatureRecord, ItemFailure, PhoneInterval, Utterance, WordInterval,
+    Alignment,
+    BatchSummary,
+    FeatureRecord,
+    ItemFailure,
+    PhoneInterval,
+    Utterance,
+    WordInterval,
 )
 
 

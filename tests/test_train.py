@@ -161,11 +161,10 @@ def test_cli_text_only_train_and_evaluate(tiny_tsv, tiny_bert, tmp_path):
     runner = CliRunner()
     res = runner.invoke(app, ["train", "--text-only", str(tiny_tsv), "--out", str(tmp_path / "m"),
                               "--model", "tbert", "--seeds", "1", "--epochs", "1",
-                              "--max-len", "24", "--device", "cpu", "--opt", "note=tiny",
-                              "--bert", tiny_bert])
+                              "--max-len", "24", "--device", "cpu", "--bert", tiny_bert])
     assert res.exit_code == 0, res.output
     summary = json.loads((tmp_path / "m" / "summary.json").read_text())
-    assert summary["model_config"]["extra"] == {"note": "tiny"}
+    assert summary["model_config"]["extra"] == {}
     assert set(summary["mean_std"]) == {"train", "dev", "test"}
     res = runner.invoke(app, ["evaluate", str(tmp_path / "m" / "seed-0"), "--text-only",
                               str(tiny_tsv), "--split", "test", "--json"])
@@ -174,6 +173,10 @@ def test_cli_text_only_train_and_evaluate(tiny_tsv, tiny_bert, tmp_path):
     # a user error is one line and exit code 2, not a traceback
     res = runner.invoke(app, ["train", "--out", str(tmp_path / "x")])
     assert res.exit_code == 2
+    # an option the model does not take is named, not ignored
+    res = runner.invoke(app, ["train", "--text-only", str(tiny_tsv), "--out", str(tmp_path / "y"),
+                              "--model", "tbert", "--opt", "note=tiny", "--bert", tiny_bert])
+    assert res.exit_code == 2 and "takes no model options, got: note" in res.output
 
 
 def test_text_tsv_errors_name_the_file(tmp_path):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import typer
 from rich.progress import (
@@ -36,7 +36,7 @@ def user_errors() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def progress_bar(description: str, total: int) -> Iterator["BatchProgress"]:
+def progress_bar(description: str, total: int) -> Iterator[BatchProgress]:
     """A rich progress bar showing done/total and the number of failures so far."""
     progress = Progress(
         TextColumn("[bold]{task.description}"),

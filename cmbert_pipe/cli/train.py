@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -81,9 +80,9 @@ def mean_std_table(title: str, ms: dict[str, dict[str, dict[str, float]]]) -> Ta
 
 @app.command("train", short_help="Train CM-BERT, T-BERT, MAG-BERT or CMSBERT-CLR over several seeds on a cache or text TSVs.")
 def train_cmd(
-    cache: Optional[Path] = typer.Argument(None, help="Feature cache written by `cmbert extract-audio`."),
+    cache: Path | None = typer.Argument(None, help="Feature cache written by `cmbert extract-audio`."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Output folder: seed-N bundles + summary.json."),
-    text_only: Optional[Path] = typer.Option(None, "--text-only", help="Folder with train/dev/test.tsv (text<TAB>label); trains without audio."),
+    text_only: Path | None = typer.Option(None, "--text-only", help="Folder with train/dev/test.tsv (text<TAB>label); trains without audio."),
     model: str = typer.Option("cmbert", "--model", help="Registered model: tbert, cmbert, ..."),
     bert: str = typer.Option("", "--bert", help="Encoder checkpoint folder or name (default: embedded all-MiniLM-L6-v2)."),
     seeds: int = typer.Option(5, "--seeds", help="Number of seeds (0..N-1); mean ± std reported."),
@@ -101,13 +100,13 @@ def train_cmd(
     threads: int = typer.Option(0, "--threads", help="torch CPU threads (0 = default)."),
     max_train: int = typer.Option(0, "--max-train", help="Use only the first N training examples (0 = all)."),
     opt: list[str] = typer.Option([], "--opt", help="Model-specific option key=value (repeatable), stored in ModelConfig.extra."),
-    cms: Optional[bool] = typer.Option(None, "--cms/--no-cms", help="cmsbert-clr: context-driven modality shifting on/off."),
-    contrastive: Optional[bool] = typer.Option(None, "--contrastive/--no-contrastive", help="cmsbert-clr: InfoNCE text-audio loss on/off."),
-    contrastive_weight: Optional[float] = typer.Option(None, "--contrastive-weight", help="cmsbert-clr: weight of the contrastive loss."),
-    temperature: Optional[float] = typer.Option(None, "--temperature", help="cmsbert-clr: InfoNCE temperature."),
-    label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing", help="cmsbert-clr: label smoothing of the 7-class auxiliary head."),
-    mag_layer: Optional[int] = typer.Option(None, "--mag-layer", help="magbert: encoder layer (1-based) the gate enters."),
-    beta: Optional[float] = typer.Option(None, "--beta", help="magbert / cmsbert-clr: the shift is at most beta times the state's norm."),
+    cms: bool | None = typer.Option(None, "--cms/--no-cms", help="cmsbert-clr: context-driven modality shifting on/off."),
+    contrastive: bool | None = typer.Option(None, "--contrastive/--no-contrastive", help="cmsbert-clr: InfoNCE text-audio loss on/off."),
+    contrastive_weight: float | None = typer.Option(None, "--contrastive-weight", help="cmsbert-clr: weight of the contrastive loss."),
+    temperature: float | None = typer.Option(None, "--temperature", help="cmsbert-clr: InfoNCE temperature."),
+    label_smoothing: float | None = typer.Option(None, "--label-smoothing", help="cmsbert-clr: label smoothing of the 7-class auxiliary head."),
+    mag_layer: int | None = typer.Option(None, "--mag-layer", help="magbert: encoder layer (1-based) the gate enters."),
+    beta: float | None = typer.Option(None, "--beta", help="magbert / cmsbert-clr: the shift is at most beta times the state's norm."),
 ) -> None:
     """Train MODEL on a cache (labels and splits from its corpus) or on text TSVs; one bundle per
     seed in OUT/seed-N, metrics per split and seed plus mean ± std in OUT/summary.json. Seeds
@@ -179,8 +178,8 @@ def train_cmd(
 @app.command("evaluate", short_help="Re-score a saved model bundle on splits of a cache or TSV folder.")
 def evaluate_cmd(
     model_dir: Path = typer.Argument(..., help="A bundle (OUT/seed-N) written by `cmbert train`."),
-    cache: Optional[Path] = typer.Argument(None, help="Feature cache to score."),
-    text_only: Optional[Path] = typer.Option(None, "--text-only", help="Folder with train/dev/test.tsv."),
+    cache: Path | None = typer.Argument(None, help="Feature cache to score."),
+    text_only: Path | None = typer.Option(None, "--text-only", help="Folder with train/dev/test.tsv."),
     split: list[str] = typer.Option(["test"], "--split", help="Split(s) to score (repeatable)."),
     device: str = typer.Option("auto", "--device"),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),

@@ -17,9 +17,10 @@ from cmbert_pipe.model.base import (
 )
 
 # Importing a model module registers it.
-from cmbert_pipe.model import tbert as _tbert  # noqa: F401,E402
-from cmbert_pipe.model import cmbert as _cmbert  # noqa: F401,E402
-from cmbert_pipe.model import magbert as _magbert, cmsbert as _cmsbert  # noqa: F401,E402
+from cmbert_pipe.model import tbert as _tbert  # noqa: F401
+from cmbert_pipe.model import cmbert as _cmbert  # noqa: F401
+from cmbert_pipe.model import magbert as _magbert  # noqa: F401
+from cmbert_pipe.model import cmsbert as _cmsbert  # noqa: F401
 
 __all__ = [
     "MODELS",

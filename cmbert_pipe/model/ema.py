@@ -5,7 +5,7 @@ weights are the ones evaluated and saved when EMA is on."""
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import nn

@@ -13,8 +13,9 @@ is wrong for every word split into several pieces.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,11 +39,11 @@ class AudioStats:
         return len(self.mean)
 
     @classmethod
-    def identity(cls, dim: int) -> "AudioStats":
+    def identity(cls, dim: int) -> AudioStats:
         return cls(mean=(0.0,) * dim, std=(1.0,) * dim, n_words=0)
 
     @classmethod
-    def from_features(cls, word_features: Sequence[np.ndarray], dim: int) -> "AudioStats":
+    def from_features(cls, word_features: Sequence[np.ndarray], dim: int) -> AudioStats:
         """Statistics over every word vector of ``word_features`` (each (n_words, D))."""
         rows = [np.asarray(f, dtype=np.float64).reshape(-1, dim) for f in word_features]
         allw = np.concatenate(rows, axis=0) if rows else np.zeros((0, dim))
@@ -62,7 +63,7 @@ class AudioStats:
         return {"mean": list(self.mean), "std": list(self.std), "n_words": self.n_words}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "AudioStats":
+    def from_dict(cls, d: dict[str, Any]) -> AudioStats:
         return cls(tuple(map(float, d["mean"])), tuple(map(float, d["std"])),
                    int(d.get("n_words", 0)))
 
