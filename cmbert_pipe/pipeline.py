@@ -150,17 +150,22 @@ def _check_type(where: str, value: Any, default: Any) -> Any:
     return value
 
 
-def _section(cls, name: str, table: Any):
+def _checked_values(cls, name: str, table: Any, also_known: tuple[str, ...] = ()) -> dict:
+    """The keys of TOML table ``[name]`` checked against the fields of dataclass ``cls``
+    (unknown key -> ConfigError naming it) and typed like the field defaults."""
     if not isinstance(table, dict):
         raise ConfigError(f"[{name}] must be a table")
     known = _fields(cls)
     unknown = sorted(set(table) - set(known))
     if unknown:
         raise ConfigError(f"unknown key {name}.{unknown[0]} (known in [{name}]: "
-                          f"{', '.join(known)})")
+                          f"{', '.join(also_known + tuple(known))})")
     defaults = cls()
-    values = {k: _check_type(f"{name}.{k}", v, getattr(defaults, k)) for k, v in table.items()}
-    return cls(**values)
+    return {k: _check_type(f"{name}.{k}", v, getattr(defaults, k)) for k, v in table.items()}
+
+
+def _section(cls, name: str, table: Any):
+    return cls(**_checked_values(cls, name, table))
 
 
 def _train_section(table: Any) -> TrainSection:
@@ -173,28 +178,13 @@ def _train_section(table: Any) -> TrainSection:
     if (not isinstance(seeds, (list, tuple)) or not seeds
             or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
         raise ConfigError(f"train.seeds must be a non-empty list of integers, got {seeds!r}")
-    known = _fields(TrainConfig)
-    unknown = sorted(set(table) - set(known))
-    if unknown:
-        raise ConfigError(f"unknown key train.{unknown[0]} (known in [train]: seeds, "
-                          f"{', '.join(known)})")
-    defaults = TrainConfig()
-    settings = {k: _check_type(f"train.{k}", v, getattr(defaults, k)) for k, v in table.items()}
-    return TrainSection(tuple(seeds), settings)
+    return TrainSection(tuple(seeds), _checked_values(TrainConfig, "train", table, ("seeds",)))
 
 
 def _model_section(table: Any) -> dict:
     from cmbert_pipe.model.base import ModelConfig
 
-    if not isinstance(table, dict):
-        raise ConfigError("[model] must be a table")
-    known = _fields(ModelConfig)
-    unknown = sorted(set(table) - set(known))
-    if unknown:
-        raise ConfigError(f"unknown key model.{unknown[0]} (known in [model]: "
-                          f"{', '.join(known)})")
-    defaults = ModelConfig()
-    checked = {k: _check_type(f"model.{k}", v, getattr(defaults, k)) for k, v in table.items()}
+    checked = _checked_values(ModelConfig, "model", table)
     ModelConfig(**checked)  # values validated now, not after an hour of alignment
     return checked
 
