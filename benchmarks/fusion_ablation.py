@@ -138,9 +138,10 @@ def references(examples) -> dict[str, dict[str, float]]:
     return out
 
 
-def test_predictions(seed_dir: Path, test) -> np.ndarray:
-    """Predictions of a finished seed bundle on the test clips (cached in the seed folder)."""
-    cached = seed_dir / "test_preds.json"
+def test_predictions(seed_dir: Path, test, split: str = "test") -> np.ndarray:
+    """Predictions of a finished seed bundle on the clips of ``split`` (cached in the seed
+    folder as ``<split>_preds.json``)."""
+    cached = seed_dir / f"{split}_preds.json"
     ids = [x.id for x in test]
     if cached.is_file():
         d = json.loads(cached.read_text())
@@ -164,7 +165,10 @@ def epoch_seconds(seed_dir: Path) -> list[float]:
 
 
 # -- running rows ------------------------------------------------------------------------------
-def run_row(row: Row, examples, settings, args, out_root: Path) -> Path:
+def run_row(row: Row, examples, settings, args, out_root: Path, *, epochs: int | None = None,
+            lr_head: float | None = None, seeds: list[int] | None = None) -> Path:
+    """Train ``row`` (its seeds 0..--seeds-1, or ``seeds``) into ``out_root/<row.key>``;
+    ``epochs`` / ``lr_head`` override --epochs / the recipe's head learning rate."""
     import torch
 
     from cmbert_pipe.model import ModelConfig
@@ -173,11 +177,14 @@ def run_row(row: Row, examples, settings, args, out_root: Path) -> Path:
     torch.set_num_threads(args.threads)
     mcfg = ModelConfig(model=row.model, cls_audio=row.cls_audio, extra=dict(row.extra),
                        audio_dim=audio_dim_of(examples, 74))
-    tcfg = TrainConfig(epochs=args.epochs, ema=row.ema, device=args.device,
+    tcfg = TrainConfig(epochs=epochs or args.epochs, ema=row.ema, device=args.device,
                        threads=args.threads)
+    if lr_head is not None:
+        tcfg = TrainConfig(**{**tcfg.to_dict(), "lr_head": lr_head})
     row_dir = out_root / row.key
     log.info("== %s -> %s", row.name, row_dir)
-    train_seeds(examples, mcfg, tcfg, list(range(args.seeds)), row_dir, settings)
+    train_seeds(examples, mcfg, tcfg, seeds if seeds is not None else list(range(args.seeds)),
+                row_dir, settings)
     return row_dir
 
 
@@ -228,10 +235,12 @@ def ravdess(args) -> None:
           f"{int(np.sum(truth == 1))} positive, {int(np.sum(truth == 0))} negative)")
 
 
-def print_ravdess(table, times, args) -> None:
+def print_ravdess(table, times, args, table_path: Path | None = None,
+                  epochs: str | None = None) -> None:
     head = "| model | seeds | bacc (%) | acc (%) | MAE | r | wall s/epoch |"
-    title = (f"\nRAVDESS valence, test actors 11-12, {args.epochs} epochs (cache {args.cache}); "
-             "wall s/epoch as timed by the trainer on a busy machine (--timing: comparable)")
+    title = (f"\nRAVDESS valence, test actors 11-12, {epochs or args.epochs} epochs (cache "
+             f"{args.cache}); wall s/epoch as timed by the trainer on a busy machine (--timing: "
+             "comparable)")
     lines = [title, head, "|" + "---|" * 7]
     for name, agg, n in table:
         t = times.get(name, float("nan"))
@@ -240,8 +249,112 @@ def print_ravdess(table, times, args) -> None:
                      + (f" | {t:.1f} |" if not math.isnan(t) else " | — |"))
     print("\n".join(lines), flush=True)
     if args.out:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / "table.md").write_text("\n".join(lines[1:]) + "\n")
+        path = table_path or Path(args.out) / "table.md"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(lines[1:]) + "\n")
+
+
+# -- hyper-parameter selection on the dev split ------------------------------------------------
+@dataclass(frozen=True)
+class GridPoint:
+    """One point of the --grid search: a row with β (the shifting models), head lr, epochs."""
+
+    row: Row
+    beta: float | None
+    lr_head: float
+    epochs: int
+
+    @property
+    def key(self) -> str:
+        b = "" if self.beta is None else f"-b{self.beta:g}"
+        return f"{self.row.key}{b}-lr{self.lr_head:g}-e{self.epochs}"
+
+    @property
+    def name(self) -> str:
+        b = "" if self.beta is None else f", β = {self.beta:g}"
+        return f"{self.row.name}{b}, head lr {self.lr_head:g}, {self.epochs} epochs"
+
+    def as_row(self) -> Row:
+        extra = dict(self.row.extra)
+        if self.beta is not None:
+            extra["beta"] = self.beta
+        return Row(self.key, self.name, self.row.model, self.row.cls_audio, extra, self.row.ema)
+
+
+def grid_points(args) -> list[GridPoint]:
+    rows = [r for r in RAVDESS_ROWS if r.key in (args.only or ["magbert"])]
+    shifting = ("magbert", "cmsbert-clr")  # the models with MAG's β (eq. 5 of MAG-BERT)
+    return [GridPoint(r, b if r.model in shifting else None, lr, ep)
+            for r in rows for b in (args.betas if r.model in shifting else [None])
+            for lr in args.lr_heads for ep in args.epoch_list]
+
+
+def split_scores(seed_dir: Path, clips) -> dict[str, float]:
+    labels = np.array([x.label for x in clips])
+    truth = binary_truth([x.id for x in clips])
+    return ravdess_scores(test_predictions(seed_dir, clips, clips[0].split), labels, truth)
+
+
+def grid(args) -> None:
+    """Train every grid point with --grid-seeds seeds, score each on the DEV split (the same
+    binary task and valence scores as the test table), pick per model the point with the best
+    mean dev balanced accuracy (ties: higher dev r), and with --final train that point with
+    --seeds seeds and print its TEST scores beside the references. The test split plays no
+    part in the choice: the selection reads dev scores only."""
+    from cmbert_pipe.train import by_split, load_cache_examples
+
+    examples, settings = load_cache_examples(args.cache)
+    parts = by_split(examples)
+    dev, test = parts["dev"], parts["test"]
+    out_root = Path(args.out) / "grid"
+    points = grid_points(args)
+    grid_seeds = list(range(args.grid_seeds))
+    lines = [f"\nRAVDESS valence, DEV actors 09-10: grid of {len(points)} points x "
+             f"{len(grid_seeds)} seeds (cache {args.cache})",
+             "| model | seeds | dev bacc (%) | dev acc (%) | dev MAE | dev r |",
+             "|---|---|---|---|---|---|"]
+    results = {}
+    for pt in points:
+        row_dir = run_row(pt.as_row(), examples, settings, args, out_root, epochs=pt.epochs,
+                          lr_head=pt.lr_head, seeds=grid_seeds)
+        per_seed = [split_scores(row_dir / f"seed-{s}", dev) for s in grid_seeds]
+        agg = {k: mean_std([x[k] for x in per_seed]) for k in per_seed[0]}
+        results[pt.key] = agg
+        lines.append(f"| {pt.name} | {len(per_seed)} | "
+                     + " | ".join(fmt(k, *agg[k]) for k in ("bacc", "acc", "mae", "r")) + " |")
+        print("\n".join(lines), flush=True)
+    best: dict[str, GridPoint] = {}
+    for pt in points:  # first of equals wins: the grid's order decides exact ties
+        agg, cur = results[pt.key], best.get(pt.row.key)
+        if cur is None or (agg["bacc"][0], agg["r"][0]) > (results[cur.key]["bacc"][0],
+                                                          results[cur.key]["r"][0]):
+            best[pt.row.key] = pt
+    out_root.mkdir(parents=True, exist_ok=True)
+    (out_root / "dev_table.md").write_text("\n".join(lines[1:]) + "\n")
+    (out_root / "selection.json").write_text(json.dumps(
+        {k: {"key": p.key, "beta": p.beta, "lr_head": p.lr_head, "epochs": p.epochs,
+             "dev": {m: list(v) for m, v in results[p.key].items()}}
+         for k, p in best.items()},
+        indent=2) + "\n")
+    for k, p in best.items():
+        dev_bacc = fmt("bacc", *results[p.key]["bacc"])
+        print(f"selected on dev for {k}: {p.name} (dev bacc {dev_bacc})")
+    if not args.final:
+        return
+    labels = np.array([x.label for x in test])
+    truth = binary_truth([x.id for x in test])
+    table = [(n, {k: (v, 0.0) for k, v in sc.items()}, 1)
+             for n, sc in references(examples).items()]
+    seeds = args.final_seeds if args.final_seeds else list(range(args.seeds))
+    for p in best.values():
+        row_dir = run_row(p.as_row(), examples, settings, args, out_root, epochs=p.epochs,
+                          lr_head=p.lr_head, seeds=seeds)
+        per_seed = [ravdess_scores(test_predictions(row_dir / f"seed-{s}", test), labels, truth)
+                    for s in seeds]
+        table.append((f"{p.name} (selected on dev)",
+                      {k: mean_std([x[k] for x in per_seed]) for k in per_seed[0]},
+                      len(per_seed)))
+    print_ravdess(table, {}, args, out_root / "test_table.md", epochs="dev-selected")
 
 
 def mosi(args) -> None:
@@ -361,12 +474,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=20, help="--timing: interleaved rounds")
     p.add_argument("--keep-weights", action="store_true",
                    help="keep model.safetensors of every seed (default: seed 0 only)")
+    g = p.add_argument_group("--grid: hyper-parameter selection on the dev split")
+    g.add_argument("--grid", action="store_true",
+                   help="with --cache: train the grid (rows of --only, default magbert), "
+                        "select on dev; --final then trains the dev-best with --seeds seeds "
+                        "and prints its test scores")
+    g.add_argument("--betas", type=float, nargs="+", default=[0.25, 1.0],
+                   help="β values of MAG-BERT and CMSBERT-CLR")
+    g.add_argument("--lr-heads", type=float, nargs="+", default=[1e-2, 1e-3])
+    g.add_argument("--epoch-list", type=int, nargs="+", default=[3])
+    g.add_argument("--grid-seeds", type=int, default=2, help="seeds per grid point")
+    g.add_argument("--final", action="store_true", help="train and test the dev-best point")
+    g.add_argument("--final-seeds", type=int, nargs="*", default=[],
+                   help="train only these seeds of the final point (default 0..--seeds-1)")
     args = p.parse_args(argv)
     if not args.out and not args.timing:
         p.error("--out is needed (except with --timing)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
                         stream=sys.stderr)
-    if args.cache and args.timing:
+    if args.cache and args.grid:
+        grid(args)
+    elif args.cache and args.timing:
         timing(args)
     elif args.cache:
         ravdess(args)
