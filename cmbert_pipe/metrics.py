@@ -23,6 +23,12 @@ METRIC_NAMES = ("acc7", "acc2_has0", "f1_has0", "acc2_non0", "f1_non0", "bacc2_n
                 "acc2_paper", "mae", "corr")
 
 
+def class7(x):
+    """The 7-class label: ``round(clip(x, -3, 3))`` with numpy's half-to-even rounding (array in,
+    array out; a float in, a numpy float out)."""
+    return np.round(np.clip(x, -3.0, 3.0))
+
+
 def weighted_f1(truth: np.ndarray, pred: np.ndarray) -> float:
     """Support-weighted F1 over the classes present in ``truth`` (bool arrays)."""
     if len(truth) == 0:
@@ -61,7 +67,7 @@ def sentiment_metrics(preds: Sequence[float], labels: Sequence[float]) -> dict[s
     if p.shape != y.shape or len(p) == 0:
         raise ValueError(f"need equally long non-empty preds and labels, got {p.shape}, {y.shape}")
     out: dict[str, float] = {}
-    out["acc7"] = float(np.mean(np.round(np.clip(p, -3, 3)) == np.round(np.clip(y, -3, 3))))
+    out["acc7"] = float(np.mean(class7(p) == class7(y)))
     out["acc2_has0"] = float(np.mean((p >= 0) == (y >= 0)))
     out["f1_has0"] = weighted_f1(y >= 0, p >= 0)
     non0 = y != 0

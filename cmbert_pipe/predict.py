@@ -41,6 +41,7 @@ from cmbert_pipe.batch import run_batch
 from cmbert_pipe.cache import atomic_write_text
 from cmbert_pipe.corpus import read_transcript
 from cmbert_pipe.errors import AlignmentError, ConfigError, FeatureError, ModelError
+from cmbert_pipe.metrics import class7
 from cmbert_pipe.schema import (
     SAMPLE_RATE,
     SENTIMENT_CLASSES,
@@ -66,8 +67,8 @@ def polarity_of(score: float) -> str:
 
 
 def class7_of(score: float) -> int:
-    """round(clip(score, -3, 3)) as the MOSI acc7 metric rounds (half to even)."""
-    return int(np.round(np.clip(score, -3.0, 3.0)))
+    """The 7-class label of ``score``, by the same rule as the acc7 metric."""
+    return int(class7(score))
 
 
 @dataclass(frozen=True)
