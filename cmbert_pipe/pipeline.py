@@ -460,7 +460,7 @@ def run_pipeline(config: PipelineConfig, out_dir: str | Path, *,
                        f"{' (best so far)' if m.get('improved') else ''}, {m['epoch_s']:.1f} s")
 
     summary_train = train_seeds(examples, model_config, train_config, seeds, model_dir,
-                                settings=settings, on_epoch=on_epoch)
+                                settings=settings, on_epoch=on_epoch).to_dict()
     stages.append(StageResult("train", "current" if len(already) == len(seeds) else "ran",
                               time.perf_counter() - t0,
                               {"seeds": seeds, "resumed_seeds": already,

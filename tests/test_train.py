@@ -130,8 +130,8 @@ def test_ctrl_c_keeps_the_best_checkpoint_and_finished_seeds_resume(examples, ti
     s1 = train_seeds(exs, cfg, TINY, [0], tmp_path / "run", settings, on_seed=calls.append)
     s2 = train_seeds(exs, cfg, TINY, [0], tmp_path / "run", settings, on_seed=calls.append)
     assert calls == [0]  # the second call found seed 0 finished
-    assert s2["per_seed"]["0"]["resumed"]
-    assert s1["mean_std"]["test"]["mae"]["mean"] == s2["mean_std"]["test"]["mae"]["mean"]
+    assert s2.per_seed[0].resumed and not s1.per_seed[0].resumed
+    assert s1.test_metric("mae") == s2.test_metric("mae")
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["model_config"]["model"] == "tbert" and "torch" in summary["versions"]
 

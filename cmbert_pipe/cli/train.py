@@ -2,6 +2,9 @@
 TSVs) over several seeds, and re-score a saved bundle.
 
     cmbert train runs/ravdess-cache --out runs/ravdess-cmbert --model cmbert --seeds 5
+    cmbert train runs/ravdess-cache --out runs/ravdess-mag-enc --model magbert \
+        --audio-head encoder --objective binary --audio-norm speaker --patience 3 --epochs 20
+    cmbert train runs/ravdess-cache --out runs/ravdess-audio --model audio --audio-head encoder
     cmbert train --text-only ../shared/data/mosi-text --out runs/mosi-tbert --model tbert
     cmbert evaluate runs/ravdess-cmbert/seed-0 runs/ravdess-cache --split test
 """
@@ -78,12 +81,12 @@ def mean_std_table(title: str, ms: dict[str, dict[str, dict[str, float]]]) -> Ta
     return table
 
 
-@app.command("train", short_help="Train CM-BERT, T-BERT, MAG-BERT or CMSBERT-CLR over several seeds on a cache or text TSVs.")
+@app.command("train", short_help="Train CM-BERT, T-BERT, MAG-BERT, CMSBERT-CLR or the audio-only model over several seeds on a cache or text TSVs.")
 def train_cmd(
     cache: Path | None = typer.Argument(None, help="Feature cache written by `cmbert extract-audio`."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Output folder: seed-N bundles + summary.json."),
     text_only: Path | None = typer.Option(None, "--text-only", help="Folder with train/dev/test.tsv (text<TAB>label); trains without audio."),
-    model: str = typer.Option("cmbert", "--model", help="Registered model: tbert, cmbert, ..."),
+    model: str = typer.Option("cmbert", "--model", help="Registered model: tbert, cmbert, magbert, cmsbert-clr, audio (no BERT; needs --audio-head)."),
     bert: str = typer.Option("", "--bert", help="Encoder checkpoint folder or name (default: embedded all-MiniLM-L6-v2)."),
     seeds: int = typer.Option(5, "--seeds", help="Number of seeds (0..N-1); mean ± std reported."),
     seed_start: int = typer.Option(0, "--seed-start", help="First seed."),
@@ -107,6 +110,17 @@ def train_cmd(
     label_smoothing: float | None = typer.Option(None, "--label-smoothing", help="cmsbert-clr: label smoothing of the 7-class auxiliary head."),
     mag_layer: int | None = typer.Option(None, "--mag-layer", help="magbert: encoder layer (1-based) the gate enters."),
     beta: float | None = typer.Option(None, "--beta", help="magbert / cmsbert-clr: the shift is at most beta times the state's norm."),
+    audio_head: str = typer.Option("none", "--audio-head", help="Acoustic path fused with [CLS] by a gate: none (the model as published) | pool (mean/std/first/last word vectors) | encoder (learned; also reads frames when the cache has them). Required for --model audio."),
+    audio_head_dim: int = typer.Option(64, "--audio-head-dim", help="Size of the utterance audio vector."),
+    frames: bool | None = typer.Option(None, "--frames/--no-frames", help="encoder head: read the 10 ms frames (default: when the cache has them)."),
+    objective: str = typer.Option("regression", "--objective", help="regression (MSE) | binary (class-balanced CE on the sign, labels 0 left out) | class7."),
+    audio_norm: str = typer.Option("global", "--audio-norm", help="Standardise audio with the training statistics (global) or per speaker (speaker; new speakers use their own unlabelled audio)."),
+    lr_fusion: float = typer.Option(0.0, "--lr-fusion", help="Learning rate of the fusion layers and acoustic path (0 = --lr-head)."),
+    warmup: float = typer.Option(0.1, "--warmup", help="Fraction of steps with linear warm-up (then linear decay)."),
+    warmup_encoder: float = typer.Option(-1.0, "--warmup-encoder", help="Warm-up fraction of the encoder (< 0 = --warmup)."),
+    warmup_fusion: float = typer.Option(-1.0, "--warmup-fusion", help="Warm-up fraction of the fusion layers (< 0 = --warmup)."),
+    warmup_head: float = typer.Option(-1.0, "--warmup-head", help="Warm-up fraction of the output layer (< 0 = --warmup)."),
+    patience: int = typer.Option(0, "--patience", help="Early stopping: stop after N epochs without a better dev loss (0 = off)."),
 ) -> None:
     """Train MODEL on a cache (labels and splits from its corpus) or on text TSVs; one bundle per
     seed in OUT/seed-N, metrics per split and seed plus mean ± std in OUT/summary.json. Seeds
@@ -117,6 +131,7 @@ def train_cmd(
         from cmbert_pipe.train import (
             TrainConfig,
             audio_dim_of,
+            cache_has_frames,
             load_cache_examples,
             load_text_examples,
             train_seeds,
@@ -124,12 +139,17 @@ def train_cmd(
 
         if (cache is None) == (text_only is None):
             raise ConfigError("give either a CACHE folder or --text-only TSV_DIR")
+        if frames is None:
+            frames = (audio_head == "encoder" and cache is not None
+                      and cache_has_frames(cache))
         if text_only is not None:
             examples, settings = load_text_examples(text_only)
         else:
-            examples, settings = load_cache_examples(cache)
+            examples, settings = load_cache_examples(cache, frames=frames)
         mcfg = ModelConfig(model=model, bert=bert, max_len=max_len, scaling=scaling,
                            cls_audio=cls_audio, audio_dim=audio_dim_of(examples, 74),
+                           audio_head=audio_head, audio_head_dim=audio_head_dim,
+                           frames=frames, objective=objective, audio_norm=audio_norm,
                            extra=_model_options(opt, cms=cms, contrastive=contrastive,
                                                 contrastive_weight=contrastive_weight,
                                                 temperature=temperature,
@@ -137,7 +157,10 @@ def train_cmd(
                                                 mag_layer=mag_layer, beta=beta))
         tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr_head=lr_head,
                            lr_encoder=lr_encoder, ema=ema, device=device, amp=amp,
-                           threads=threads, max_train=max_train)
+                           threads=threads, max_train=max_train, lr_fusion=lr_fusion,
+                           warmup=warmup, warmup_encoder=warmup_encoder,
+                           warmup_fusion=warmup_fusion, warmup_head=warmup_head,
+                           patience=patience)
         seed_list = list(range(seed_start, seed_start + seeds))
         progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                             MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
@@ -171,8 +194,10 @@ def train_cmd(
             console.print(f"[yellow]interrupted[/]: best checkpoint so far kept in {out_dir}")
             raise typer.Exit(130) from None
         out.print(mean_std_table(f"{model} over {len(seed_list)} seed(s), mean ± std",
-                                 summary["mean_std"]))
-        console.print(f"summary: {out_dir / 'summary.json'}  wall {summary['wall_s']:.0f} s")
+                                 summary.mean_std))
+        for note in summary.notes:
+            console.print(f"note: {note}")
+        console.print(f"summary: {out_dir / 'summary.json'}  wall {summary.wall_s:.0f} s")
 
 
 @app.command("evaluate", short_help="Re-score a saved model bundle on splits of a cache or TSV folder.")
@@ -187,14 +212,22 @@ def evaluate_cmd(
     """Re-score a saved bundle on the named split(s) of a cache or TSV folder."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     with user_errors():
-        from cmbert_pipe.train import evaluate_bundle, load_cache_examples, load_text_examples
+        from cmbert_pipe.model.bundle import read_config
+        from cmbert_pipe.train import (
+            evaluate_bundle_with_notes,
+            load_cache_examples,
+            load_text_examples,
+        )
 
         if (cache is None) == (text_only is None):
             raise ConfigError("give either a CACHE folder or --text-only TSV_DIR")
+        frames = read_config(model_dir).frames
         examples, _ = (load_text_examples(text_only) if text_only is not None
-                       else load_cache_examples(cache))
-        metrics = evaluate_bundle(model_dir, examples, split, device)
+                       else load_cache_examples(cache, frames=frames))
+        metrics, note = evaluate_bundle_with_notes(model_dir, examples, split, device)
         if as_json:
             out.print_json(json.dumps(metrics))
         else:
             out.print(metrics_table(str(model_dir), metrics))
+        if note:
+            console.print(f"note: {note}")
