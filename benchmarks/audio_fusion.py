@@ -293,13 +293,12 @@ def select(args) -> None:
     truth = binary_truth([x.id for x in dev_fixed])
     keep = truth >= 0
     grid = []
+    lr = 1e-3
     for head, frames in (("pool", False), ("encoder", False), ("encoder", True)):
-        for lr in (1e-3, 3e-3):
-            for objective in ("regression", "binary"):
-                for norm in ("global", "speaker"):
-                    grid.append(Row(f"sel-{head}{'-frames' if frames else ''}-{lr:g}-"
-                                    f"{objective}-{norm}", "", "audio", head, objective, norm,
-                                    frames, 20, 4, lr, lr))
+        for objective in ("regression", "binary"):
+            for norm in ("global", "speaker"):
+                grid.append(Row(f"sel-{head}{'-frames' if frames else ''}-{objective}-{norm}",
+                                "", "audio", head, objective, norm, frames, 20, 4, lr, lr))
     table = {}
     for row in grid:
         accs = []
