@@ -10,9 +10,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from cmbert_pipe.cli.app import app, console, out
-from cmbert_pipe.cli.common import progress_bar, report_summary, user_errors
+from cmbert_pipe.cli.common import choices, progress_bar, report_summary, user_errors
+from cmbert_pipe.config import ALIGNER_NAMES
 from cmbert_pipe.errors import ConfigError
 from cmbert_pipe.schema import BatchSummary, Prediction
+
+AlignerName = choices("AlignerName", ALIGNER_NAMES)
 
 
 def _fmt(v: float | None, digits: int = 3) -> str:
@@ -67,8 +70,8 @@ def predict_cmd(
     transcripts: Path | None = typer.Option(None, "--transcripts", help="Batch: folder of "
                                                "transcripts kept apart from the audio."),
     force: bool = typer.Option(False, "--force", help="Batch: rescore clips already in --out."),
-    aligner: str | None = typer.Option(None, "--aligner", help="Override the bundle's "
-                                          "aligner."),
+    aligner: AlignerName | None = typer.Option(None, "--aligner", help="Override the "
+                                                  "bundle's aligner."),
 ) -> None:
     """Score a clip: align it, extract its features, run the model; print score, polarity,
     7-class label and a per-word attention table.
@@ -79,6 +82,7 @@ def predict_cmd(
     """
     from cmbert_pipe.predict import Predictor
 
+    aligner = aligner.value if aligner is not None else None
     with user_errors():
         is_corpus = audio.is_dir() or audio.suffix.lower() == ".csv"
         if is_corpus:

@@ -46,7 +46,8 @@ def _finish(result: PipelineResult) -> None:
 
 
 def _run(recipe: Path | None, overrides: list[str], out_dir: Path | None, force: bool) -> None:
-    from cmbert_pipe.pipeline import load_recipe, run_pipeline
+    from cmbert_pipe.config import load_recipe
+    from cmbert_pipe.pipeline import run_pipeline
 
     config = load_recipe(recipe, overrides)
     out_dir = out_dir or Path("runs") / config.name
