@@ -16,8 +16,9 @@ import typer
 from cmbert_pipe.align import ALIGNERS, align_corpus, get_aligner
 from cmbert_pipe.align.driver import SUMMARY_NAME
 from cmbert_pipe.align.mfa import MfaAligner
+from cmbert_pipe.batch import open_executor, parse_cluster
 from cmbert_pipe.cli.app import app, console
-from cmbert_pipe.cli.common import progress_bar, report_summary, user_errors
+from cmbert_pipe.cli.common import CLUSTER_HELP, progress_bar, report_summary, user_errors
 from cmbert_pipe.corpus import TRANSCRIPT_EXTENSIONS, discover, single_clip
 from cmbert_pipe.errors import ConfigError, TranscriptError
 from cmbert_pipe.schema import ItemFailure
@@ -40,6 +41,7 @@ def align_command(
     ),
     aligner: AlignerName = typer.Option("pocketsphinx", "--aligner", help="Alignment backend."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Parallel worker processes."),
+    cluster: str | None = typer.Option(None, "--cluster", help=CLUSTER_HELP),
     force: bool = typer.Option(False, "--force", help="Re-align even what is already current."),
     max_duration_s: float = typer.Option(
         300.0, "--max-duration", min=1.0, help="Refuse recordings longer than this (seconds)."
@@ -47,6 +49,8 @@ def align_command(
 ) -> None:
     """Force-align transcripts to audio: one TextGrid (words + phones tiers) per utterance."""
     with user_errors():
+        if cluster:
+            parse_cluster(cluster)  # a malformed address: refused before any work
         prior: list[ItemFailure] = []
         if transcript is not None:
             if corpus.is_dir() or corpus.suffix.lower() == ".csv":
@@ -74,10 +78,10 @@ def align_command(
         total = len(utterances) + len(prior)
         if total == 0:
             raise ConfigError("no audio files found", corpus)
-        with progress_bar("align", total) as progress:
+        with open_executor(jobs, cluster) as executor, progress_bar("align", total) as progress:
             summary = align_corpus(
-                utterances, out, backend, jobs=jobs, force=force, on_progress=progress,
-                prior_failures=prior,
+                utterances, out, backend, force=force, on_progress=progress,
+                prior_failures=prior, executor=executor,
             )
         console.print(f"TextGrids: {out}")
     report_summary(summary, out / SUMMARY_NAME)

@@ -15,8 +15,9 @@ import typer
 
 from cmbert_pipe.acoustic.featuresets import DEFAULT_FEATURE_SET, FEATURE_SET_NAMES
 from cmbert_pipe.audio import AUDIO_EXTENSIONS
+from cmbert_pipe.batch import open_executor, parse_cluster
 from cmbert_pipe.cli.app import app, console, out
-from cmbert_pipe.cli.common import progress_bar, report_summary, user_errors
+from cmbert_pipe.cli.common import CLUSTER_HELP, progress_bar, report_summary, user_errors
 from cmbert_pipe.errors import ConfigError
 from cmbert_pipe.extract import EXPORT_FORMATS
 from cmbert_pipe.schema import BatchSummary
@@ -53,6 +54,7 @@ def extract_audio(
              "(implies --frames).",
     ),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Worker processes."),
+    cluster: str | None = typer.Option(None, "--cluster", help=CLUSTER_HELP),
     force: bool = typer.Option(False, "--force", help="Recompute entries that are current."),
 ) -> None:
     """Frame features for every aligned utterance, averaged per word, into a content-addressed
@@ -64,6 +66,8 @@ def extract_audio(
     export = ExportFormat(export).value if export is not None else None
     frames = frames or export is not None
     with user_errors():
+        if cluster:
+            parse_cluster(cluster)  # a malformed address: refused before any work
         if transcript is not None:
             if corpus.suffix.lower() not in AUDIO_EXTENSIONS:
                 raise ConfigError("the two-argument form takes an audio clip and its transcript",
@@ -76,10 +80,11 @@ def extract_audio(
             utterances, load_failures = scan.utterances, scan.failures
         if not alignments.is_dir():
             raise ConfigError("alignments folder not found; run `cmbert align` first", alignments)
-        with progress_bar(f"extract {features}", len(utterances)) as bar:
+        with open_executor(jobs, cluster) as executor, \
+                progress_bar(f"extract {features}", len(utterances)) as bar:
             summary = extract_corpus(
-                utterances, alignments, out_dir, feature_set=features, jobs=jobs, force=force,
-                keep_frames=frames, on_progress=bar,
+                utterances, alignments, out_dir, feature_set=features, force=force,
+                keep_frames=frames, on_progress=bar, executor=executor,
             )
         if load_failures:
             summary = BatchSummary(
