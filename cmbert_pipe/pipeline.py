@@ -37,6 +37,7 @@ resumes where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -49,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cmbert_pipe.batch import Executor, open_executor
 from cmbert_pipe.cache import FeatureCache, atomic_write_text, canonical_json
 from cmbert_pipe.config import PipelineConfig, to_toml
 from cmbert_pipe.errors import CmbertError, ConfigError
@@ -129,8 +131,20 @@ def load_corpus(config: PipelineConfig) -> tuple[tuple[Utterance, ...], list[Ite
 
 
 def run_pipeline(config: PipelineConfig, out_dir: str | Path, *,
-                 reporter: Reporter | None = None, force: bool = False) -> PipelineResult:
-    """Run every stage of ``config`` into ``out_dir`` (see the module docstring)."""
+                 reporter: Reporter | None = None, force: bool = False,
+                 cluster: str | None = None) -> PipelineResult:
+    """Run every stage of ``config`` into ``out_dir`` (see the module docstring).
+
+    ``cluster`` (``local:N`` or a Dask scheduler address) runs the align and extract items on
+    Dask instead of the stages' ``jobs`` local processes; it is connected to before anything
+    is written, so an unreachable scheduler fails first."""
+    with contextlib.ExitStack() as stack:
+        executor = stack.enter_context(open_executor(cluster=cluster)) if cluster else None
+        return _run_pipeline(config, out_dir, reporter, force, executor)
+
+
+def _run_pipeline(config: PipelineConfig, out_dir: str | Path, reporter: Reporter | None,
+                  force: bool, executor: Executor | None) -> PipelineResult:
     from cmbert_pipe.align import align_corpus, get_aligner
     from cmbert_pipe.extract import extract_corpus
     from cmbert_pipe.train import load_cache_examples, train_seeds
@@ -164,7 +178,7 @@ def run_pipeline(config: PipelineConfig, out_dir: str | Path, *,
     reporter.stage("align", f"{config.align.aligner} -> {align_dir}")
     with reporter.progress("align", len(utterances)) as on_progress:
         summary = align_corpus(utterances, align_dir, aligner, jobs=config.align.jobs,
-                               force=force, on_progress=on_progress)
+                               force=force, on_progress=on_progress, executor=executor)
     failures += list(summary.failures)
     stages.append(_stage_result("align", summary, time.perf_counter() - t0))
     reporter.stage("align", _summary_line(summary))
@@ -180,7 +194,7 @@ def run_pipeline(config: PipelineConfig, out_dir: str | Path, *,
                                  feature_set=config.features.feature_set,
                                  jobs=config.features.jobs, force=force,
                                  keep_frames=config.features.keep_frames,
-                                 on_progress=on_progress)
+                                 on_progress=on_progress, executor=executor)
     failures += list(summary.failures)
     stages.append(_stage_result("extract", summary, time.perf_counter() - t0))
     reporter.stage("extract", _summary_line(summary))

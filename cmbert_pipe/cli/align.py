@@ -16,8 +16,10 @@ from cmbert_pipe.align import align_corpus, get_aligner
 from cmbert_pipe.align.driver import SUMMARY_NAME
 from cmbert_pipe.align.mfa import MfaAligner
 from cmbert_pipe.align.pocketsphinx_backend import PocketsphinxConfig
+from cmbert_pipe.batch import open_executor, parse_cluster
 from cmbert_pipe.cli.app import app, console
 from cmbert_pipe.cli.common import (
+    CLUSTER_HELP,
     choices,
     progress_bar,
     report_summary,
@@ -50,6 +52,7 @@ def align_command(
     ),
     aligner: AlignerName = typer.Option(ALIGN.aligner, "--aligner", help="Alignment backend."),
     jobs: int = typer.Option(ALIGN.jobs, "--jobs", "-j", help="Parallel worker processes."),
+    cluster: str | None = typer.Option(None, "--cluster", help=CLUSTER_HELP),
     force: bool = typer.Option(False, "--force", help="Re-align even what is already current."),
     max_duration_s: float = typer.Option(
         PocketsphinxConfig.max_duration_s, "--max-duration",
@@ -64,6 +67,8 @@ def align_command(
         config: AlignConfig = typed_options(ctx, {"aligner": "align.aligner", "jobs": "align.jobs"},
                                             computed=computed, align=AlignConfig)["align"]
         backend = get_aligner(config.aligner, **config.options)
+        if cluster:
+            parse_cluster(cluster)  # a malformed address: refused before any work
         prior: list[ItemFailure] = []
         if transcript is not None:
             if corpus.is_dir() or corpus.suffix.lower() == ".csv":
@@ -89,10 +94,10 @@ def align_command(
         total = len(utterances) + len(prior)
         if total == 0:
             raise ConfigError("no audio files found", corpus)
-        with progress_bar("align", total) as progress:
+        with open_executor(config.jobs, cluster) as executor, progress_bar("align", total) as progress:
             summary = align_corpus(
-                utterances, out, backend, jobs=config.jobs, force=force, on_progress=progress,
-                prior_failures=prior,
+                utterances, out, backend, force=force, on_progress=progress,
+                prior_failures=prior, executor=executor,
             )
         console.print(f"TextGrids: {out}")
     report_summary(summary, out / SUMMARY_NAME)

@@ -104,6 +104,10 @@ class BatchProgress:
         self._progress.update(self._task, completed=done, total=total, failed=failed)
 
 
+CLUSTER_HELP = ("Run the items on Dask: local:N (a local cluster of N worker processes) or a "
+                "scheduler address such as tcp://host:8786. Default: --jobs local processes.")
+
+
 def report_summary(summary: BatchSummary, summary_path: Path | None = None) -> None:
     """Print what a batch run did, list every failure with its reason, and exit non-zero
     when anything failed. Writes the machine-readable summary to ``summary_path``."""
@@ -114,6 +118,9 @@ def report_summary(summary: BatchSummary, summary_path: Path | None = None) -> N
         f"[bold]{summary.stage}[/]: {summary.total} item(s), {summary.done} done, "
         f"{summary.skipped} already current, [red]{len(summary.failures)} failed[/]"
     )
+    if summary.changed:
+        console.print("[yellow]recomputed because their key changed:[/] " + ", ".join(
+            f"{name} ({n})" for name, n in summary.changed))
     if summary.failures:
         table = Table(title="failures", show_lines=False)
         table.add_column("item")

@@ -13,8 +13,10 @@ from pathlib import Path
 import typer
 
 from cmbert_pipe.audio import AUDIO_EXTENSIONS
+from cmbert_pipe.batch import open_executor, parse_cluster
 from cmbert_pipe.cli.app import app, console, out
 from cmbert_pipe.cli.common import (
+    CLUSTER_HELP,
     choices,
     progress_bar,
     report_summary,
@@ -60,6 +62,7 @@ def extract_audio(
              "(implies --frames).",
     ),
     jobs: int = typer.Option(FEATURES.jobs, "--jobs", "-j", help="Worker processes."),
+    cluster: str | None = typer.Option(None, "--cluster", help=CLUSTER_HELP),
     force: bool = typer.Option(False, "--force", help="Recompute entries that are current."),
 ) -> None:
     """Frame features for every aligned utterance, averaged per word, into a content-addressed
@@ -74,6 +77,8 @@ def extract_audio(
             ctx, {"features": "features.feature_set", "jobs": "features.jobs",
                   "frames": "features.keep_frames"}, computed=computed,
             features=FeaturesConfig)["features"]
+        if cluster:
+            parse_cluster(cluster)  # a malformed address: refused before any work
         if transcript is not None:
             if corpus.suffix.lower() not in AUDIO_EXTENSIONS:
                 raise ConfigError("the two-argument form takes an audio clip and its transcript",
@@ -86,10 +91,11 @@ def extract_audio(
             utterances, load_failures = scan.utterances, scan.failures
         if not alignments.is_dir():
             raise ConfigError("alignments folder not found; run `cmbert align` first", alignments)
-        with progress_bar(f"extract {config.feature_set}", len(utterances)) as bar:
+        with open_executor(config.jobs, cluster) as executor, \
+                progress_bar(f"extract {config.feature_set}", len(utterances)) as bar:
             summary = extract_corpus(
-                utterances, alignments, out_dir, feature_set=config.feature_set,
-                jobs=config.jobs, force=force, keep_frames=config.keep_frames, on_progress=bar,
+                utterances, alignments, out_dir, feature_set=config.feature_set, force=force,
+                keep_frames=config.keep_frames, on_progress=bar, executor=executor,
             )
         if load_failures:
             summary = BatchSummary(
