@@ -70,13 +70,14 @@ class Row:
     patience: int = 0
     lr_head: float = 1e-2
     lr_fusion: float = 0.0
+    select_metric: str = "loss"
     extra: dict = field(default_factory=dict)
 
 
 # The published recipes (3 epochs, head 1e-2, MSE) for the models as published, and one recipe
 # for every acoustic row (chosen on dev with --select; see ACOUSTIC below).
 ACOUSTIC = dict(audio_head="encoder", objective="binary", audio_norm="speaker", frames=True,
-                epochs=20, patience=4, lr_head=1e-3, lr_fusion=1e-3)
+                epochs=12, patience=3, lr_head=1e-3, lr_fusion=1e-3, select_metric="bacc2_non0")
 ROWS = (
     Row("tbert", "T-BERT (text only)", "tbert"),
     Row("audio-pool", "audio only, pool head", "audio", **{**ACOUSTIC, "audio_head": "pool",
@@ -113,7 +114,17 @@ def fold_splits(fold: int) -> dict[int, str]:
     return {a: "test" if a in test else "dev" if a in dev else "train" for a in ACTORS}
 
 
+def task_labels(examples):
+    """The README's binary task for every row: clips that are in neither class (neutral,
+    surprised) get label 0, so that a binary objective leaves them out exactly as the probe
+    does, and a regression treats them as neutral."""
+    truth = binary_truth([x.id for x in examples])
+    return [x if t >= 0 or x.label == 0 else dataclasses.replace(x, label=0.0)
+            for x, t in zip(examples, truth, strict=True)]
+
+
 def with_splits(examples, plan: str, fold: int):
+    examples = task_labels(examples)
     if plan == "fixed":
         return list(examples)
     split = fold_splits(fold)
@@ -210,9 +221,10 @@ def train_row(row: Row, examples, settings, seeds, out_dir: Path, args) -> list[
     dim = audio_dim_of(examples, 74)
     mcfg = ModelConfig(model=row.model, audio_dim=dim, audio_head=row.audio_head,
                        objective=row.objective, audio_norm=row.audio_norm, frames=row.frames,
-                       extra=dict(row.extra))
+                       options=dict(row.extra) or None)
     tcfg = TrainConfig(epochs=row.epochs, patience=row.patience, lr_head=row.lr_head,
-                       lr_fusion=row.lr_fusion, device="cpu", threads=args.threads)
+                       lr_fusion=row.lr_fusion, select_metric=row.select_metric,
+                       device="cpu", threads=args.threads, seeds=tuple(seeds))
     summary = train_seeds(examples, mcfg, tcfg, seeds, out_dir, settings)
     test = by_split(examples)["test"]
     labels = np.array([x.label for x in test])
@@ -288,6 +300,7 @@ def select(args) -> None:
     )
 
     examples, settings = load_cache_examples(args.cache, frames=True)
+    examples = task_labels(examples)
     dim = audio_dim_of(examples, 74)
     dev_fixed = by_split(examples)["dev"]
     truth = binary_truth([x.id for x in dev_fixed])
@@ -298,7 +311,8 @@ def select(args) -> None:
         for objective in ("regression", "binary"):
             for norm in ("global", "speaker"):
                 grid.append(Row(f"sel-{head}{'-frames' if frames else ''}-{objective}-{norm}",
-                                "", "audio", head, objective, norm, frames, 20, 4, lr, lr))
+                                "", "audio", head, objective, norm, frames, 12, 3, lr, lr,
+                                "bacc2_non0"))
     table = {}
     for row in grid:
         accs = []
@@ -328,8 +342,64 @@ def train_row_only(row, examples, settings, seeds, out_dir, args):
                        audio_head=row.audio_head, objective=row.objective,
                        audio_norm=row.audio_norm, frames=row.frames)
     tcfg = TrainConfig(epochs=row.epochs, patience=row.patience, lr_head=row.lr_head,
-                       lr_fusion=row.lr_fusion, device="cpu", threads=args.threads)
+                       lr_fusion=row.lr_fusion, select_metric=row.select_metric,
+                       device="cpu", threads=args.threads, seeds=tuple(seeds))
     return train_seeds(examples, mcfg, tcfg, seeds, out_dir, settings)
+
+
+# -- timing ----------------------------------------------------------------------------------
+def timing(args) -> None:
+    """Seconds per training step (forward, backward, AdamW) of every row's model on the same
+    RAVDESS batches, the models interleaved round by round in this one process; the median
+    over rounds, as a ratio to T-BERT. Written to OUT/timing.json."""
+    import torch
+
+    from cmbert_pipe.model import ModelConfig, build_model
+    from cmbert_pipe.model.inputs import load_tokenizer
+    from cmbert_pipe.train import (
+        audio_dim_of,
+        by_split,
+        fit_stats,
+        load_cache_examples,
+        make_batches,
+    )
+
+    torch.set_num_threads(args.threads)
+    examples, _ = load_cache_examples(args.cache, frames=True)
+    dim = audio_dim_of(examples, 74)
+    train = by_split(examples)["train"][:96]
+    stats, frame_stats = fit_stats(train, dim)
+    tok = load_tokenizer("")
+    keys = ["tbert", "cmbert", "cmbert+path", "magbert", "magbert+path", "cmsbert-clr",
+            "cmsbert-clr+path", "audio-pool", "audio-encoder"]
+    nets, batches, opts = {}, {}, {}
+    for key in keys:
+        row = BY_KEY[key]
+        cfg = ModelConfig(model=row.model, audio_dim=dim, audio_head=row.audio_head,
+                          objective=row.objective, audio_norm="global", frames=row.frames)
+        torch.manual_seed(0)
+        nets[key] = build_model(cfg).train()
+        batches[key] = make_batches(train, tok, cfg, stats, 24,
+                                    frame_stats=frame_stats if row.frames else None)
+        opts[key] = torch.optim.AdamW([p for p in nets[key].parameters() if p.requires_grad],
+                                      lr=1e-5)
+    times: dict[str, list[float]] = {k: [] for k in keys}
+    for _ in range(args.rounds):
+        for key in keys:
+            t0 = time.perf_counter()
+            for b in batches[key]:
+                loss = nets[key](**b).loss
+                opts[key].zero_grad()
+                loss.backward()
+                opts[key].step()
+            times[key].append((time.perf_counter() - t0) / len(batches[key]))
+    ref = float(np.median(times["tbert"]))
+    out = {k: {"s_per_step": float(np.median(v)), "ratio_to_tbert": float(np.median(v)) / ref}
+           for k, v in times.items()}
+    for k, v in out.items():
+        print(f"{BY_KEY[k].name:45s} {v['s_per_step']:.3f} s/step  x{v['ratio_to_tbert']:.2f}")
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "timing.json").write_text(json.dumps(out, indent=1))
 
 
 # -- report ----------------------------------------------------------------------------------
@@ -393,8 +463,8 @@ NOTES = """Notes. bacc = balanced accuracy of `score > 0` on the binary task (po
 happy; negative: sad, angry, fearful, disgust; neutral and surprised left out); runs = seeds ×
 folds. Acoustic rows: `--audio-head encoder` (words + 10 ms frames), `--objective binary`
 (score = 3·tanh(z/2)), `--audio-norm speaker` — each test actor standardised with statistics
-of its own unlabelled clips —, up to 20 epochs with early stopping on the dev loss (patience
-4), lr 1e-3 for the acoustic path, fusion layers and output layer, 2e-5 for BERT. Published
+of its own unlabelled clips —, up to 12 epochs with early stopping on the dev loss (patience
+3), lr 1e-3 for the acoustic path, fusion layers and output layer, 2e-5 for BERT. Published
 rows: their recipe (MSE, 3 epochs, head 1e-2). The probe's C is chosen on the dev actors.
 s/epoch ÷ T-BERT: the trainer's own epoch timer divided by T-BERT's in the same run, on a
 shared, loaded 2-core machine (indicative)."""
@@ -412,11 +482,15 @@ def main() -> None:
     ap.add_argument("--keep-weights", action="store_true")
     ap.add_argument("--select", action="store_true")
     ap.add_argument("--report", nargs="*")
+    ap.add_argument("--timing", action="store_true")
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--name", default="audio_fusion")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.report:
         report(args)
+    elif args.timing:
+        timing(args)
     elif args.select:
         select(args)
     else:

@@ -34,9 +34,10 @@ import numpy as np
 import torch
 
 from cmbert_pipe.cache import FeatureCache, atomic_write_text, iter_examples
+from cmbert_pipe.config import ModelConfig, TrainConfig
 from cmbert_pipe.errors import ConfigError, ModelError
 from cmbert_pipe.metrics import METRIC_NAMES, mean_std, sentiment_metrics
-from cmbert_pipe.model.base import ModelConfig, SentimentModel, build_model
+from cmbert_pipe.model.base import SentimentModel, build_model
 from cmbert_pipe.model.bundle import load_bundle, save_bundle
 from cmbert_pipe.model.ema import EMA
 from cmbert_pipe.model.inputs import AudioStats, load_tokenizer, prepare_batch
@@ -57,32 +58,6 @@ class Example:
     split: str
     speaker: str = ""  # the corpus's speaker field ("" = unknown); audio_norm="speaker" uses it
     frames: np.ndarray | None = None  # (T, D) raw 10 ms frames (caches built with --frames)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation settings (the published CM-BERT recipe by default)."""
-
-    epochs: int = 3
-    batch_size: int = 24
-    eval_batch_size: int = 64
-    lr_head: float = 1e-2  # fusion head (everything outside the encoder)
-    lr_encoder: float = 2e-5
-    weight_decay: float = 0.01  # not on biases and LayerNorm
-    warmup: float = 0.1  # fraction of all steps with linear warm-up, then linear decay
-    ema: float = 0.0  # EMA decay of the weights; 0 = off
-    lr_fusion: float = 0.0  # fusion + acoustic path; 0 = lr_head (one "head" group, as published)
-    warmup_encoder: float = -1.0  # warm-up fraction of each part; < 0 = `warmup`
-    warmup_fusion: float = -1.0
-    warmup_head: float = -1.0
-    patience: int = 0  # early stopping: stop after N epochs without a better dev loss; 0 = off
-    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
-    amp: str = "auto"  # "auto" (bf16 on CUDA when supported, else fp16; off on CPU) | "off" | "bf16" | "fp16"
-    threads: int = 0  # torch CPU threads; 0 = leave as is
-    max_train: int = 0  # use only the first N training examples (tiny runs); 0 = all
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -385,12 +360,13 @@ def train_one(
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     on_step: Callable[[int, int], None] | None = None,
 ) -> SeedResult:
-    """Train one seed; write the bundle of the best epoch (lowest dev loss) to ``out_dir``.
+    """Train one seed; write the bundle of the best epoch to ``out_dir``: the lowest dev loss
+    (``select_metric="loss"``, the published rule) or the best dev value of another metric.
 
     The bundle is (re)written every time dev loss improves, so an interrupted run
     (``KeyboardInterrupt``) leaves the best checkpoint so far; the interrupt is re-raised.
     With ``patience`` > 0 training stops once that many epochs passed without a better dev
-    loss. The dev loss is the objective's (MSE, or the class-weighted cross-entropy)."""
+    score. The dev loss is the objective's (MSE, or the class-weighted cross-entropy)."""
     out_dir = Path(out_dir)
     _check_audio(examples, model_config)
     raw_train = by_split(examples)["train"][: train_config.max_train or None]
@@ -439,7 +415,7 @@ def train_one(
     ema = EMA(model, train_config.ema) if train_config.ema > 0 else None
     gen = torch.Generator().manual_seed(seed)
 
-    run_settings = dict(settings or {}, train=train_config.to_dict(), seed=seed,
+    run_settings = dict(settings or {}, train=train_config.optimisation(), seed=seed,
                         versions=versions(), device=str(device),
                         amp=str(amp_dtype) if amp_dtype else "off")
     if norm.note:
@@ -482,9 +458,14 @@ def train_one(
             with ctx:
                 dev_m = score(model, dev, tokenizer, norm.word_stats,
                               train_config.eval_batch_size, device, amp_dtype, norm.frame_stats)
-                improved = dev_m["loss"] < best_loss
+                # the selection score, lower is better (the NaN of a constant prediction's
+                # correlation counts as the worst)
+                sel = dev_m[train_config.select_metric]
+                sel = (sel if train_config.select_metric in ("loss", "mae") else -sel)
+                sel = math.inf if sel != sel else sel
+                improved = sel < best_loss or best_epoch < 0
                 if improved:
-                    best_loss, best_epoch, stale = dev_m["loss"], epoch, 0
+                    best_loss, best_epoch, stale = sel, epoch, 0
                     save(out_dir, model, {"dev": dev_m, "final": False}, {"best_epoch": epoch})
                 else:
                     stale += 1

@@ -13,7 +13,6 @@ trainer, the bundle and ``predict`` only use this interface, never a concrete cl
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cmbert_pipe.config import MODEL_OPTIONS, ModelConfig
 from cmbert_pipe.errors import ConfigError, ModelError
 from cmbert_pipe.model.acoustic import AcousticGate, AudioHead, gate_weight
 from cmbert_pipe.model.objectives import (
@@ -31,74 +31,8 @@ from cmbert_pipe.model.objectives import (
     objective_loss,
     score_from_logits,
 )
-from cmbert_pipe.schema import ACOUSTIC_DIM, MAX_SEQ_LEN
 
 log = logging.getLogger(__name__)
-
-SCALINGS = ("paper", "reference")
-CLS_AUDIO = ("zero", "mean")
-AUDIO_NORMS = ("global", "speaker")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Everything needed to rebuild a model; saved as ``config.json`` in every bundle."""
-
-    model: str = "cmbert"  # registry key: "tbert" | "cmbert" | fusions: "magbert" | "cmsbert-clr"
-    bert: str = ""  # encoder checkpoint: a path or hub name; "" = the embedded MiniLM
-    audio_dim: int = ACOUSTIC_DIM  # columns of the word-level audio vectors
-    max_len: int = MAX_SEQ_LEN  # word-pieces, [CLS] and [SEP] included
-    d_proj: int = 30  # CM-BERT Conv1d(k=1) projection size d
-    scaling: str = "paper"  # "paper": each modality / sqrt(||.||_2); "reference": released code
-    cls_audio: str = "mean"  # audio vector at [CLS]: "zero" (paper) | "mean" of the word vectors
-    dropout: float = 0.1  # hidden dropout of the fusion head and before the regressor
-    attn_dropout: float = 0.3  # dropout on the multimodal attention matrix W_m
-    extra: dict = field(default_factory=dict)  # model-specific options (fusions put theirs here)
-    # The acoustic path (model/acoustic.py): "none" = the model as published.
-    audio_head: str = "none"  # "none" | "pool" (mean/std/first/last words) | "encoder"
-    audio_head_dim: int = 64  # d_a, the size of the utterance audio vector a
-    frames: bool = False  # the "encoder" head also reads the 10 ms frames (cache with --frames)
-    objective: str = "regression"  # "regression" (MSE) | "binary" | "class7" (model/objectives.py)
-    audio_norm: str = "global"  # audio standardisation: "global" (train stats) | "speaker"
-
-    def __post_init__(self) -> None:
-        from cmbert_pipe.model.acoustic import AUDIO_HEADS
-        from cmbert_pipe.model.objectives import OBJECTIVES
-
-        if self.audio_head not in AUDIO_HEADS:
-            raise ConfigError(f"audio_head must be one of {AUDIO_HEADS}, got {self.audio_head!r}")
-        if self.objective not in OBJECTIVES:
-            raise ConfigError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
-        if self.audio_norm not in AUDIO_NORMS:
-            raise ConfigError(f"audio_norm must be one of {AUDIO_NORMS}, got {self.audio_norm!r}")
-        if self.audio_head_dim < 2:
-            raise ConfigError(f"audio_head_dim must be at least 2, got {self.audio_head_dim}")
-        if self.frames and self.audio_head != "encoder":
-            raise ConfigError("frames=true needs audio_head='encoder' (only it reads frames)")
-        if self.scaling not in SCALINGS:
-            raise ConfigError(f"scaling must be one of {SCALINGS}, got {self.scaling!r}")
-        if self.cls_audio not in CLS_AUDIO:
-            raise ConfigError(f"cls_audio must be one of {CLS_AUDIO}, got {self.cls_audio!r}")
-        if self.max_len < 3:
-            raise ConfigError(f"max_len must be at least 3 (CLS, one piece, SEP), got {self.max_len}")
-        if self.audio_dim < 1:
-            raise ConfigError(f"audio_dim must be positive, got {self.audio_dim}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
-        """Build from a dict, rejecting unknown keys by name."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ConfigError(f"unknown model config key(s): {', '.join(unknown)}")
-        return cls(**d)
-
-    def replace(self, **changes: Any) -> ModelConfig:
-        return dataclasses.replace(self, **changes)
-
 
 @dataclass
 class ModelOutput:
@@ -176,15 +110,11 @@ class SentimentModel(nn.Module):
     the released CM-BERT code) and :meth:`param_groups` gives the published optimiser groups.
     """
 
-    takes_options = False  # True for models that read ModelConfig.extra (they validate its keys)
     uses_encoder = True  # False for the audio-only model (no BERT)
     has_acoustic_path = True  # the gate of model/acoustic.py can be added (not for T-BERT)
 
     def __init__(self, config: ModelConfig, encoder: nn.Module | None = None):
         super().__init__()
-        if config.extra and not self.takes_options:
-            raise ConfigError(f"model {config.model!r} takes no model options, got: "
-                              f"{', '.join(sorted(config.extra))}")
         if config.audio_head != "none" and not self.has_acoustic_path:
             raise ConfigError(f"model {config.model!r} has no acoustic path "
                               f"(audio_head must be 'none', got {config.audio_head!r})")
@@ -332,6 +262,9 @@ def register(name: str) -> Callable[[type], type]:
     """Class decorator: ``@register("cmbert")`` makes the model buildable by that key."""
 
     def deco(cls: type) -> type:
+        if name not in MODEL_OPTIONS:
+            raise ValueError(f"model {name!r} has no options type in "
+                             "cmbert_pipe.config.MODEL_OPTIONS")
         if name in MODELS and MODELS[name] is not cls:
             raise ValueError(f"model {name!r} registered twice")
         MODELS[name] = cls
