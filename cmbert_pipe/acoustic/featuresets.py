@@ -157,10 +157,8 @@ def _covarep_extract(wave: np.ndarray) -> np.ndarray:
 
 
 def _covarep_set(name: str) -> FeatureSet:
-    try:
-        from cmbert_pipe.acoustic.covarep import COVAREP74_COLUMNS, COVAREP74_VERSION
-    except ImportError as e:
-        raise ConfigError(f"feature set covarep74 is not available ({e})") from None
+    from cmbert_pipe.acoustic.covarep import COVAREP74_COLUMNS, COVAREP74_VERSION
+
     return FeatureSet(
         name=name,
         version=str(COVAREP74_VERSION),
