@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 
@@ -114,12 +113,3 @@ def load_audio(path: str | Path, *, allow_silent: bool = False) -> np.ndarray:
     if not allow_silent and peak < SILENCE_PEAK:
         raise AudioError(f"audio is silent (peak {peak:.2e} of full scale)", path)
     return wave
-
-
-def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
-    """Hex digest of a file's bytes (content address for caches)."""
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

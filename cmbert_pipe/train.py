@@ -32,10 +32,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from cmbert_pipe.cache import FeatureCache, atomic_write_text, iter_examples
+from cmbert_pipe.cache import FeatureCache, iter_examples
 from cmbert_pipe.config import ModelConfig, TrainConfig
 from cmbert_pipe.errors import ConfigError, ModelError
-from cmbert_pipe.metrics import METRIC_NAMES, mean_std, sentiment_metrics
+from cmbert_pipe.io import atomic_write_text
+from cmbert_pipe.metrics import mean_std, sentiment_metrics
 from cmbert_pipe.model.base import SentimentModel, build_model
 from cmbert_pipe.model.bundle import load_bundle, save_bundle
 from cmbert_pipe.model.ema import EMA
@@ -435,5 +436,5 @@ def evaluate_bundle(bundle_dir: str | Path, examples: Sequence[Example],
     return out
 
 
-__all__ = ["Example", "TrainConfig", "METRIC_NAMES", "evaluate_bundle", "load_cache_examples",
+__all__ = ["Example", "TrainConfig", "evaluate_bundle", "load_cache_examples",
            "load_text_examples", "train_one", "train_seeds", "score", "predict_examples"]

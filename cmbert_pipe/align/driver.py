@@ -20,10 +20,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from cmbert_pipe.align.base import Aligner
-from cmbert_pipe.align.textgrid import atomic_write_text, read_textgrid, write_textgrid
-from cmbert_pipe.audio import file_digest
+from cmbert_pipe.align.textgrid import read_textgrid, write_textgrid
 from cmbert_pipe.batch import Check, Executor, ItemKey, ProgressCallback, plan_stage, run_stage
 from cmbert_pipe.errors import AlignmentError, AudioError, CmbertError
+from cmbert_pipe.io import atomic_write_text, file_digest
 from cmbert_pipe.schema import Alignment, BatchSummary, ItemFailure, Utterance
 
 log = logging.getLogger(__name__)

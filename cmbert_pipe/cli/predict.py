@@ -25,7 +25,7 @@ from cmbert_pipe.schema import BatchSummary, Prediction
 AlignerName = choices("AlignerName", ALIGNER_NAMES)
 
 
-def _fmt(v: float | None, digits: int = 3) -> str:
+def _weight(v: float | None, digits: int = 3) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 
 
@@ -48,9 +48,9 @@ def print_prediction(p: Prediction) -> None:
     for w in p.words:
         row = [escape(w.word), f"{w.start_s:.2f}", f"{w.end_s:.2f}"]
         if has_att:
-            row += [_fmt(w.multimodal), _fmt(w.text)]
+            row += [_weight(w.multimodal), _weight(w.text)]
         if has_gate:
-            row += [_fmt(w.gate)]
+            row += [_weight(w.gate)]
         table.add_row(*row)
     out.print(table)
     if p.timings_s:

@@ -68,7 +68,7 @@ class AudioStats:
                    int(d.get("n_words", 0)))
 
     def save(self, path) -> None:
-        from cmbert_pipe.cache import atomic_write_text
+        from cmbert_pipe.io import atomic_write_text
 
         atomic_write_text(path, json.dumps(self.to_dict(), indent=1))
 

@@ -13,8 +13,8 @@ import soundfile as sf
 
 from cmbert_pipe.acoustic.covarep.envelope import mcep_abscissa, mcep_frames
 from cmbert_pipe.acoustic.covarep.hmpd import hmpd_features, hmpd_to_grid
-from cmbert_pipe.acoustic.covarep.rd import rd_msp
 from cmbert_pipe.acoustic.covarep.mcompat import mround, wrap
+from cmbert_pipe.acoustic.covarep.rd import rd_msp
 from cmbert_pipe.acoustic.covarep.sinusoidal import harmonic_peak_picking
 
 FILES = ["arctic_a0007", "ravdess_03-01-05-01-01-01-12", "tts_a"]

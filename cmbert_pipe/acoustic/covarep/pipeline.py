@@ -28,10 +28,10 @@ from cmbert_pipe.acoustic.covarep.creak import creak_posterior
 from cmbert_pipe.acoustic.covarep.envelope import mcep_abscissa, mcep_frames
 from cmbert_pipe.acoustic.covarep.gci import sedreams, select_gcis
 from cmbert_pipe.acoustic.covarep.grid import assemble, n_rows, on_grid, vuv_on_grid
+from cmbert_pipe.acoustic.covarep.hmpd import hmpd_features, hmpd_to_grid
 from cmbert_pipe.acoustic.covarep.iaif import iaif_gci
 from cmbert_pipe.acoustic.covarep.lpres import lpc_residual
 from cmbert_pipe.acoustic.covarep.mcompat import OctaveRandom, iround
-from cmbert_pipe.acoustic.covarep.hmpd import hmpd_features, hmpd_to_grid
 from cmbert_pipe.acoustic.covarep.polarity import detect_polarity
 from cmbert_pipe.acoustic.covarep.rd import rd_msp
 from cmbert_pipe.acoustic.covarep.sinusoidal import harmonic_peak_picking
