@@ -32,12 +32,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from cmbert_pipe import __version__
 from cmbert_pipe.cache import FeatureCache, iter_examples
 from cmbert_pipe.config import ModelConfig, TrainConfig
 from cmbert_pipe.errors import ConfigError, ModelError
 from cmbert_pipe.io import atomic_write_text
 from cmbert_pipe.metrics import mean_std, sentiment_metrics
-from cmbert_pipe.model.base import SentimentModel, build_model
+from cmbert_pipe.model import SentimentModel, build_model
 from cmbert_pipe.model.bundle import load_bundle, save_bundle
 from cmbert_pipe.model.ema import EMA
 from cmbert_pipe.model.inputs import AudioStats, load_tokenizer, prepare_batch
@@ -211,9 +212,7 @@ class SeedResult:
 
 
 def versions() -> dict[str, str]:
-    import transformers
-
-    from cmbert_pipe import __version__
+    import transformers  # already loaded by the encoder; imported here for its version only
 
     return {"cmbert_pipe": __version__, "torch": torch.__version__,
             "transformers": transformers.__version__, "numpy": np.__version__,
