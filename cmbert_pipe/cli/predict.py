@@ -11,9 +11,18 @@ from rich.table import Table
 
 from cmbert_pipe.batch import open_executor, parse_cluster
 from cmbert_pipe.cli.app import app, console, out
-from cmbert_pipe.cli.common import CLUSTER_HELP, progress_bar, report_summary, user_errors
+from cmbert_pipe.cli.common import (
+    CLUSTER_HELP,
+    choices,
+    progress_bar,
+    report_summary,
+    user_errors,
+)
+from cmbert_pipe.config import ALIGNER_NAMES
 from cmbert_pipe.errors import ConfigError
 from cmbert_pipe.schema import BatchSummary, Prediction
+
+AlignerName = choices("AlignerName", ALIGNER_NAMES)
 
 
 def _fmt(v: float | None, digits: int = 3) -> str:
@@ -68,8 +77,8 @@ def predict_cmd(
     transcripts: Path | None = typer.Option(None, "--transcripts", help="Batch: folder of "
                                                "transcripts kept apart from the audio."),
     force: bool = typer.Option(False, "--force", help="Batch: rescore clips already in --out."),
-    aligner: str | None = typer.Option(None, "--aligner", help="Override the bundle's "
-                                          "aligner."),
+    aligner: AlignerName | None = typer.Option(None, "--aligner", help="Override the "
+                                                  "bundle's aligner."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Batch: worker processes."),
     cluster: str | None = typer.Option(None, "--cluster", help="Batch: " + CLUSTER_HELP),
 ) -> None:
@@ -82,6 +91,7 @@ def predict_cmd(
     """
     from cmbert_pipe.predict import Predictor
 
+    aligner = aligner.value if aligner is not None else None
     with user_errors():
         is_corpus = audio.is_dir() or audio.suffix.lower() == ".csv"
         if is_corpus:

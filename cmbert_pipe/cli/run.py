@@ -48,7 +48,8 @@ def _finish(result: PipelineResult) -> None:
 def _run(recipe: Path | None, overrides: list[str], out_dir: Path | None, force: bool,
          cluster: str | None = None) -> None:
     from cmbert_pipe.batch import parse_cluster
-    from cmbert_pipe.pipeline import load_recipe, run_pipeline
+    from cmbert_pipe.config import load_recipe
+    from cmbert_pipe.pipeline import run_pipeline
 
     if cluster:
         parse_cluster(cluster)  # a malformed address: refused before any work
