@@ -1,7 +1,7 @@
 """Train and evaluate sentiment models on cached aligned tensors (or on text alone).
 
 The loop is model-agnostic: anything in :data:`cmbert_pipe.model.MODELS` trains through it.
-Published CM-BERT recipe (Yang, Xu & Gao, ACM MM 2020; DESIGN.md "CM-BERT, exactly"): MSE,
+Published CM-BERT recipe (Yang, Xu & Gao, ACM MM 2020; docs/design.md, "CM-BERT here"): MSE,
 batch 24, 3 epochs, AdamW with 10 % linear warm-up then linear decay, weight decay 0.01 except
 biases and LayerNorm, fusion head at 1e-2 and encoder at 2e-5, embeddings frozen, the epoch
 with the lowest dev loss kept, five seeds reported as mean ± std.
@@ -33,11 +33,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from cmbert_pipe.cache import FeatureCache, atomic_write_text, iter_examples
+from cmbert_pipe import __version__
+from cmbert_pipe import distributed as ddp
+from cmbert_pipe.cache import FeatureCache, iter_examples
 from cmbert_pipe.config import ModelConfig, TrainConfig
 from cmbert_pipe.errors import ConfigError, ModelError
-from cmbert_pipe.metrics import METRIC_NAMES, mean_std, sentiment_metrics
-from cmbert_pipe.model.base import SentimentModel, build_model
+from cmbert_pipe.io import atomic_write_text
+from cmbert_pipe.metrics import mean_std, sentiment_metrics
+from cmbert_pipe.model import SentimentModel, build_model
 from cmbert_pipe.model.bundle import load_bundle, save_bundle
 from cmbert_pipe.model.ema import EMA
 from cmbert_pipe.model.inputs import AudioStats, load_tokenizer, prepare_batch
@@ -325,9 +328,7 @@ class SeedResult:
 
 
 def versions() -> dict[str, str]:
-    import transformers
-
-    from cmbert_pipe import __version__
+    import transformers  # already loaded by the encoder; imported here for its version only
 
     return {"cmbert_pipe": __version__, "torch": torch.__version__,
             "transformers": transformers.__version__, "numpy": np.__version__,
@@ -374,7 +375,7 @@ def train_one(
         raise ModelError("no training examples (no utterance has split 'train')")
     if train_config.threads:
         torch.set_num_threads(train_config.threads)
-    device = pick_device(train_config.device)
+    device = ddp.rank_device(pick_device(train_config.device))
     amp_dtype = pick_amp(train_config.amp, device)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -397,13 +398,16 @@ def train_one(
     model.set_class_weights(balanced_class_weights(model_config.objective,
                                                    [ex.label for ex in train]))
     model.train()
+    train_model = ddp.wrap(model, device)  # DistributedDataParallel under torchrun
+    batch_size = ddp.local_batch_size(train_config.batch_size)  # this rank's share
+    main = ddp.current().is_main  # evaluates and writes; the other ranks only train
     groups = model.param_groups(train_config.lr_head, train_config.lr_encoder,
                                 train_config.weight_decay,
                                 train_config.lr_fusion if train_config.lr_fusion > 0 else None)
     opt_kwargs = {"fused": True} if device.type == "cuda" else {}
     optimizer = torch.optim.AdamW([{k: v for k, v in g.items() if k != "name"} for g in groups],
                                   **opt_kwargs)
-    steps_per_epoch = math.ceil(len(train) / train_config.batch_size)
+    steps_per_epoch = math.ceil(len(ddp.shard(range(len(train)))) / batch_size)
     total_steps = steps_per_epoch * train_config.epochs
     warmups = _warmups(train_config)
     if len(set(warmups.values())) == 1:
@@ -430,15 +434,15 @@ def train_one(
     try:
         for epoch in range(train_config.epochs):
             t0 = time.perf_counter()
-            order = torch.randperm(len(train), generator=gen).tolist()
-            batches = make_batches(train, tokenizer, model_config, norm.word_stats,
-                                   train_config.batch_size, order, norm.frame_stats)
+            order = ddp.shard(torch.randperm(len(train), generator=gen).tolist())
+            batches = make_batches(train, tokenizer, model_config, norm.word_stats, batch_size,
+                                   order, norm.frame_stats)
             loss_sum = torch.zeros((), device=device)
             for i, batch in enumerate(batches):
                 batch = _to(batch, device)
                 with torch.autocast(device.type, dtype=amp_dtype or torch.float32,
                                     enabled=amp_dtype is not None):
-                    loss = model(**batch).loss
+                    loss = train_model(**batch).loss
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
@@ -449,11 +453,17 @@ def train_one(
                 loss_sum += loss.detach().float()
                 if on_step is not None:
                     on_step(i + 1, len(batches))
-            train_loss = float(loss_sum) / max(1, len(batches))  # one host sync per epoch
+            # one host sync per epoch (and one all-reduce under DDP)
+            train_loss = float(ddp.mean_over_ranks(loss_sum)) / max(1, len(batches))
             dt = time.perf_counter() - t0
             epoch_seconds.append(dt)
             n_trained += len(train)
             t_train += dt
+            if not main:  # rank 0 evaluates on the whole dev split and writes the bundle
+                if train_config.patience and _stop_flag(False, device):
+                    stopped_early = True
+                    break
+                continue
             ctx = ema.applied(model) if ema is not None else _nullcontext(model)
             with ctx:
                 dev_m = score(model, dev, tokenizer, norm.word_stats,
@@ -474,8 +484,8 @@ def train_one(
                                  **{f"dev_{k}": v for k, v in dev_m.items()}})
             log.info("seed %d epoch %d: train loss %.4f, dev loss %.4f%s", seed, epoch,
                      train_loss, dev_m["loss"], " (best)" if improved else "")
-            if train_config.patience and stale >= train_config.patience \
-                    and epoch + 1 < train_config.epochs:
+            stop = stale >= train_config.patience and epoch + 1 < train_config.epochs
+            if train_config.patience and _stop_flag(stop, device):
                 stopped_early = True
                 log.info("seed %d: early stop after epoch %d (%d epoch(s) without a better "
                          "dev loss)", seed, epoch, stale)
@@ -485,7 +495,12 @@ def train_one(
         log.warning("interrupted: the best checkpoint so far is in %s", out_dir)
         raise
     finally:
-        del model, optimizer
+        del model, train_model, optimizer
+    ddp.barrier()  # the best bundle is written
+    if not main:
+        ddp.barrier()  # rank 0 scores and writes the final bundle
+        return SeedResult(seed, {}, best_epoch, tuple(epoch_seconds), float("nan"), out_dir,
+                          stopped_early=stopped_early)
     # Final scores with the best checkpoint, reloaded exactly as a user would.
     bundle = load_bundle(out_dir, device)
     metrics = {s: score(bundle.model, xs, bundle.tokenizer, norm.word_stats,
@@ -497,8 +512,16 @@ def train_one(
                           stopped_early=stopped_early)
     save_bundle(out_dir, bundle.model, bundle.tokenizer, bundle.audio_stats, final_settings,
                 dict(metrics, final=True, best_epoch=best_epoch), frame_stats=frame_stats)
+    ddp.barrier()
     return SeedResult(seed, metrics, best_epoch, tuple(epoch_seconds), rate, out_dir,
                       interrupted, stopped_early, note=norm.note)
+
+
+def _stop_flag(stop: bool, device: torch.device) -> bool:
+    """Rank 0's early-stopping decision, shared with every rank under DDP."""
+    if not ddp.current().active:
+        return stop
+    return float(ddp.mean_over_ranks(torch.tensor(float(stop), device=device))) > 0
 
 
 class _nullcontext:
@@ -589,6 +612,7 @@ def train_seeds(
     """Train every seed into ``out_dir/seed-N`` (skipping seeds already finished there) and
     write ``out_dir/summary.json`` (:meth:`TrainSummary.to_dict`): metrics per split and seed,
     mean ± std, the effective configs, library versions and wall time."""
+    ddp.local_batch_size(train_config.batch_size)  # under DDP: refused before any work
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -619,8 +643,9 @@ def train_seeds(
     summary = TrainSummary(model_config, train_config, dict(settings or {}), tuple(seeds),
                            tuple(results), mean_std_, versions(), time.perf_counter() - t0,
                            out_dir)
-    atomic_write_text(out_dir / "summary.json",
-                      json.dumps(summary.to_dict(), indent=2, default=str))
+    if ddp.current().is_main:
+        atomic_write_text(out_dir / "summary.json",
+                          json.dumps(summary.to_dict(), indent=2, default=str))
     return summary
 
 
@@ -662,6 +687,6 @@ def evaluate_bundle_with_notes(bundle_dir: str | Path, examples: Sequence[Exampl
     return out, norm.note
 
 
-__all__ = ["Example", "TrainConfig", "TrainSummary", "SeedResult", "METRIC_NAMES",
-           "evaluate_bundle", "load_cache_examples", "load_text_examples", "train_one",
-           "train_seeds", "score", "predict_examples", "standardise_audio"]
+__all__ = ["Example", "TrainConfig", "TrainSummary", "SeedResult", "evaluate_bundle",
+           "load_cache_examples", "load_text_examples", "train_one", "train_seeds", "score",
+           "predict_examples", "standardise_audio"]

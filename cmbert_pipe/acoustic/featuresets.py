@@ -151,16 +151,14 @@ def _opensmile_set(name: str) -> FeatureSet:
 # -- COVAREP-equivalent -----------------------------------------------------------------------
 
 def _covarep_extract(wave: np.ndarray) -> np.ndarray:
-    from cmbert_pipe.acoustic.covarep import extract_covarep74
+    from cmbert_pipe.acoustic.covarep.pipeline import extract_covarep74
 
     return np.asarray(extract_covarep74(wave, fs=SAMPLE_RATE), dtype=np.float32)
 
 
 def _covarep_set(name: str) -> FeatureSet:
-    try:
-        from cmbert_pipe.acoustic.covarep import COVAREP74_COLUMNS, COVAREP74_VERSION
-    except ImportError as e:
-        raise ConfigError(f"feature set covarep74 is not available ({e})") from None
+    from cmbert_pipe.acoustic.covarep import COVAREP74_COLUMNS, COVAREP74_VERSION
+
     return FeatureSet(
         name=name,
         version=str(COVAREP74_VERSION),

@@ -6,7 +6,7 @@ Process.): the vocal-tract (minimum) phase is removed from the harmonic phases, 
 distortion PD_h = phi_{h+1} - phi_h - phi_1 is put on a 1024-point frequency grid, its circular
 mean over time gives PDM and its circular standard deviation around a smoothed trend gives PDD;
 both are compressed (PDM by mel-like bin groups, PDD by a 12th-order warped cepstrum) and
-resampled to 5 ms, then to the 10 ms output grid (COVAREP74.md §13).
+resampled to 5 ms, then to the 10 ms output grid (docs/covarep74.md §13).
 
 The per-bin time filtering is vectorised over all bins at once; the random fill of bins above
 the last harmonic follows Octave's generator when ``rng`` is :class:`OctaveRandom`-like (an
@@ -24,7 +24,8 @@ from scipy.ndimage import correlate1d, median_filter
 from scipy.signal import filtfilt
 
 from cmbert_pipe.acoustic.covarep.envelope import hspec_to_mel_cepstrum
-from cmbert_pipe.acoustic.covarep.sinusoidal import HarmonicFrames, wrap
+from cmbert_pipe.acoustic.covarep.mcompat import wrap
+from cmbert_pipe.acoustic.covarep.sinusoidal import HarmonicFrames
 
 HMPD_DFTLEN = 1024  # frequency grid of the phase statistics: 513 bins of 15.625 Hz
 PDM_TAPS = 25  # frames of the circular-mean window (~250 ms at 10 ms frames)
