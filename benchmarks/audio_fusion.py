@@ -265,24 +265,30 @@ def run(args) -> None:
     for fold in folds:
         exs = with_splits(examples, args.plan, fold)
         tag = "fixed" if args.plan == "fixed" else f"cv{fold}"
-        res_path = out / tag / "results.json"
-        done = json.loads(res_path.read_text()) if res_path.is_file() else {}
+        (out / tag).mkdir(parents=True, exist_ok=True)
+        # one file per row, so that several processes can fill one table
         if any(k in REFERENCE_ROWS for k in keys):
-            for k, v in reference_rows(exs, dim).items():
-                done[k] = [v]
-            res_path.parent.mkdir(parents=True, exist_ok=True)
-            res_path.write_text(json.dumps(done, indent=1))
+            refs = {k: [v] for k, v in reference_rows(exs, dim).items()}
+            (out / tag / "results-references.json").write_text(json.dumps(refs, indent=1))
         for key in keys:
             if key in REFERENCE_ROWS:
                 continue
             row = BY_KEY[key]
             t0 = time.perf_counter()
-            done[key] = train_row(row, exs, settings, seeds, out / tag / key, args)
-            res_path.write_text(json.dumps(done, indent=1))
-            b = [s["bacc"] for s in done[key]]
+            per_seed = train_row(row, exs, settings, seeds, out / tag / key, args)
+            (out / tag / f"results-{key}.json").write_text(json.dumps({key: per_seed},
+                                                                      indent=1))
+            b = [s["bacc"] for s in per_seed]
             print(f"[{tag}] {row.name}: bacc {100 * np.mean(b):.1f} ± "
                   f"{100 * np.std(b, ddof=1) if len(b) > 1 else 0:.1f} "
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
+
+
+def read_results(folder: Path) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for f in sorted(folder.glob("results-*.json")):
+        out.update(json.loads(f.read_text()))
+    return out
 
 
 # -- dev-only selection ----------------------------------------------------------------------
@@ -425,10 +431,10 @@ def report(args) -> None:
         data[features] = {}
         for plan in ("fixed", "cv"):
             tags = ["fixed"] if plan == "fixed" else sorted(
-                p.name for p in out.glob("cv*") if (p / "results.json").is_file())
-            if not tags or not (out / tags[0] / "results.json").is_file():
+                p.name for p in out.glob("cv*") if any(p.glob("results-*.json")))
+            if not tags or not any((out / tags[0]).glob("results-*.json")):
                 continue
-            runs = {t: json.loads((out / t / "results.json").read_text()) for t in tags}
+            runs = {t: read_results(out / t) for t in tags}
             rows = []
             tbert_s = None
             for key in order:
@@ -441,8 +447,13 @@ def report(args) -> None:
                 rows.append((key, per, secs))
                 data[features].setdefault(plan, {})[key] = per
             table = []
+            timing_path = out / "timing.json"
+            step = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
             for key, per, secs in rows:
-                ratio = (f"{np.mean(secs) / tbert_s:.2f}" if secs and tbert_s else "—")
+                if key in step:
+                    ratio = f"{step[key]['ratio_to_tbert']:.2f}"
+                else:
+                    ratio = (f"{np.mean(secs) / tbert_s:.2f}" if secs and tbert_s else "—")
                 table.append([names.get(key, key), str(len(per)),
                               fmt([s["bacc"] for s in per]), fmt([s["acc"] for s in per]),
                               fmt([s["mae"] for s in per], pct=False),
@@ -452,7 +463,7 @@ def report(args) -> None:
                     "(test pair k, dev pair k+1); values pooled over folds and seeds")
             body.append(f"## {features}: {what}\n")
             body.append(markdown_table(
-                ["model", "runs", "bacc (%)", "acc (%)", "MAE", "r", "s/epoch ÷ T-BERT"],
+                ["model", "runs", "bacc (%)", "acc (%)", "MAE", "r", "time ÷ T-BERT"],
                 table))
             body.append("")
     body.append(NOTES)
@@ -466,8 +477,11 @@ folds. Acoustic rows: `--audio-head encoder` (words + 10 ms frames), `--objectiv
 of its own unlabelled clips —, up to 12 epochs with early stopping on the dev loss (patience
 3), lr 1e-3 for the acoustic path, fusion layers and output layer, 2e-5 for BERT. Published
 rows: their recipe (MSE, 3 epochs, head 1e-2). The probe's C is chosen on the dev actors.
-s/epoch ÷ T-BERT: the trainer's own epoch timer divided by T-BERT's in the same run, on a
-shared, loaded 2-core machine (indicative)."""
+time ÷ T-BERT: seconds per training step of each model divided by T-BERT's, measured with
+the models interleaved in one process on the same batches (`--timing`, OUT/timing.json).
+The machine was a shared 2-core VM under heavy load (load average 10-17), which is why the
+number of seeds and folds per row differs: the `runs` column says how many trained models
+each figure pools."""
 
 
 def main() -> None:

@@ -191,7 +191,7 @@ def test_acoustic_path_bundle_predicts_with_gate_and_speaker_notes(tmp_path):
     from cmbert_pipe.acoustic import extract_frames, get_feature_set
     from cmbert_pipe.audio import load_audio
     from cmbert_pipe.cli import app
-    from cmbert_pipe.model.base import ModelConfig, build_model
+    from cmbert_pipe.model import ModelConfig, build_model
     from cmbert_pipe.model.bundle import save_bundle
     from cmbert_pipe.model.inputs import AudioStats, load_tokenizer
 

@@ -208,3 +208,27 @@ def test_cuda_training_with_autocast(examples, tiny_bert, tmp_path, amp):
     assert np.isfinite(res.metrics["test"]["mae"])
     cpu = evaluate_bundle(tmp_path / amp, exs, ["test"], device="cpu")
     assert cpu["test"]["mae"] == pytest.approx(res.metrics["test"]["mae"], abs=0.05)
+
+
+def test_cli_audio_model_speaker_norm_train_evaluate(cache, tmp_path):
+    """`cmbert train --model audio` with the binary objective, per-speaker standardisation and
+    early stopping on a real cache; `cmbert evaluate` says the test speakers' statistics came
+    from their own unlabelled audio."""
+    from cmbert_pipe.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "audio"
+    res = runner.invoke(app, ["train", str(cache), "--out", str(out), "--model", "audio",
+                              "--audio-head", "pool", "--objective", "binary",
+                              "--audio-norm", "speaker", "--epochs", "3", "--patience", "1",
+                              "--select-metric", "bacc2_non0", "--lr-head", "1e-3",
+                              "--seeds", "1", "--device", "cpu", "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    assert "unlabelled" in res.output  # the note on per-speaker statistics
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model_config"]["model"] == "audio"
+    assert summary["model_config"]["objective"] == "binary"
+    assert summary["train_config"]["patience"] == 1 and summary["notes"]
+    res = runner.invoke(app, ["evaluate", str(out / "seed-0"), str(cache), "--split", "test"])
+    assert res.exit_code == 0, res.output
+    assert "unlabelled" in res.output
