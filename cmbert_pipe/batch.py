@@ -74,7 +74,7 @@ def run_batch(
             settle(item, ok, payload)
         return results, failures
 
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
+    with ProcessPoolExecutor(max_workers=min(jobs, total)) as pool:  # no idle workers
         pending = {pool.submit(_call, work, item): item for item in items}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)

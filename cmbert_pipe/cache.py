@@ -23,8 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
+import re
 import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -34,6 +33,11 @@ from typing import Any
 import numpy as np
 
 from cmbert_pipe.errors import CacheError
+from cmbert_pipe.outputs import (  # noqa: F401 (atomic writes re-exported)
+    atomic_write_bytes,
+    atomic_write_text,
+    unsafe_id_reason,
+)
 from cmbert_pipe.schema import FeatureRecord, Utterance
 
 CACHE_FORMAT = 1
@@ -49,6 +53,11 @@ def make_key(**parts: Any) -> str:
     return hashlib.sha256(canonical_json(parts).encode("utf-8")).hexdigest()
 
 
+def _is_key(key: object) -> bool:
+    """A content key is a plain token (hex digest): never a path with separators or dots."""
+    return isinstance(key, str) and re.fullmatch(r"[0-9A-Za-z_-]{8,128}", key) is not None
+
+
 def _arrays_checksum(arrays: dict[str, np.ndarray]) -> str:
     h = hashlib.sha256()
     for name in sorted(arrays):
@@ -58,29 +67,6 @@ def _arrays_checksum(arrays: dict[str, np.ndarray]) -> str:
         h.update(str(a.shape).encode())
         h.update(a.tobytes())
     return h.hexdigest()
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 @dataclass(frozen=True)
@@ -98,6 +84,8 @@ class FeatureCache:
 
     # -- entries ----------------------------------------------------------------------------
     def entry_path(self, key: str) -> Path:
+        if not _is_key(key):  # a key read from a file must not become an arbitrary path
+            raise CacheError(f"not a cache key: {key!r} (expected a hex digest)", self.root)
         return self.root / "entries" / key[:2] / f"{key}.npz"
 
     def relpath(self, key: str) -> str:
@@ -105,7 +93,7 @@ class FeatureCache:
 
     def has(self, key: str) -> bool:
         """True if a readable, uncorrupted entry exists for ``key``."""
-        if not self.entry_path(key).is_file():
+        if not _is_key(key) or not self.entry_path(key).is_file():
             return False
         try:
             self.get(key)
@@ -184,11 +172,16 @@ class FeatureCache:
                 continue
             try:
                 d = json.loads(line)
-                rows.append((Utterance.from_dict(d["utterance"]),
-                             FeatureRecord.from_dict(d["record"])))
-            except (ValueError, KeyError, TypeError) as e:
+                utt = Utterance.from_dict(d["utterance"])
+                rec = FeatureRecord.from_dict(d["record"])
+            except (ValueError, KeyError, TypeError, AttributeError) as e:
                 raise CacheError(f"index line {lineno + 1} unreadable: {e}",
                                  self.index_path) from None
+            bad = unsafe_id_reason(utt.id) or (None if _is_key(rec.key) else "bad cache key")
+            if bad is not None:
+                raise CacheError(f"index line {lineno + 1}: utterance {utt.id!r} refused: {bad}",
+                                 self.index_path)
+            rows.append((utt, rec))
         return rows
 
 

@@ -36,8 +36,14 @@ from typing import Any
 import numpy as np
 
 from cmbert_pipe.acoustic import extract_frames, get_feature_set, pool_words, words_without_frames
-from cmbert_pipe.align.driver import alignment_path, load_alignment, sidecar_path
-from cmbert_pipe.audio import file_digest, load_audio
+from cmbert_pipe.align.driver import alignment_path, load_alignment, sidecar_path, stale_reason
+from cmbert_pipe.audio import (
+    MAX_DURATION_S,
+    check_duration,
+    file_digest,
+    load_audio,
+    too_long_reason,
+)
 from cmbert_pipe.batch import run_batch
 from cmbert_pipe.cache import (
     CacheEntry,
@@ -53,6 +59,7 @@ from cmbert_pipe.errors import (
     CmbertError,
     FeatureError,
 )
+from cmbert_pipe.outputs import PathClaims, ensure_writable_dir, id_path
 from cmbert_pipe.schema import (
     FRAME_HOP_S,
     FRAME_OFFSET_S,
@@ -96,6 +103,21 @@ def alignment_key_part(alignments_dir: str | Path, utterance: Utterance) -> dict
     return part
 
 
+def check_alignment_current(alignments_dir: Path, utterance: Utterance,
+                            audio_sha256: str) -> None:
+    """:class:`AlignmentError` if the align stage's sidecar says its TextGrid was made for
+    another transcript or other audio bytes than the ones about to be extracted."""
+    side_path = sidecar_path(alignments_dir, utterance.id)
+    try:
+        side = json.loads(side_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # no sidecar (MFA TextGrids dropped in): nothing recorded to compare
+    if isinstance(side, dict):
+        stale = stale_reason(side, utterance, audio_sha256)
+        if stale is not None:
+            raise AlignmentError(stale, textgrid_path(alignments_dir, utterance))
+
+
 def entry_key(audio_sha256: str, transcript: str, alignment: dict[str, Any],
               features: dict[str, Any]) -> str:
     """The content key of one utterance's entry (see the module docstring)."""
@@ -114,18 +136,22 @@ class ExtractTask:
     feature_set: str
     keep_frames: bool
     audio_sha256: str
+    max_duration_s: float = MAX_DURATION_S
 
 
 def extract_one(task: ExtractTask) -> FeatureRecord:
     """Compute and store one entry; raises a :class:`CmbertError` naming the file on failure."""
     utt = task.utterance
     fs = get_feature_set(task.feature_set)
-    alignment = load_alignment(task.alignments_dir, utt)
+    alignment = load_alignment(task.alignments_dir, utt, task.audio_sha256)
     words = tuple(alignment.words)
     if not words:
         raise AlignmentError("alignment has no words", textgrid_path(task.alignments_dir, utt))
+    check_duration(utt.audio, task.max_duration_s)  # before decoding a huge file
     wave = load_audio(utt.audio)  # (N,) float32 at 16 kHz
     duration_s = wave.shape[0] / SAMPLE_RATE
+    if duration_s > task.max_duration_s:
+        raise AudioError(too_long_reason(duration_s, task.max_duration_s), utt.audio)
     t0 = time.process_time()
     try:
         frames = extract_frames(wave, SAMPLE_RATE, fs.name)  # (T, D)
@@ -228,16 +254,18 @@ def extract_corpus(
     force: bool = False,
     keep_frames: bool = False,
     on_progress: Callable[[int, int, int], None] | None = None,
+    max_duration_s: float = MAX_DURATION_S,
 ) -> BatchSummary:
     """Extract, pool and cache every utterance; write the index. See the module docstring.
+
+    A recording longer than ``max_duration_s`` fails (the same limit the aligner applies).
 
     ``on_progress(done, failed, total)`` is called as items finish (skipped ones count as done).
     Returns the :class:`BatchSummary`; the index lists every utterance with an entry.
     """
     fs = get_feature_set(feature_set)  # ConfigError for an unknown set, before any work
     alignments_dir = Path(alignments_dir)
-    cache = FeatureCache(cache_dir)
-    cache.root.mkdir(parents=True, exist_ok=True)
+    cache = FeatureCache(ensure_writable_dir(cache_dir, "cache folder"))  # before any work
     sweep_stale_temps(cache)
     total = len(utterances)
     records: dict[str, FeatureRecord] = {}
@@ -249,6 +277,7 @@ def extract_corpus(
             if not Path(utt.audio).is_file():
                 raise AudioError("audio file not found", utt.audio)
             audio_sha = file_digest(utt.audio)
+            check_alignment_current(alignments_dir, utt, audio_sha)
             key = entry_key(audio_sha, utt.transcript, alignment_key_part(alignments_dir, utt),
                             fs.key_part())
         except CmbertError as e:
@@ -267,7 +296,7 @@ def extract_corpus(
                     skipped += 1
                     continue
         tasks.append(ExtractTask(utt, alignments_dir, cache.root, key, fs.name, keep_frames,
-                                 audio_sha))
+                                 audio_sha, max_duration_s))
     log.info("%s: %d to compute, %d already current, %d failed before starting",
              fs.name, len(tasks), skipped, len(failures))
     base_done = skipped + len(failures)
@@ -308,9 +337,13 @@ def export_frames(cache_dir: str | Path, out_dir: str | Path, fmt: str = "csv") 
         raise CacheError(f"unknown export format {fmt!r} (choose {', '.join(EXPORT_FORMATS)})")
     cache = FeatureCache(cache_dir)
     columns = tuple(cache.info().get("columns", ()))
-    out_dir = Path(out_dir)
+    rows = cache.read_index()  # ids checked as it is read
+    out_dir = ensure_writable_dir(out_dir)
+    claims = PathClaims()
+    for utt, _ in rows:
+        claims.claim(utt.id)  # two ids sharing one file: refused before anything is written
     written: list[Path] = []
-    for utt, rec in cache.read_index():
+    for utt, rec in rows:
         entry = cache.get(rec.key)
         if "frames" not in entry.arrays:
             raise CacheError(
@@ -319,7 +352,7 @@ def export_frames(cache_dir: str | Path, out_dir: str | Path, fmt: str = "csv") 
             )
         frames = np.asarray(entry.arrays["frames"], dtype=np.float32)  # (T, D)
         cols = tuple(entry.meta.get("feature_set", {}).get("columns", columns))
-        target = out_dir / f"{utt.id}.{fmt}"
+        target = id_path(out_dir, utt.id, f".{fmt}")
         if fmt == "csv":
             atomic_write_text(target, _frames_csv(frames, cols))
         else:

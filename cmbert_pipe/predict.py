@@ -36,11 +36,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from cmbert_pipe.audio import load_audio
+from cmbert_pipe.audio import MAX_DURATION_S, check_duration, load_audio, too_long_reason
 from cmbert_pipe.batch import run_batch
 from cmbert_pipe.cache import atomic_write_text
 from cmbert_pipe.corpus import read_transcript
-from cmbert_pipe.errors import AlignmentError, ConfigError, FeatureError, ModelError
+from cmbert_pipe.errors import AlignmentError, AudioError, ConfigError, FeatureError, ModelError
 from cmbert_pipe.metrics import class7
 from cmbert_pipe.schema import (
     SAMPLE_RATE,
@@ -142,8 +142,9 @@ class Predictor:
     """A loaded bundle plus the aligner and feature set it was trained with."""
 
     def __init__(self, bundle, aligner_name: str, aligner_options: dict[str, Any],
-                 feature_set: str | None):
+                 feature_set: str | None, max_duration_s: float = MAX_DURATION_S):
         self.bundle = bundle
+        self.max_duration_s = max_duration_s
         self.aligner_name = aligner_name
         self.aligner_options = aligner_options
         self.feature_set = feature_set
@@ -151,9 +152,11 @@ class Predictor:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, aligner: str | None = None,
-                        feature_set: str | None = None, device: str = "cpu") -> Predictor:
+                        feature_set: str | None = None, device: str = "cpu",
+                        max_duration_s: float = MAX_DURATION_S) -> Predictor:
         """Load the bundle at ``path``; ``aligner``/``feature_set`` override what it recorded
-        (a different feature set than the one trained on is refused by dimension)."""
+        (a different feature set than the one trained on is refused by dimension); clips
+        longer than ``max_duration_s`` are refused."""
         from cmbert_pipe.model.bundle import load_bundle
 
         bundle = load_bundle(path, device)
@@ -161,7 +164,9 @@ class Predictor:
         if aligner is not None and aligner != name:
             name, options = aligner, {}
         fs = feature_set or _settings_feature_set(bundle.settings)
-        return cls(bundle, name, options, fs)
+        if name == "pocketsphinx":
+            options = dict(options, max_duration_s=max_duration_s)
+        return cls(bundle, name, options, fs, max_duration_s)
 
     @property
     def aligner(self):
@@ -232,7 +237,11 @@ class Predictor:
         text = " ".join(text.split())
         timings: dict[str, float] = {}
         t0, c0 = time.perf_counter(), time.process_time()
+        check_duration(audio, self.max_duration_s)  # before decoding a huge file
         wave = load_audio(audio)  # (N,) float32 16 kHz
+        if wave.shape[0] / SAMPLE_RATE > self.max_duration_s:
+            raise AudioError(too_long_reason(wave.shape[0] / SAMPLE_RATE, self.max_duration_s),
+                             audio)
         timings["load_s"] = time.perf_counter() - t0
         timings["load_cpu_s"] = time.process_time() - c0  # all threads of this process
         utt = Utterance(utterance_id or audio.stem, audio, text, label=label,

@@ -17,7 +17,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from cmbert_pipe.align.base import Aligner
@@ -25,6 +25,7 @@ from cmbert_pipe.align.textgrid import atomic_write_text, read_textgrid, write_t
 from cmbert_pipe.audio import file_digest
 from cmbert_pipe.batch import run_batch
 from cmbert_pipe.errors import AlignmentError, AudioError, CmbertError
+from cmbert_pipe.outputs import PathClaims, ensure_writable_dir, id_path, unsafe_id_reason
 from cmbert_pipe.schema import Alignment, BatchSummary, ItemFailure, Utterance
 
 log = logging.getLogger(__name__)
@@ -35,10 +36,11 @@ SUMMARY_NAME = "summary.json"
 
 def alignment_path(out_dir: str | Path, utterance_id: str) -> Path:
     """``out_dir/<utterance_id>.TextGrid``; the id may hold ``/`` (sub-folders) but not ``..``."""
-    rel = PurePosixPath(utterance_id)
-    if not utterance_id or rel.is_absolute() or ".." in rel.parts:
-        raise AlignmentError(f"utterance id {utterance_id!r} is not a safe relative path")
-    return Path(out_dir).joinpath(*rel.parts[:-1], rel.name + ".TextGrid")
+    reason = unsafe_id_reason(utterance_id)
+    if reason is not None:
+        raise AlignmentError(f"utterance id {utterance_id!r} is not a safe relative path: "
+                             f"{reason}")
+    return id_path(out_dir, utterance_id, ".TextGrid")
 
 
 def sidecar_path(out_dir: str | Path, utterance_id: str) -> Path:
@@ -69,11 +71,33 @@ def alignment_key(out_dir: str | Path, utterance: Utterance) -> str | None:
     return None if side is None else side.get("key")
 
 
-def load_alignment(out_dir: str | Path, utterance: Utterance) -> Alignment:
+def stale_reason(side: dict[str, Any], utterance: Utterance,
+                 audio_sha256: str | None) -> str | None:
+    """Why the alignment a sidecar describes no longer fits ``utterance`` (None if it does):
+    another transcript, or audio whose bytes changed since it was aligned."""
+    if side.get("transcript") != utterance.transcript:
+        return "alignment is stale: it was made for another transcript (re-run `cmbert align`)"
+    if audio_sha256 is None:
+        return None
+    recorded = side.get("audio_sha256")
+    if recorded is not None:
+        same = recorded == audio_sha256
+    elif side.get("key") and isinstance(side.get("aligner"), dict):  # sidecars before the field
+        same = _key(audio_sha256, utterance.transcript, side["aligner"]) == side["key"]
+    else:
+        return None  # nothing recorded about the audio
+    if not same:
+        return (f"alignment is stale: the audio {utterance.audio} changed since it was aligned "
+                "(its SHA-256 differs); re-run `cmbert align`")
+    return None
+
+
+def load_alignment(out_dir: str | Path, utterance: Utterance,
+                   audio_sha256: str | None = None) -> Alignment:
     """The alignment of ``utterance`` written by :func:`align_corpus` (or dropped in from MFA).
 
     Raises :class:`AlignmentError` naming the TextGrid when it is missing, unreadable, or was
-    made for a different transcript.
+    made for a different transcript or (given ``audio_sha256``) for other audio bytes.
     """
     path = alignment_path(out_dir, utterance.id)
     if not path.is_file():
@@ -81,11 +105,9 @@ def load_alignment(out_dir: str | Path, utterance: Utterance) -> Alignment:
     alignment = read_textgrid(path, utterance.id)
     side = _read_sidecar(sidecar_path(out_dir, utterance.id))
     if side is not None:
-        if side.get("transcript") != utterance.transcript:
-            raise AlignmentError(
-                "alignment is stale: it was made for another transcript (re-run `cmbert align`)",
-                path,
-            )
+        stale = stale_reason(side, utterance, audio_sha256)
+        if stale is not None:
+            raise AlignmentError(stale, path)
         alignment = Alignment(
             alignment.utterance_id,
             alignment.words,
@@ -98,12 +120,14 @@ def load_alignment(out_dir: str | Path, utterance: Utterance) -> Alignment:
     return alignment
 
 
-def _save(out_dir: Path, utterance: Utterance, key: str, settings: dict, ali: Alignment) -> None:
+def _save(out_dir: Path, utterance: Utterance, key: str, settings: dict, ali: Alignment,
+          audio_sha256: str | None = None) -> None:
     write_textgrid(ali, alignment_path(out_dir, utterance.id))
     side = {
         "key": key,
         "utterance_id": utterance.id,
         "audio": str(utterance.audio),
+        "audio_sha256": audio_sha256,
         "transcript": utterance.transcript,
         "aligner_name": ali.aligner,
         "aligner": settings,
@@ -113,11 +137,11 @@ def _save(out_dir: Path, utterance: Utterance, key: str, settings: dict, ali: Al
     atomic_write_text(sidecar_path(out_dir, utterance.id), json.dumps(side, indent=1) + "\n")
 
 
-def _align_one(aligner: Aligner, out_dir: Path, job: tuple[Utterance, str]) -> int:
+def _align_one(aligner: Aligner, out_dir: Path, job: tuple[Utterance, str, str]) -> int:
     """Worker: align one utterance and persist it; returns its number of words."""
-    utterance, key = job
+    utterance, key, audio_sha256 = job
     ali = aligner.align(utterance)  # the backend decodes the audio (after its own checks)
-    _save(out_dir, utterance, key, aligner.settings(), ali)
+    _save(out_dir, utterance, key, aligner.settings(), ali, audio_sha256)
     return len(ali.words)
 
 
@@ -137,18 +161,20 @@ def align_corpus(
     the summary too. ``on_progress(done, failed, total)`` follows every item. The summary is
     also written to ``out_dir/summary.json``.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = ensure_writable_dir(out_dir)  # a read-only --out fails now, not after the work
     settings = aligner.settings()
+    claims = PathClaims()
     failures: list[ItemFailure] = list(prior_failures)
     total = len(utterances) + len(failures)
-    pending: list[tuple[Utterance, str]] = []
+    pending: list[tuple[Utterance, str, str]] = []
     skipped = 0
     for utt in utterances:
         try:
             if not Path(utt.audio).is_file():
                 raise AudioError("audio file not found", utt.audio)
-            key = _key(file_digest(utt.audio), utt.transcript, settings)
+            claims.claim(utt.id)  # two ids for one TextGrid: the second one fails
+            digest = file_digest(utt.audio)
+            key = _key(digest, utt.transcript, settings)
             side = _read_sidecar(sidecar_path(out_dir, utt.id))
             current = side is not None and side.get("key") == key
             if current and not force and alignment_path(out_dir, utt.id).is_file():
@@ -161,7 +187,7 @@ def align_corpus(
             failures.append(ItemFailure(utt.id, str(utt.audio), "align",
                                         f"cannot read audio: {e.strerror or e}", "AudioError"))
             continue
-        pending.append((utt, key))
+        pending.append((utt, key, digest))
     done_before = skipped + len(failures)
     if on_progress is not None:
         on_progress(done_before, len(failures), total)
@@ -172,7 +198,7 @@ def align_corpus(
             on_progress(done_before + done, n_prior + failed, total)
 
     if aligner.corpus_level and pending:
-        keys = {u.id: k for u, k in pending}
+        keys = {u.id: (k, d) for u, k, d in pending}
         state = {"done": 0, "failed": 0}
         run_failures: list[ItemFailure] = []
 
@@ -184,7 +210,7 @@ def align_corpus(
                 state["failed"] += 1
             else:
                 try:
-                    _save(out_dir, utt, keys[utt.id], settings, result)
+                    _save(out_dir, utt, keys[utt.id][0], settings, result, keys[utt.id][1])
                 except CmbertError as e:
                     run_failures.append(ItemFailure(utt.id, e.path, "align", e.reason,
                                                     type(e).__name__))
@@ -193,10 +219,10 @@ def align_corpus(
             progress(state["done"], state["failed"], len(pending))
 
         try:
-            aligner.align_corpus_level([u for u, _ in pending], out_dir / ".work", on_result)
+            aligner.align_corpus_level([u for u, _, _ in pending], out_dir / ".work", on_result)
         except CmbertError as e:  # the backend itself cannot run: every pending item fails
             seen = {f.item_id for f in run_failures}
-            for utt, _ in pending:
+            for utt, _, _ in pending:
                 if utt.id not in seen and not alignment_path(out_dir, utt.id).is_file():
                     run_failures.append(
                         ItemFailure(utt.id, e.path, "align", e.reason, type(e).__name__)

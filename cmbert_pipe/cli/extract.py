@@ -14,7 +14,7 @@ from pathlib import Path
 import typer
 
 from cmbert_pipe.acoustic.featuresets import DEFAULT_FEATURE_SET, FEATURE_SET_NAMES
-from cmbert_pipe.audio import AUDIO_EXTENSIONS
+from cmbert_pipe.audio import AUDIO_EXTENSIONS, MAX_DURATION_S
 from cmbert_pipe.cli.app import app, console, out
 from cmbert_pipe.cli.common import progress_bar, report_summary, user_errors
 from cmbert_pipe.errors import ConfigError
@@ -54,6 +54,9 @@ def extract_audio(
     ),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Worker processes."),
     force: bool = typer.Option(False, "--force", help="Recompute entries that are current."),
+    max_duration_s: float = typer.Option(
+        MAX_DURATION_S, "--max-duration", min=1.0,
+        help="Refuse recordings longer than this (seconds), as align does."),
 ) -> None:
     """Frame features for every aligned utterance, averaged per word, into a content-addressed
     cache. Resumes where a killed run stopped; exits 1 if any item failed (all are listed)."""
@@ -79,7 +82,7 @@ def extract_audio(
         with progress_bar(f"extract {features}", len(utterances)) as bar:
             summary = extract_corpus(
                 utterances, alignments, out_dir, feature_set=features, jobs=jobs, force=force,
-                keep_frames=frames, on_progress=bar,
+                keep_frames=frames, on_progress=bar, max_duration_s=max_duration_s,
             )
         if load_failures:
             summary = BatchSummary(

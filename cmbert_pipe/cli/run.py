@@ -10,6 +10,7 @@ import typer
 
 from cmbert_pipe.cli.app import app, console, out
 from cmbert_pipe.cli.common import progress_bar, user_errors
+from cmbert_pipe.outputs import ensure_writable_dir
 from cmbert_pipe.pipeline import PipelineResult, Reporter
 
 
@@ -49,7 +50,7 @@ def _run(recipe: Path | None, overrides: list[str], out_dir: Path | None, force:
     from cmbert_pipe.pipeline import load_recipe, run_pipeline
 
     config = load_recipe(recipe, overrides)
-    out_dir = out_dir or Path("runs") / config.name
+    out_dir = ensure_writable_dir(out_dir or Path("runs") / config.name)  # before any stage
     console.print(f"[bold]cmbert run[/] {recipe} -> {out_dir}")
     result = run_pipeline(config, out_dir, reporter=ConsoleReporter(), force=force)
     _finish(result)

@@ -19,6 +19,7 @@ from rich.table import Table
 from cmbert_pipe.cli.app import app, console, out
 from cmbert_pipe.cli.common import user_errors
 from cmbert_pipe.errors import ConfigError
+from cmbert_pipe.outputs import ensure_writable_dir
 
 SHOWN = ("acc7", "acc2_has0", "f1_has0", "acc2_non0", "f1_non0", "bacc2_non0", "acc2_paper",
          "mae", "corr")
@@ -124,6 +125,7 @@ def train_cmd(
 
         if (cache is None) == (text_only is None):
             raise ConfigError("give either a CACHE folder or --text-only TSV_DIR")
+        ensure_writable_dir(out_dir)  # a read-only --out fails now, not after a whole seed
         if text_only is not None:
             examples, settings = load_text_examples(text_only)
         else:
