@@ -40,6 +40,7 @@ class Case:
     name: str
     args: tuple[str, ...]  # "{S}" is the sandbox, "{W}" the session's demo workspace
     out: str  # the output the command was given, relative to the sandbox ("" = none)
+    may_succeed: bool = False  # the input is odd but harmless here (ids that name no file)
 
 
 @pytest.fixture()
@@ -167,8 +168,10 @@ PREDICT = [
                                   "{W}/model/seed-0", "--max-duration", "nan"), ""),
     Case("predict-batch-out-is-a-folder", ("predict", "{S}/in/ids.csv", "--model",
                                            "{W}/model/seed-0", "--out", "{S}/in"), ""),
+    # batch predict writes ids only as CSV values, never as paths: scoring them is fine
     Case("predict-batch-hostile-ids", ("predict", "{S}/in/ids.csv", "--model",
-                                       "{W}/model/seed-0", "--out", "{S}/out/p.csv"), "out"),
+                                       "{W}/model/seed-0", "--out", "{S}/out/p.csv"), "out",
+         may_succeed=True),
 ]
 RUN = [
     Case("run-binary-recipe", ("run", "{S}/in/recipe.toml", "--out", "{S}/out"), "out"),
@@ -195,9 +198,10 @@ def test_hostile_input(case, sandbox, demo_workspace):
         f"{case.name}: {result.exception!r}\n{result.output}"
     assert "Traceback" not in result.output, result.output
     # 2. a non-zero exit with a message
-    assert result.exit_code != 0, f"{case.name} succeeded:\n{result.output}"
-    assert "error" in result.output.lower() or "failed" in result.output.lower() \
-        or "invalid" in result.output.lower(), result.output
+    if not (case.may_succeed and result.exit_code == 0):
+        assert result.exit_code != 0, f"{case.name} succeeded:\n{result.output}"
+        assert "error" in result.output.lower() or "failed" in result.output.lower() \
+            or "invalid" in result.output.lower(), result.output
     # 3. nothing written outside the output it was given
     after = tree(sandbox)
     changed = {p for p in after if before.get(p) != after[p]} | (set(before) - set(after))

@@ -10,11 +10,23 @@ from rich.markup import escape
 from rich.table import Table
 
 from cmbert_pipe.audio import MAX_DURATION_S
+from cmbert_pipe.batch import open_executor, parse_cluster
 from cmbert_pipe.cli.app import app, console, out
-from cmbert_pipe.cli.common import doing, progress_bar, report_summary, shown, user_errors
+from cmbert_pipe.cli.common import (
+    CLUSTER_HELP,
+    choices,
+    doing,
+    progress_bar,
+    report_summary,
+    shown,
+    user_errors,
+)
+from cmbert_pipe.config import ALIGNER_NAMES, MAX_JOBS
 from cmbert_pipe.errors import ConfigError
 from cmbert_pipe.outputs import ensure_writable_file
 from cmbert_pipe.schema import BatchSummary, Prediction
+
+AlignerName = choices("AlignerName", ALIGNER_NAMES)
 
 
 def _fmt(v: float | None, digits: int = 3) -> str:
@@ -69,8 +81,11 @@ def predict_cmd(
     transcripts: Path | None = typer.Option(None, "--transcripts", help="Batch: folder of "
                                                "transcripts kept apart from the audio."),
     force: bool = typer.Option(False, "--force", help="Batch: rescore clips already in --out."),
-    aligner: str | None = typer.Option(None, "--aligner", help="Override the bundle's "
-                                          "aligner."),
+    aligner: AlignerName | None = typer.Option(None, "--aligner", help="Override the "
+                                                  "bundle's aligner."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, max=MAX_JOBS,
+                             help="Batch: worker processes."),
+    cluster: str | None = typer.Option(None, "--cluster", help="Batch: " + CLUSTER_HELP),
     max_duration_s: float = typer.Option(
         MAX_DURATION_S, "--max-duration", min=1.0,
         help="Refuse recordings longer than this (seconds)."),
@@ -84,6 +99,7 @@ def predict_cmd(
     """
     from cmbert_pipe.predict import Predictor
 
+    aligner = aligner.value if aligner is not None else None
     with user_errors():
         is_corpus = audio.is_dir() or audio.suffix.lower() == ".csv"
         if is_corpus:
@@ -91,7 +107,10 @@ def predict_cmd(
                 raise ConfigError("a corpus takes no transcript argument (it has its own)", audio)
             if output is None:
                 raise ConfigError("batch scoring needs --out predictions.csv (or .jsonl)")
-            _predict_corpus(audio, transcripts, model, output, force, aligner, max_duration_s)
+            if cluster:
+                parse_cluster(cluster)  # a malformed address: refused before any work
+            _predict_corpus(audio, transcripts, model, output, force, aligner, jobs, cluster,
+                            max_duration_s)
             return
         if (transcript is None) == (text is None):
             raise ConfigError("give the transcript as a file argument or with --text (one)")
@@ -125,23 +144,26 @@ def predict_cmd(
 
 
 def _predict_corpus(corpus: Path, transcripts: Path | None, model: Path, output: Path,
-                    force: bool, aligner: str | None, max_duration_s: float) -> None:
+                    force: bool, aligner: str | None, jobs: int = 1,
+                    cluster: str | None = None,
+                    max_duration_s: float = MAX_DURATION_S) -> None:
     from cmbert_pipe.corpus import discover
     from cmbert_pipe.predict import Predictor, failures_of_scan, predict_corpus
 
     scan = discover(corpus, transcripts)
     ensure_writable_file(output, "predictions file")  # before any clip is scored
     ensure_writable_file(output.with_name(output.stem + ".summary.json"), "summary file")
-    console.print(f"{len(scan.utterances)} clip(s) in {corpus}, {len(scan.failures)} unusable; "
-                  f"loading {model} ...")
+    console.print(f"{len(scan.utterances)} clip(s) in {shown(corpus)}, {len(scan.failures)} "
+                  f"unusable; loading {shown(model)} ...")
     with doing(f"loading the model bundle {model}"):
         predictor = Predictor.from_pretrained(model, aligner=aligner,
                                               max_duration_s=max_duration_s)
-    with progress_bar("predict", len(scan.utterances)) as bar:
+    with open_executor(jobs, cluster) as executor, \
+            progress_bar("predict", len(scan.utterances)) as bar:
         summary = predict_corpus(predictor, scan.utterances, output, force=force,
-                                 on_progress=bar)
+                                 on_progress=bar, executor=executor, protect=[corpus])
     summary = BatchSummary(summary.stage, summary.total + len(scan.failures), summary.done,
                            summary.skipped,
                            tuple(failures_of_scan(scan.failures)) + summary.failures)
-    console.print(f"predictions: {output}")
+    console.print(f"predictions: {shown(output)}")
     report_summary(summary, output.with_name(output.stem + ".summary.json"))

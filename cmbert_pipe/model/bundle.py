@@ -85,8 +85,7 @@ def save_bundle(
         _json(tmp / "audio_stats.json", audio_stats.to_dict())
         _json(tmp / "settings.json", settings)
         _json(tmp / "metrics.json", metrics)
-        _json(tmp / CHECKSUMS, {name: file_digest(tmp / name) for name in sorted(CHECKED)
-                                if (tmp / name).is_file()})
+        write_checksums(tmp)
         for written in tmp.iterdir():  # safetensors writes 0600 whatever the umask says
             written.chmod(file_mode())
         old = None
@@ -115,6 +114,13 @@ def _bundle_file(path: Path) -> Iterator[None]:
         raise
     except (TypeError, ValueError, KeyError, AttributeError, IndexError, OSError) as e:
         raise ModelError(f"malformed bundle file ({type(e).__name__}: {e})", path) from None
+
+
+def write_checksums(path: str | Path) -> None:
+    """(Re)write ``checksums.json`` of the bundle at ``path`` from the files it holds now."""
+    path = Path(path)
+    _json(path / CHECKSUMS, {name: file_digest(path / name) for name in sorted(CHECKED)
+                             if (path / name).is_file()})
 
 
 def verify_checksums(path: Path) -> None:
