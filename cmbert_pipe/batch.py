@@ -280,6 +280,7 @@ class DaskExecutor:
             raise ConfigError("--cluster needs Dask: pip install 'cmbert-pipe[cluster]'") from None
         self.address = address
         self._cluster = None
+        logging.getLogger("distributed").setLevel(logging.WARNING)  # no per-comm INFO lines
         if kind == "local":
             # a local item whose worker dies is retried once (the scheduler's default is 3)
             with dask.config.set({"distributed.scheduler.allowed-failures": MAX_ATTEMPTS - 1}):
