@@ -38,28 +38,11 @@ import numpy as np
 
 from cmbert_pipe.acoustic import extract_frames, get_feature_set, pool_words, words_without_frames
 from cmbert_pipe.align.driver import alignment_path, load_alignment, sidecar_path, stale_reason
-from cmbert_pipe.audio import (
-    MAX_DURATION_S,
-    check_duration,
-    file_digest,
-    load_audio,
-    too_long_reason,
-)
+from cmbert_pipe.audio import MAX_DURATION_S, check_duration, load_audio, too_long_reason
 from cmbert_pipe.batch import Check, Executor, ItemKey, ProgressCallback, run_stage
-from cmbert_pipe.cache import (
-    META_KEY,
-    CacheEntry,
-    FeatureCache,
-    atomic_write_bytes,
-    atomic_write_text,
-    make_key,
-)
-from cmbert_pipe.errors import (
-    AlignmentError,
-    AudioError,
-    CacheError,
-    FeatureError,
-)
+from cmbert_pipe.cache import META_KEY, CacheEntry, FeatureCache
+from cmbert_pipe.errors import AlignmentError, AudioError, CacheError, FeatureError
+from cmbert_pipe.io import atomic_write_bytes, atomic_write_text, file_digest, read_json
 from cmbert_pipe.outputs import PathClaims, ensure_writable_dir, id_path
 from cmbert_pipe.schema import (
     FRAME_HOP_S,
@@ -107,22 +90,11 @@ def check_alignment_current(alignments_dir: Path, utterance: Utterance,
                             audio_sha256: str) -> None:
     """:class:`AlignmentError` if the align stage's sidecar says its TextGrid was made for
     another transcript or other audio bytes than the ones about to be extracted."""
-    side_path = sidecar_path(alignments_dir, utterance.id)
-    try:
-        side = json.loads(side_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return  # no sidecar (MFA TextGrids dropped in): nothing recorded to compare
-    if isinstance(side, dict):
+    side = read_json(sidecar_path(alignments_dir, utterance.id))
+    if isinstance(side, dict):  # no sidecar (MFA TextGrids dropped in): nothing to compare
         stale = stale_reason(side, utterance, audio_sha256)
         if stale is not None:
             raise AlignmentError(stale, textgrid_path(alignments_dir, utterance))
-
-
-def entry_key(audio_sha256: str, transcript: str, alignment: dict[str, Any],
-              features: dict[str, Any]) -> str:
-    """The content key of one utterance's entry (see the module docstring)."""
-    return make_key(audio_sha256=audio_sha256, transcript=transcript, alignment=alignment,
-                    features=features)
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,8 @@
-"""Where outputs go: item ids as safe relative paths, writability checked before any work,
-atomic writes that honour the user's umask.
+"""Where outputs go: item ids as safe relative paths, and writability checked before any work.
 
     >>> target = id_path("runs/frames", "spk1/clip", ".csv")   # runs/frames/spk1/clip.csv
     >>> claims = PathClaims(); claims.claim("Clip"); claims.claim("clip")  # -> ConfigError
     >>> ensure_writable_dir("runs/cache")                      # ConfigError now, not after the work
-    >>> atomic_write_text("runs/cache/index.jsonl", "...")     # old file or whole new one
 
 An id becomes a path in one place only (:func:`id_path`), on the way in (reading a TextGrid or a
 cache entry named by an id) and on the way out (writing one): an id that is empty, absolute,
@@ -114,55 +112,3 @@ def ensure_writable_file(path: str | Path, what: str = "output file") -> Path:
     if path.exists() and not os.access(path, os.W_OK):
         raise ConfigError(f"{what} is not writable (read-only file)", path)
     return path
-
-
-# -- atomic writes -----------------------------------------------------------------------------
-
-def current_umask() -> int:
-    """The process umask (read from /proc where possible: setting it is not thread-safe)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def file_mode() -> int:
-    """Permissions of a new file under the umask (what ``open(path, "w")`` would give)."""
-    return 0o666 & ~current_umask()
-
-
-def dir_mode() -> int:
-    """Permissions of a new folder under the umask (what ``mkdir`` would give)."""
-    return 0o777 & ~current_umask()
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one; the
-    file gets the permissions the umask gives a new file (not the temp file's 0600)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fchmod(fh.fileno(), file_mode())
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """:func:`atomic_write_bytes` of ``text`` in UTF-8."""
-    atomic_write_bytes(path, text.encode("utf-8"))

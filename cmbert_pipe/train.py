@@ -1,7 +1,7 @@
 """Train and evaluate sentiment models on cached aligned tensors (or on text alone).
 
 The loop is model-agnostic: anything in :data:`cmbert_pipe.model.MODELS` trains through it.
-Published CM-BERT recipe (Yang, Xu & Gao, ACM MM 2020; DESIGN.md "CM-BERT, exactly"): MSE,
+Published CM-BERT recipe (Yang, Xu & Gao, ACM MM 2020; docs/design.md, "CM-BERT here"): MSE,
 batch 24, 3 epochs, AdamW with 10 % linear warm-up then linear decay, weight decay 0.01 except
 biases and LayerNorm, fusion head at 1e-2 and encoder at 2e-5, embeddings frozen, the epoch
 with the lowest dev loss kept, five seeds reported as mean ± std.
@@ -33,12 +33,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from cmbert_pipe import __version__
 from cmbert_pipe import distributed as ddp
-from cmbert_pipe.cache import FeatureCache, atomic_write_text, iter_examples
+from cmbert_pipe.cache import FeatureCache, iter_examples
 from cmbert_pipe.config import ModelConfig, TrainConfig
 from cmbert_pipe.errors import ConfigError, ModelError
-from cmbert_pipe.metrics import METRIC_NAMES, mean_std, sentiment_metrics
-from cmbert_pipe.model.base import SentimentModel, build_model
+from cmbert_pipe.io import atomic_write_text
+from cmbert_pipe.metrics import mean_std, sentiment_metrics
+from cmbert_pipe.model import SentimentModel, build_model
 from cmbert_pipe.model.bundle import load_bundle, save_bundle
 from cmbert_pipe.model.ema import EMA
 from cmbert_pipe.model.inputs import AudioStats, load_tokenizer, prepare_batch
@@ -224,9 +226,7 @@ class SeedResult:
 
 
 def versions() -> dict[str, str]:
-    import transformers
-
-    from cmbert_pipe import __version__
+    import transformers  # already loaded by the encoder; imported here for its version only
 
     return {"cmbert_pipe": __version__, "torch": torch.__version__,
             "transformers": transformers.__version__, "numpy": np.__version__,
@@ -506,5 +506,5 @@ def evaluate_bundle(bundle_dir: str | Path, examples: Sequence[Example],
     return out
 
 
-__all__ = ["Example", "TrainConfig", "METRIC_NAMES", "evaluate_bundle", "load_cache_examples",
+__all__ = ["Example", "TrainConfig", "evaluate_bundle", "load_cache_examples",
            "load_text_examples", "train_one", "train_seeds", "score", "predict_examples"]

@@ -96,7 +96,7 @@ def sandbox(tmp_path, demo_workspace) -> Path:
     bundle = s / "bundle"
     shutil.copytree(demo_workspace / "model" / "seed-0", bundle)
     (bundle / "model.safetensors").write_bytes(b"\x00" * 64)
-    (bundle / "checksums.json").unlink()  # an old-style bundle: the weights are read as-is
+    (bundle / "checksums.json").unlink(missing_ok=True)  # an old-style bundle: the weights are read as-is
     (inp / "recipe.toml").write_bytes(b"\x00\xff[[[ = = \n" + os.urandom(100))
     (inp / "recipe_keys.toml").write_text('name = "x"\n[train]\nbatch_size = -3\nnope = 1\n',
                                           encoding="utf-8")

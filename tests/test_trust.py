@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cmbert_pipe.audio import file_digest
 from cmbert_pipe.cli import app
 from cmbert_pipe.errors import CacheError, ConfigError
+from cmbert_pipe.io import file_digest
 from cmbert_pipe.outputs import PathClaims, id_path, unsafe_id_reason
 
 REPO = Path(__file__).resolve().parents[1]

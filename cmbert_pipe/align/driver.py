@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cmbert_pipe.align.base import Aligner
-from cmbert_pipe.align.textgrid import atomic_write_text, read_textgrid, write_textgrid
-from cmbert_pipe.audio import file_digest
+from cmbert_pipe.align.textgrid import read_textgrid, write_textgrid
 from cmbert_pipe.batch import (
     Check,
     Executor,
@@ -32,6 +31,7 @@ from cmbert_pipe.batch import (
     run_stage,
 )
 from cmbert_pipe.errors import AlignmentError, AudioError, CmbertError
+from cmbert_pipe.io import atomic_write_text, file_digest, read_json
 from cmbert_pipe.outputs import PathClaims, ensure_writable_dir, id_path, unsafe_id_reason
 from cmbert_pipe.schema import Alignment, BatchSummary, ItemFailure, Utterance
 
@@ -60,16 +60,9 @@ def item_key(audio_digest: str, transcript: str, settings: dict[str, Any]) -> It
     return ItemKey.of(audio_sha256=audio_digest, transcript=transcript, aligner=settings)
 
 
-def _read_sidecar(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def alignment_key(out_dir: str | Path, utterance: Utterance) -> str | None:
     """The key of the current alignment of ``utterance`` in ``out_dir`` (None if none recorded)."""
-    side = _read_sidecar(sidecar_path(out_dir, utterance.id))
+    side = read_json(sidecar_path(out_dir, utterance.id))
     return None if side is None else side.get("key")
 
 
@@ -108,7 +101,7 @@ def load_alignment(out_dir: str | Path, utterance: Utterance,
     if not path.is_file():
         raise AlignmentError(f"no alignment for {utterance.id!r} (run `cmbert align` first)", path)
     alignment = read_textgrid(path, utterance.id)
-    side = _read_sidecar(sidecar_path(out_dir, utterance.id))
+    side = read_json(sidecar_path(out_dir, utterance.id))
     if side is not None:
         stale = stale_reason(side, utterance, audio_sha256)
         if stale is not None:
@@ -161,7 +154,7 @@ def _key_of(settings: dict[str, Any], claims: PathClaims, utt: Utterance) -> Ite
 
 
 def _check(out_dir: Path, utt: Utterance, key: ItemKey) -> Check:
-    side = _read_sidecar(sidecar_path(out_dir, utt.id))
+    side = read_json(sidecar_path(out_dir, utt.id))
     if side is None:
         return Check.missing()
     check = Check.against(key, side.get("key"), side.get("key_parts"))

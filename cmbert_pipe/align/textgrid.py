@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cmbert_pipe.errors import AlignmentError
-from cmbert_pipe.outputs import atomic_write_text  # noqa: F401 (re-exported)
+from cmbert_pipe.io import atomic_write_text
 from cmbert_pipe.schema import Alignment, PhoneInterval, WordInterval
 
 WORDS_TIER = "words"

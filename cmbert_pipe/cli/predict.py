@@ -16,20 +16,23 @@ from cmbert_pipe.cli.common import (
     CLUSTER_HELP,
     choices,
     doing,
+    is_corpus,
     progress_bar,
     report_summary,
     shown,
     user_errors,
+    with_load_failures,
 )
 from cmbert_pipe.config import ALIGNER_NAMES, MAX_JOBS
+from cmbert_pipe.corpus import discover
 from cmbert_pipe.errors import ConfigError
 from cmbert_pipe.outputs import ensure_writable_file
-from cmbert_pipe.schema import BatchSummary, Prediction
+from cmbert_pipe.schema import Prediction
 
 AlignerName = choices("AlignerName", ALIGNER_NAMES)
 
 
-def _fmt(v: float | None, digits: int = 3) -> str:
+def _weight(v: float | None, digits: int = 3) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 
 
@@ -52,9 +55,9 @@ def print_prediction(p: Prediction) -> None:
     for w in p.words:
         row = [escape(w.word), f"{w.start_s:.2f}", f"{w.end_s:.2f}"]
         if has_att:
-            row += [_fmt(w.multimodal), _fmt(w.text)]
+            row += [_weight(w.multimodal), _weight(w.text)]
         if has_gate:
-            row += [_fmt(w.gate)]
+            row += [_weight(w.gate)]
         table.add_row(*row)
     out.print(table)
     if p.timings_s:
@@ -101,8 +104,7 @@ def predict_cmd(
 
     aligner = aligner.value if aligner is not None else None
     with user_errors():
-        is_corpus = audio.is_dir() or audio.suffix.lower() == ".csv"
-        if is_corpus:
+        if is_corpus(audio):
             if transcript is not None or text is not None:
                 raise ConfigError("a corpus takes no transcript argument (it has its own)", audio)
             if output is None:
@@ -147,7 +149,6 @@ def _predict_corpus(corpus: Path, transcripts: Path | None, model: Path, output:
                     force: bool, aligner: str | None, jobs: int = 1,
                     cluster: str | None = None,
                     max_duration_s: float = MAX_DURATION_S) -> None:
-    from cmbert_pipe.corpus import discover
     from cmbert_pipe.predict import Predictor, failures_of_scan, predict_corpus
 
     scan = discover(corpus, transcripts)
@@ -162,8 +163,6 @@ def _predict_corpus(corpus: Path, transcripts: Path | None, model: Path, output:
             progress_bar("predict", len(scan.utterances)) as bar:
         summary = predict_corpus(predictor, scan.utterances, output, force=force,
                                  on_progress=bar, executor=executor, protect=[corpus])
-    summary = BatchSummary(summary.stage, summary.total + len(scan.failures), summary.done,
-                           summary.skipped,
-                           tuple(failures_of_scan(scan.failures)) + summary.failures)
+    summary = with_load_failures(summary, failures_of_scan(scan.failures))
     console.print(f"predictions: {shown(output)}")
     report_summary(summary, output.with_name(output.stem + ".summary.json"))

@@ -29,16 +29,8 @@ from cmbert_pipe.config import (
     TrainConfig,
 )
 from cmbert_pipe.errors import ConfigError
+from cmbert_pipe.metrics import METRIC_NAMES, format_mean_std, format_metric
 from cmbert_pipe.outputs import ensure_writable_dir
-
-SHOWN = ("acc7", "acc2_has0", "f1_has0", "acc2_non0", "f1_non0", "bacc2_non0", "acc2_paper",
-         "mae", "corr")
-
-
-def _fmt(name: str, v: float) -> str:
-    if v != v:  # NaN
-        return "nan"
-    return f"{v:.3f}" if name in ("mae", "corr", "loss") else f"{100 * v:.1f}"
 
 
 def metrics_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
@@ -47,8 +39,8 @@ def metrics_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
     table.add_column("metric")
     for split in rows:
         table.add_column(split, justify="right")
-    for name in SHOWN + ("loss",):
-        table.add_row(name, *[_fmt(name, m.get(name, float("nan"))) for m in rows.values()])
+    for name in METRIC_NAMES + ("loss",):
+        table.add_row(name, *[format_metric(name, m.get(name)) for m in rows.values()])
     return table
 
 
@@ -58,12 +50,8 @@ def mean_std_table(title: str, ms: dict[str, dict[str, dict[str, float]]]) -> Ta
     table.add_column("metric")
     for split in ms:
         table.add_column(split, justify="right")
-    for name in SHOWN:
-        cells = []
-        for m in ms.values():
-            s = m.get(name)
-            cells.append("" if s is None else f"{_fmt(name, s['mean'])} ± {_fmt(name, s['std'])}")
-        table.add_row(name, *cells)
+    for name in METRIC_NAMES:
+        table.add_row(name, *[format_mean_std(name, m.get(name)) for m in ms.values()])
     return table
 
 

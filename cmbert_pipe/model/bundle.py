@@ -20,7 +20,6 @@ save leaves the previous bundle (or none), never a half-written one.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import shutil
@@ -33,9 +32,11 @@ from typing import Any
 import torch
 
 from cmbert_pipe.errors import CmbertError, ModelError
-from cmbert_pipe.model.base import ModelConfig, SentimentModel, build_model, load_encoder
+from cmbert_pipe.io import dir_mode, file_digest, file_mode
+from cmbert_pipe.model import build_model
+from cmbert_pipe.model.base import ModelConfig, SentimentModel, load_encoder
 from cmbert_pipe.model.inputs import AudioStats
-from cmbert_pipe.outputs import dir_mode, file_mode, unsafe_id_reason
+from cmbert_pipe.outputs import unsafe_id_reason
 
 log = logging.getLogger(__name__)
 
@@ -142,15 +143,6 @@ def verify_checksums(path: Path) -> None:
         if file_digest(target) != digest:
             raise ModelError("file does not match its checksum in checksums.json: the bundle "
                              "is corrupt (re-train or re-copy it)", target)
-
-
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file's bytes, hex."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _read_json(path: Path) -> Any:
