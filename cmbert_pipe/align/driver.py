@@ -92,10 +92,25 @@ def load_alignment(out_dir: str | Path, utterance: Utterance) -> Alignment:
             alignment.phones,
             alignment.duration_s,
             aligner=str(side.get("aligner_name", "")),
+            method=str(side.get("method", "")),
+            quality=None if side.get("quality") is None else float(side["quality"]),
         )
     if not alignment.words:
         raise AlignmentError("TextGrid has no words", path)
     return alignment
+
+
+def method_counts(out_dir: str | Path, utterances: Sequence[Utterance]) -> dict[str, int]:
+    """How many of ``utterances`` aligned in ``out_dir`` each method produced (from the
+    sidecars; ``unknown`` for alignments that do not record one, e.g. dropped-in TextGrids)."""
+    counts: dict[str, int] = {}
+    for utt in utterances:
+        side = _read_sidecar(sidecar_path(out_dir, utt.id))
+        if side is None or not alignment_path(out_dir, utt.id).is_file():
+            continue
+        method = str(side.get("method") or "unknown")
+        counts[method] = counts.get(method, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def _save(out_dir: Path, utterance: Utterance, key: str, settings: dict, ali: Alignment) -> None:
@@ -109,6 +124,8 @@ def _save(out_dir: Path, utterance: Utterance, key: str, settings: dict, ali: Al
         "aligner": settings,
         "n_words": len(ali.words),
         "duration_s": ali.duration_s,
+        "method": ali.method,
+        "quality": ali.quality,
     }
     atomic_write_text(sidecar_path(out_dir, utterance.id), json.dumps(side, indent=1) + "\n")
 
@@ -216,7 +233,9 @@ def align_corpus(
         failures += run_failures
         n_done = len(results)
     summary = BatchSummary("align", total, n_done, skipped, tuple(failures))
-    atomic_write_text(out_dir / SUMMARY_NAME, json.dumps(summary.to_dict(), indent=2) + "\n")
+    record = summary.to_dict()
+    record["methods"] = method_counts(out_dir, utterances)
+    atomic_write_text(out_dir / SUMMARY_NAME, json.dumps(record, indent=2) + "\n")
     for f in failures:
         log.info("align failed: %s (%s): %s", f.item_id, f.path, f.reason)
     return summary

@@ -14,7 +14,7 @@ from pathlib import Path
 import typer
 
 from cmbert_pipe.align import ALIGNERS, align_corpus, get_aligner
-from cmbert_pipe.align.driver import SUMMARY_NAME
+from cmbert_pipe.align.driver import SUMMARY_NAME, method_counts
 from cmbert_pipe.align.mfa import MfaAligner
 from cmbert_pipe.cli.app import app, console
 from cmbert_pipe.cli.common import progress_bar, report_summary, user_errors
@@ -80,4 +80,9 @@ def align_command(
                 prior_failures=prior,
             )
         console.print(f"TextGrids: {out}")
-    report_summary(summary, out / SUMMARY_NAME)
+        methods = method_counts(out, utterances)
+        if methods:
+            console.print("aligned by: " + ", ".join(f"{m} {n}" for m, n in methods.items())
+                          + "  (method and quality of each: <id>.align.json)")
+    console.print(f"summary: {out / SUMMARY_NAME}")
+    report_summary(summary)  # the driver wrote summary.json (with the method counts)
