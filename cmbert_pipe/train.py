@@ -17,7 +17,6 @@ host inside a step: losses are summed on the device and read once per epoch.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import logging
 import math
@@ -33,10 +32,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from cmbert_pipe.cache import FeatureCache, atomic_write_text, iter_examples
+from cmbert_pipe import __version__
+from cmbert_pipe import distributed as ddp
+from cmbert_pipe.cache import FeatureCache, iter_examples
+from cmbert_pipe.config import ModelConfig, TrainConfig
 from cmbert_pipe.errors import ConfigError, ModelError
-from cmbert_pipe.metrics import METRIC_NAMES, mean_std, sentiment_metrics
-from cmbert_pipe.model.base import ModelConfig, SentimentModel, build_model
+from cmbert_pipe.io import atomic_write_text
+from cmbert_pipe.metrics import mean_std, sentiment_metrics
+from cmbert_pipe.model import SentimentModel, build_model
 from cmbert_pipe.model.bundle import load_bundle, save_bundle
 from cmbert_pipe.model.ema import EMA
 from cmbert_pipe.model.inputs import AudioStats, load_tokenizer, prepare_batch
@@ -54,27 +57,6 @@ class Example:
     word_features: np.ndarray | None  # (n_words, D) raw (not standardised), None = text only
     label: float
     split: str
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation settings (the published CM-BERT recipe by default)."""
-
-    epochs: int = 3
-    batch_size: int = 24
-    eval_batch_size: int = 64
-    lr_head: float = 1e-2  # fusion head (everything outside the encoder)
-    lr_encoder: float = 2e-5
-    weight_decay: float = 0.01  # not on biases and LayerNorm
-    warmup: float = 0.1  # fraction of all steps with linear warm-up, then linear decay
-    ema: float = 0.0  # EMA decay of the weights; 0 = off
-    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
-    amp: str = "auto"  # "auto" (bf16 on CUDA when supported, else fp16; off on CPU) | "off" | "bf16" | "fp16"
-    threads: int = 0  # torch CPU threads; 0 = leave as is
-    max_train: int = 0  # use only the first N training examples (tiny runs); 0 = all
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -231,9 +213,7 @@ class SeedResult:
 
 
 def versions() -> dict[str, str]:
-    import transformers
-
-    from cmbert_pipe import __version__
+    import transformers  # already loaded by the encoder; imported here for its version only
 
     return {"cmbert_pipe": __version__, "torch": torch.__version__,
             "transformers": transformers.__version__, "numpy": np.__version__,
@@ -262,7 +242,7 @@ def train_one(
         raise ModelError("no training examples (no utterance has split 'train')")
     if train_config.threads:
         torch.set_num_threads(train_config.threads)
-    device = pick_device(train_config.device)
+    device = ddp.rank_device(pick_device(train_config.device))
     amp_dtype = pick_amp(train_config.amp, device)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -274,12 +254,15 @@ def train_one(
              if with_audio else AudioStats.identity(model_config.audio_dim))
     model = build_model(model_config).to(device)
     model.train()
+    train_model = ddp.wrap(model, device)  # DistributedDataParallel under torchrun
+    batch_size = ddp.local_batch_size(train_config.batch_size)  # this rank's share
+    main = ddp.current().is_main  # evaluates and writes; the other ranks only train
     groups = model.param_groups(train_config.lr_head, train_config.lr_encoder,
                                 train_config.weight_decay)
     opt_kwargs = {"fused": True} if device.type == "cuda" else {}
     optimizer = torch.optim.AdamW([{k: v for k, v in g.items() if k != "name"} for g in groups],
                                   **opt_kwargs)
-    steps_per_epoch = math.ceil(len(train) / train_config.batch_size)
+    steps_per_epoch = math.ceil(len(ddp.shard(range(len(train)))) / batch_size)
     total_steps = steps_per_epoch * train_config.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, linear_warmup_decay(total_steps, train_config.warmup))
@@ -287,7 +270,7 @@ def train_one(
     ema = EMA(model, train_config.ema) if train_config.ema > 0 else None
     gen = torch.Generator().manual_seed(seed)
 
-    run_settings = dict(settings or {}, train=train_config.to_dict(), seed=seed,
+    run_settings = dict(settings or {}, train=train_config.optimisation(), seed=seed,
                         versions=versions(), device=str(device),
                         amp=str(amp_dtype) if amp_dtype else "off")
     best_loss, best_epoch, epoch_seconds, interrupted = math.inf, -1, [], False
@@ -295,15 +278,14 @@ def train_one(
     try:
         for epoch in range(train_config.epochs):
             t0 = time.perf_counter()
-            order = torch.randperm(len(train), generator=gen).tolist()
-            batches = make_batches(train, tokenizer, model_config, stats,
-                                   train_config.batch_size, order)
+            order = ddp.shard(torch.randperm(len(train), generator=gen).tolist())
+            batches = make_batches(train, tokenizer, model_config, stats, batch_size, order)
             loss_sum = torch.zeros((), device=device)
             for i, batch in enumerate(batches):
                 batch = _to(batch, device)
                 with torch.autocast(device.type, dtype=amp_dtype or torch.float32,
                                     enabled=amp_dtype is not None):
-                    loss = model(**batch).loss
+                    loss = train_model(**batch).loss
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
@@ -314,11 +296,14 @@ def train_one(
                 loss_sum += loss.detach().float()
                 if on_step is not None:
                     on_step(i + 1, len(batches))
-            train_loss = float(loss_sum) / max(1, len(batches))  # one host sync per epoch
+            # one host sync per epoch (and one all-reduce under DDP)
+            train_loss = float(ddp.mean_over_ranks(loss_sum)) / max(1, len(batches))
             dt = time.perf_counter() - t0
             epoch_seconds.append(dt)
             n_trained += len(train)
             t_train += dt
+            if not main:  # rank 0 evaluates on the whole dev split and writes the bundle
+                continue
             ctx = ema.applied(model) if ema is not None else _nullcontext(model)
             with ctx:
                 dev_m = score(model, dev, tokenizer, stats, train_config.eval_batch_size,
@@ -339,7 +324,11 @@ def train_one(
         log.warning("interrupted: the best checkpoint so far is in %s", out_dir)
         raise
     finally:
-        del model, optimizer
+        del model, train_model, optimizer
+    ddp.barrier()  # the best bundle is written
+    if not main:
+        ddp.barrier()  # rank 0 scores and writes the final bundle
+        return SeedResult(seed, {}, best_epoch, epoch_seconds, float("nan"), out_dir)
     # Final scores with the best checkpoint, reloaded exactly as a user would.
     bundle = load_bundle(out_dir, device)
     metrics = {s: score(bundle.model, xs, bundle.tokenizer, bundle.audio_stats,
@@ -350,6 +339,7 @@ def train_one(
                           train_samples_per_s=rate, peak_memory=peak_memory(device))
     save_bundle(out_dir, bundle.model, bundle.tokenizer, bundle.audio_stats, final_settings,
                 dict(metrics, final=True, best_epoch=best_epoch))
+    ddp.barrier()
     return SeedResult(seed, metrics, best_epoch, epoch_seconds, rate, out_dir, interrupted)
 
 
@@ -399,6 +389,7 @@ def train_seeds(
     """Train every seed into ``out_dir/seed-N`` (skipping seeds already finished there) and
     write ``out_dir/summary.json``: metrics per split and seed, mean ± std, the effective
     configs, library versions and wall time. Returns the summary."""
+    ddp.local_batch_size(train_config.batch_size)  # under DDP: refused before any work
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -432,7 +423,8 @@ def train_seeds(
         "versions": versions(),
         "wall_s": time.perf_counter() - t0,
     }
-    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2, default=str))
+    if ddp.current().is_main:
+        atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2, default=str))
     return summary
 
 
@@ -456,5 +448,5 @@ def evaluate_bundle(bundle_dir: str | Path, examples: Sequence[Example],
     return out
 
 
-__all__ = ["Example", "TrainConfig", "METRIC_NAMES", "evaluate_bundle", "load_cache_examples",
+__all__ = ["Example", "TrainConfig", "evaluate_bundle", "load_cache_examples",
            "load_text_examples", "train_one", "train_seeds", "score", "predict_examples"]

@@ -60,7 +60,7 @@ from cmbert_pipe.align.quality import (
     speech_segments,
 )
 from cmbert_pipe.audio import load_audio
-from cmbert_pipe.errors import AlignmentError, AudioError, TranscriptError
+from cmbert_pipe.errors import AlignmentError, AudioError, ConfigError, TranscriptError
 from cmbert_pipe.schema import SAMPLE_RATE, Alignment, PhoneInterval, Utterance, WordInterval
 
 log = logging.getLogger(__name__)
@@ -99,6 +99,10 @@ class PocketsphinxConfig:
     #   hears between these multiples of the transcript's phone count
     max_oov_fraction: float = 0.5  # more words than this missing from CMUdict -> not English
     min_words_for_oov_check: int = 4  # the OOV check needs at least this many words
+
+    def __post_init__(self) -> None:
+        if not self.max_duration_s > 0:
+            raise ConfigError(f"max_duration_s must be positive, got {self.max_duration_s}")
 
 
 def _version() -> str:
@@ -293,7 +297,7 @@ class PocketsphinxAligner(Aligner):
         words = spoken_words(utterance.transcript, source=source)
         if wave is None:
             _check_duration(utterance.audio, cfg.max_duration_s)
-            wave = load_audio(utterance.audio, allow_silent=True)
+            wave = load_audio(utterance.audio)
         duration_s = wave.shape[0] / SAMPLE_RATE
         if duration_s > cfg.max_duration_s:
             raise AudioError(_too_long(duration_s, cfg.max_duration_s), utterance.audio)

@@ -9,13 +9,26 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from cmbert_pipe.batch import open_executor, parse_cluster
 from cmbert_pipe.cli.app import app, console, out
-from cmbert_pipe.cli.common import progress_bar, report_summary, user_errors
+from cmbert_pipe.cli.common import (
+    CLUSTER_HELP,
+    choices,
+    is_corpus,
+    progress_bar,
+    report_summary,
+    user_errors,
+    with_load_failures,
+)
+from cmbert_pipe.config import ALIGNER_NAMES
+from cmbert_pipe.corpus import discover
 from cmbert_pipe.errors import ConfigError
-from cmbert_pipe.schema import BatchSummary, Prediction
+from cmbert_pipe.schema import Prediction
+
+AlignerName = choices("AlignerName", ALIGNER_NAMES)
 
 
-def _fmt(v: float | None, digits: int = 3) -> str:
+def _weight(v: float | None, digits: int = 3) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 
 
@@ -38,9 +51,9 @@ def print_prediction(p: Prediction) -> None:
     for w in p.words:
         row = [escape(w.word), f"{w.start_s:.2f}", f"{w.end_s:.2f}"]
         if has_att:
-            row += [_fmt(w.multimodal), _fmt(w.text)]
+            row += [_weight(w.multimodal), _weight(w.text)]
         if has_gate:
-            row += [_fmt(w.gate)]
+            row += [_weight(w.gate)]
         table.add_row(*row)
     out.print(table)
     if p.timings_s:
@@ -67,8 +80,10 @@ def predict_cmd(
     transcripts: Path | None = typer.Option(None, "--transcripts", help="Batch: folder of "
                                                "transcripts kept apart from the audio."),
     force: bool = typer.Option(False, "--force", help="Batch: rescore clips already in --out."),
-    aligner: str | None = typer.Option(None, "--aligner", help="Override the bundle's "
-                                          "aligner."),
+    aligner: AlignerName | None = typer.Option(None, "--aligner", help="Override the "
+                                                  "bundle's aligner."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Batch: worker processes."),
+    cluster: str | None = typer.Option(None, "--cluster", help="Batch: " + CLUSTER_HELP),
 ) -> None:
     """Score a clip: align it, extract its features, run the model; print score, polarity,
     7-class label and a per-word attention table.
@@ -79,14 +94,16 @@ def predict_cmd(
     """
     from cmbert_pipe.predict import Predictor
 
+    aligner = aligner.value if aligner is not None else None
     with user_errors():
-        is_corpus = audio.is_dir() or audio.suffix.lower() == ".csv"
-        if is_corpus:
+        if is_corpus(audio):
             if transcript is not None or text is not None:
                 raise ConfigError("a corpus takes no transcript argument (it has its own)", audio)
             if output is None:
                 raise ConfigError("batch scoring needs --out predictions.csv (or .jsonl)")
-            _predict_corpus(audio, transcripts, model, output, force, aligner)
+            if cluster:
+                parse_cluster(cluster)  # a malformed address: refused before any work
+            _predict_corpus(audio, transcripts, model, output, force, aligner, jobs, cluster)
             return
         if (transcript is None) == (text is None):
             raise ConfigError("give the transcript as a file argument or with --text (one)")
@@ -110,19 +127,18 @@ def predict_cmd(
 
 
 def _predict_corpus(corpus: Path, transcripts: Path | None, model: Path, output: Path,
-                    force: bool, aligner: str | None) -> None:
-    from cmbert_pipe.corpus import discover
+                    force: bool, aligner: str | None, jobs: int = 1,
+                    cluster: str | None = None) -> None:
     from cmbert_pipe.predict import Predictor, failures_of_scan, predict_corpus
 
     scan = discover(corpus, transcripts)
     console.print(f"{len(scan.utterances)} clip(s) in {corpus}, {len(scan.failures)} unusable; "
                   f"loading {model} ...")
     predictor = Predictor.from_pretrained(model, aligner=aligner)
-    with progress_bar("predict", len(scan.utterances)) as bar:
+    with open_executor(jobs, cluster) as executor, \
+            progress_bar("predict", len(scan.utterances)) as bar:
         summary = predict_corpus(predictor, scan.utterances, output, force=force,
-                                 on_progress=bar)
-    summary = BatchSummary(summary.stage, summary.total + len(scan.failures), summary.done,
-                           summary.skipped,
-                           tuple(failures_of_scan(scan.failures)) + summary.failures)
+                                 on_progress=bar, executor=executor, protect=[corpus])
+    summary = with_load_failures(summary, failures_of_scan(scan.failures))
     console.print(f"predictions: {output}")
     report_summary(summary, output.with_name(output.stem + ".summary.json"))

@@ -26,11 +26,6 @@ def output_grid(n_samples: int) -> np.ndarray:
     return GRID_FIRST + GRID_HOP * np.arange(n_rows(n_samples), dtype=float)
 
 
-def grid_seconds(n_samples: int, fs: int = 16000) -> np.ndarray:
-    """(K,) row times tau_k = (s_k - 1) / fs in seconds (the HMPD abscissa convention)."""
-    return (output_grid(n_samples) - 1.0) / fs
-
-
 def on_grid(abscissa, values, n_samples: int) -> np.ndarray:
     """Linear interpolation of a stream onto s_k; 0 outside the stream and for NaN/inf.
 

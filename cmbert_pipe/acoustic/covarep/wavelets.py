@@ -43,11 +43,6 @@ def iter_wavelet_bands(x: np.ndarray, scales, fs: int = 16000):
         yield full[KERNEL_HALF : KERNEL_HALF + n]  # a view: no second signal-length copy
 
 
-def wavelet_bank(x: np.ndarray, scales, fs: int = 16000) -> np.ndarray:
-    """All bands of ``scales`` at once: (len(scales), L)."""
-    return np.stack(list(iter_wavelet_bands(x, scales, fs)))
-
-
 def mdq(res: np.ndarray, fs: int, gcis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Maxima Dispersion Quotient per GCI: (abscissa G_n (sample numbers), MDQ values).
 
