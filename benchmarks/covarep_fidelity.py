@@ -10,7 +10,7 @@ VUV = 1) for the glottal columns; the lowest per-file r; the median absolute err
 |wrap(a - b)|, for the HMPDM phase columns); the 99th-percentile absolute error; and the
 zero-mask agreement (fraction of rows where both are zero or both non-zero). For creak it also
 prints the Spearman correlation and the ROC-AUC against the reference's binary decision
-(3-point median > 0.3), COVAREP74.md §11.4.
+(3-point median > 0.3), docs/covarep74.md §11.4.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def main() -> None:
         zero_agree = float(np.mean((a == 0) == (b == 0)))
         print(f"| {name} | {_fmt(r_all)} | {_fmt(r_voiced)} | {_fmt(r_min)} | {np.median(err):.3g} | "
               f"{np.percentile(err, 99):.3g} | {zero_agree:.4f} |")
-    # HMPDD's first/last ~9 non-zero rows are numerically unstable even in Octave (COVAREP74.md
+    # HMPDD's first/last ~9 non-zero rows are numerically unstable even in Octave (docs/covarep74.md
     # §13): report the interior separately.
     dd = [j for j, c in enumerate(COVAREP74_COLUMNS) if c.startswith("HMPDD")]
     interior_err, interior_r = [], []

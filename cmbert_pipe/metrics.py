@@ -1,4 +1,4 @@
-"""Sentiment regression metrics with the CMU-MOSI conventions (DESIGN.md, "Metrics").
+"""Sentiment regression metrics with the CMU-MOSI conventions (docs/design.md, "Metrics").
 
 Rounding follows ``numpy.round`` (half to even), as the MOSI evaluation scripts do: a label of
 2.5 is class 2, 1.5 is class 2, -0.5 is class 0.

@@ -1,7 +1,7 @@
 """Train and evaluate sentiment models on cached aligned tensors (or on text alone).
 
 The loop is model-agnostic: anything in :data:`cmbert_pipe.model.MODELS` trains through it.
-Published CM-BERT recipe (Yang, Xu & Gao, ACM MM 2020; DESIGN.md "CM-BERT, exactly"): MSE,
+Published CM-BERT recipe (Yang, Xu & Gao, ACM MM 2020; docs/design.md, "CM-BERT here"): MSE,
 batch 24, 3 epochs, AdamW with 10 % linear warm-up then linear decay, weight decay 0.01 except
 biases and LayerNorm, fusion head at 1e-2 and encoder at 2e-5, embeddings frozen, the epoch
 with the lowest dev loss kept, five seeds reported as mean ± std.

@@ -23,7 +23,7 @@ from cmbert_pipe.align.base import Aligner
 from cmbert_pipe.align.textgrid import read_textgrid, write_textgrid
 from cmbert_pipe.batch import Check, Executor, ItemKey, ProgressCallback, plan_stage, run_stage
 from cmbert_pipe.errors import AlignmentError, AudioError, CmbertError
-from cmbert_pipe.io import atomic_write_text, file_digest
+from cmbert_pipe.io import atomic_write_text, file_digest, read_json
 from cmbert_pipe.schema import Alignment, BatchSummary, ItemFailure, Utterance
 
 log = logging.getLogger(__name__)
@@ -50,16 +50,9 @@ def item_key(audio_digest: str, transcript: str, settings: dict[str, Any]) -> It
     return ItemKey.of(audio_sha256=audio_digest, transcript=transcript, aligner=settings)
 
 
-def _read_sidecar(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def alignment_key(out_dir: str | Path, utterance: Utterance) -> str | None:
     """The key of the current alignment of ``utterance`` in ``out_dir`` (None if none recorded)."""
-    side = _read_sidecar(sidecar_path(out_dir, utterance.id))
+    side = read_json(sidecar_path(out_dir, utterance.id))
     return None if side is None else side.get("key")
 
 
@@ -73,7 +66,7 @@ def load_alignment(out_dir: str | Path, utterance: Utterance) -> Alignment:
     if not path.is_file():
         raise AlignmentError(f"no alignment for {utterance.id!r} (run `cmbert align` first)", path)
     alignment = read_textgrid(path, utterance.id)
-    side = _read_sidecar(sidecar_path(out_dir, utterance.id))
+    side = read_json(sidecar_path(out_dir, utterance.id))
     if side is not None:
         if side.get("transcript") != utterance.transcript:
             raise AlignmentError(
@@ -144,7 +137,7 @@ def _key_of(settings: dict[str, Any], utt: Utterance) -> ItemKey:
 
 
 def _check(out_dir: Path, utt: Utterance, key: ItemKey) -> Check:
-    side = _read_sidecar(sidecar_path(out_dir, utt.id))
+    side = read_json(sidecar_path(out_dir, utt.id))
     if side is None:
         return Check.missing()
     check = Check.against(key, side.get("key"), side.get("key_parts"))

@@ -2,8 +2,8 @@
 
 Every word-piece carries the (standardised) audio vector of the word it belongs to, found with
 the fast tokenizer's ``word_ids()``; ``[CLS]``, ``[SEP]`` and padding carry zeros, except that
-``cls_audio="mean"`` puts the mean of the utterance's word vectors at ``[CLS]`` (DESIGN.md,
-"CM-BERT, exactly"). The released CM-BERT code paired audio row *i* with word-piece *i*, which
+``cls_audio="mean"`` puts the mean of the utterance's word vectors at ``[CLS]`` (docs/design.md,
+"CM-BERT here"). The released CM-BERT code paired audio row *i* with word-piece *i*, which
 is wrong for every word split into several pieces.
 
     >>> batch = prepare_batch(tokenizer, [(("hello", "world"), feats)], config, stats)

@@ -1,4 +1,4 @@
-"""Putting COVAREP streams on the 10 ms output grid (COVAREP74.md §1.4 and §14).
+"""Putting COVAREP streams on the 10 ms output grid (docs/covarep74.md §1.4 and §14).
 
 Each stream has its own time stamps ("abscissa") in sample-number or second units; the output
 grid is row k at sample number s_k = 80 + 160 k (about 5 ms + 10 ms k at 16 kHz). Values are
