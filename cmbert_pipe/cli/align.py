@@ -13,7 +13,7 @@ from pathlib import Path
 import typer
 
 from cmbert_pipe.align import align_corpus, get_aligner
-from cmbert_pipe.align.driver import SUMMARY_NAME
+from cmbert_pipe.align.driver import SUMMARY_NAME, method_counts
 from cmbert_pipe.align.mfa import MfaAligner
 from cmbert_pipe.align.pocketsphinx_backend import PocketsphinxConfig
 from cmbert_pipe.batch import open_executor, parse_cluster
@@ -77,4 +77,9 @@ def align_command(
                 prior_failures=prior, executor=executor,
             )
         console.print(f"TextGrids: {out}")
-    report_summary(summary, out / SUMMARY_NAME)
+        methods = method_counts(out, utterances)
+        if methods:
+            console.print("aligned by: " + ", ".join(f"{m} {n}" for m, n in methods.items())
+                          + "  (method and quality of each: <id>.align.json)")
+    console.print(f"summary: {out / SUMMARY_NAME}")
+    report_summary(summary)  # the driver wrote summary.json (with the method counts)
