@@ -112,10 +112,33 @@ def load_alignment(out_dir: str | Path, utterance: Utterance,
             alignment.phones,
             alignment.duration_s,
             aligner=str(side.get("aligner_name", "")),
+            method=str(side.get("method", "")),
+            quality=None if side.get("quality") is None else float(side["quality"]),
         )
     if not alignment.words:
         raise AlignmentError("TextGrid has no words", path)
     return alignment
+
+
+def alignment_quality(out_dir: str | Path, utterance: Utterance) -> tuple[str, float | None]:
+    """(method, quality) recorded in the sidecar of ``utterance``'s alignment; ``("", None)``
+    when none is recorded (no sidecar, or an aligner that gives none)."""
+    side = read_json(sidecar_path(out_dir, utterance.id)) or {}
+    quality = side.get("quality")
+    return str(side.get("method") or ""), None if quality is None else float(quality)
+
+
+def method_counts(out_dir: str | Path, utterances: Sequence[Utterance]) -> dict[str, int]:
+    """How many of ``utterances`` aligned in ``out_dir`` each method produced (from the
+    sidecars; ``unknown`` for alignments that do not record one, e.g. dropped-in TextGrids)."""
+    counts: dict[str, int] = {}
+    for utt in utterances:
+        side = read_json(sidecar_path(out_dir, utt.id))
+        if side is None or not alignment_path(out_dir, utt.id).is_file():
+            continue
+        method = str(side.get("method") or "unknown")
+        counts[method] = counts.get(method, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def _save(out_dir: Path, utterance: Utterance, key: ItemKey, settings: dict,
@@ -131,6 +154,8 @@ def _save(out_dir: Path, utterance: Utterance, key: ItemKey, settings: dict,
         "aligner": settings,
         "n_words": len(ali.words),
         "duration_s": ali.duration_s,
+        "method": ali.method,
+        "quality": ali.quality,
     }
     atomic_write_text(sidecar_path(out_dir, utterance.id), json.dumps(side, indent=1) + "\n")
 
@@ -193,7 +218,9 @@ def align_corpus(
             utterances, key, is_current, functools.partial(_align_one, aligner, out_dir),
             on_progress=on_progress, stage="align", item_id=lambda u: u.id,
             executor=executor, jobs=jobs, force=force, prior_failures=prior_failures)
-    atomic_write_text(out_dir / SUMMARY_NAME, json.dumps(summary.to_dict(), indent=2) + "\n")
+    record = summary.to_dict()
+    record["methods"] = method_counts(out_dir, utterances)
+    atomic_write_text(out_dir / SUMMARY_NAME, json.dumps(record, indent=2) + "\n")
     return summary
 
 

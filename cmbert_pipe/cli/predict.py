@@ -23,7 +23,7 @@ from cmbert_pipe.cli.common import (
     user_errors,
     with_load_failures,
 )
-from cmbert_pipe.config import ALIGNER_NAMES, MAX_JOBS
+from cmbert_pipe.config import ALIGNER_NAMES, DEFAULT_JOBS, MAX_JOBS
 from cmbert_pipe.corpus import discover
 from cmbert_pipe.errors import ConfigError
 from cmbert_pipe.outputs import ensure_writable_file
@@ -86,7 +86,7 @@ def predict_cmd(
     force: bool = typer.Option(False, "--force", help="Batch: rescore clips already in --out."),
     aligner: AlignerName | None = typer.Option(None, "--aligner", help="Override the "
                                                   "bundle's aligner."),
-    jobs: int = typer.Option(1, "--jobs", "-j", min=1, max=MAX_JOBS,
+    jobs: int = typer.Option(DEFAULT_JOBS, "--jobs", "-j", min=1, max=MAX_JOBS,
                              help="Batch: worker processes."),
     cluster: str | None = typer.Option(None, "--cluster", help="Batch: " + CLUSTER_HELP),
     max_duration_s: float = typer.Option(
