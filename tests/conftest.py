@@ -52,5 +52,9 @@ def demo_workspace(tmp_path_factory) -> Path:
                  ["train", str(ws / "cache"), "--out", str(ws / "model"), "--seeds", "1",
                   "--epochs", "1"]):
         result = runner.invoke(app, args)
-        assert result.exit_code == 0, (args, result.output)
+        # align may refuse a clip or two whose words fit the sound poorly (listed, exit 1)
+        assert result.exit_code in ((0, 1) if args[0] != "train" else (0,)), \
+            (args, result.output)
+    for uid in ("pos01", "pos02"):  # the clips the tests use
+        assert (ws / "align" / f"{uid}.TextGrid").is_file()
     return ws

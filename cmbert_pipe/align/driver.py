@@ -133,6 +133,8 @@ def method_counts(out_dir: str | Path, utterances: Sequence[Utterance]) -> dict[
     sidecars; ``unknown`` for alignments that do not record one, e.g. dropped-in TextGrids)."""
     counts: dict[str, int] = {}
     for utt in utterances:
+        if unsafe_id_reason(utt.id) is not None:  # refused: it has no alignment to count
+            continue
         side = read_json(sidecar_path(out_dir, utt.id))
         if side is None or not alignment_path(out_dir, utt.id).is_file():
             continue
