@@ -340,7 +340,7 @@ class OctaveRandom:
         return draws.reshape(cols, rows).T.copy()
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _v_findpeaks_plain(x, min_sep):  # pragma: no cover - compiled
     """:func:`v_findpeaks` without quadratic refinement; ``min_sep`` <= 0: no pruning."""
     n = x.size

@@ -157,14 +157,14 @@ def _msp_error(rd, m_logabs, m_angle, f0, hp, fs, tmap):
 
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _wrap1(p):
     q = p / (2 * np.pi)
     r = np.floor(abs(q) + 0.5)
     return p - (r if q >= 0 else -r) * 2 * np.pi
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _msp_error_jit(rd, m_logabs, m_angle, f0, hp, fs, maps, map_of, out):  # pragma: no cover
     """Compiled :func:`_msp_error` for frames i (out[i]); maps (n_maps, width, 9), map_of (n,)."""
     n, width = m_logabs.shape
@@ -223,7 +223,7 @@ def _msp_error_jit(rd, m_logabs, m_angle, f0, hp, fs, maps, map_of, out):  # pra
                 flo = f
             else:
                 hi = x
-            xn = x - f / df if df != 0 else np.inf
+            xn = x - f / df
             if not np.isfinite(xn) or xn <= min(lo, hi) or xn >= max(lo, hi):
                 xn = 0.5 * (lo + hi)
             done = abs(xn - x) <= 2 * EPS * abs(xn) or f == 0
