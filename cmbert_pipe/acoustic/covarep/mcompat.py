@@ -332,11 +332,16 @@ class OctaveRandom:
     doubles — the same stream as Python's ``random.Random(seed)`` (COVAREP74.md §2.6)."""
 
     def __init__(self, seed: int = 1):
-        self._rng = random.Random(seed)
+        # Python's seeding (init_by_array), then numpy's MT19937 continues from that state: its
+        # random_sample builds doubles as random.random() does ((a >> 5) * 2^26 + (b >> 6)) / 2^53,
+        # so the stream is the same, drawn vectorised
+        state = random.Random(seed).getstate()[1]
+        self._rng = np.random.RandomState()
+        self._rng.set_state(("MT19937", np.array(state[:624], dtype=np.uint32), int(state[624])))
 
     def uniform(self, rows: int, cols: int) -> np.ndarray:
         """A (rows, cols) matrix of uniforms filled in column-major order, as Octave does."""
-        draws = np.array([self._rng.random() for _ in range(rows * cols)], dtype=float)
+        draws = self._rng.random_sample(rows * cols)
         return draws.reshape(cols, rows).T.copy()
 
 
