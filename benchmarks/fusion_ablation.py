@@ -60,7 +60,7 @@ class Row:
     name: str
     model: str
     cls_audio: str = "mean"
-    extra: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)
     ema: float = 0.0
 
 
@@ -70,15 +70,15 @@ RAVDESS_ROWS = (
     Row("cmbert-mean", "CM-BERT, cls_audio=mean", "cmbert"),
     Row("magbert", "MAG-BERT", "magbert"),
     Row("cmsbert-clr", "CMSBERT-CLR (all four parts)", "cmsbert-clr", ema=EMA_DECAY),
-    Row("cmsbert-clr-no-cms", "  − context shifting", "cmsbert-clr", extra={"cms": False},
+    Row("cmsbert-clr-no-cms", "  − context shifting", "cmsbert-clr", options={"cms": False},
         ema=EMA_DECAY),
     Row("cmsbert-clr-no-contrastive", "  − contrastive", "cmsbert-clr",
-        extra={"contrastive": False}, ema=EMA_DECAY),
+        options={"contrastive": False}, ema=EMA_DECAY),
     Row("cmsbert-clr-no-ema", "  − EMA", "cmsbert-clr"),
     Row("cmsbert-clr-no-ls", "  − label smoothing (ε = 0)", "cmsbert-clr",
-        extra={"label_smoothing": 0.0}, ema=EMA_DECAY),
+        options={"label_smoothing": 0.0}, ema=EMA_DECAY),
     Row("cmsbert-clr-shift-only", "  shifting only (no CL, no aux head, no EMA)", "cmsbert-clr",
-        extra={"contrastive": False, "aux_weight": 0.0}),
+        options={"contrastive": False, "aux_weight": 0.0}),
 )
 MOSI_ROWS = (
     Row("t-bert", "T-BERT", "tbert"),
@@ -175,7 +175,7 @@ def run_row(row: Row, examples, settings, args, out_root: Path, *, epochs: int |
     from cmbert_pipe.train import TrainConfig, audio_dim_of, train_seeds
 
     torch.set_num_threads(args.threads)
-    mcfg = ModelConfig(model=row.model, cls_audio=row.cls_audio, extra=dict(row.extra),
+    mcfg = ModelConfig(model=row.model, cls_audio=row.cls_audio, options=dict(row.options),
                        audio_dim=audio_dim_of(examples, 74))
     tcfg = TrainConfig(epochs=epochs or args.epochs, ema=row.ema, device=args.device,
                        threads=args.threads)
@@ -275,10 +275,10 @@ class GridPoint:
         return f"{self.row.name}{b}, head lr {self.lr_head:g}, {self.epochs} epochs"
 
     def as_row(self) -> Row:
-        extra = dict(self.row.extra)
+        options = dict(self.row.options)
         if self.beta is not None:
-            extra["beta"] = self.beta
-        return Row(self.key, self.name, self.row.model, self.row.cls_audio, extra, self.row.ema)
+            options["beta"] = self.beta
+        return Row(self.key, self.name, self.row.model, self.row.cls_audio, options, self.row.ema)
 
 
 def grid_points(args) -> list[GridPoint]:
@@ -419,7 +419,7 @@ def timing(args) -> None:
     runners = []
     for row in rows:
         torch.manual_seed(0)
-        cfg = ModelConfig(model=row.model, cls_audio=row.cls_audio, extra=dict(row.extra),
+        cfg = ModelConfig(model=row.model, cls_audio=row.cls_audio, options=dict(row.options),
                           audio_dim=dim)
         model = build_model(cfg).train()
         groups = model.param_groups(tcfg.lr_head, tcfg.lr_encoder, tcfg.weight_decay)

@@ -25,10 +25,11 @@ and ``cache.json`` describes the feature set (name, version, parameters, columns
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,9 @@ import numpy as np
 from cmbert_pipe.acoustic import extract_frames, get_feature_set, pool_words, words_without_frames
 from cmbert_pipe.align.driver import alignment_path, load_alignment, sidecar_path
 from cmbert_pipe.audio import file_digest, load_audio
-from cmbert_pipe.batch import run_batch
+from cmbert_pipe.batch import Check, Executor, ItemKey, ProgressCallback, run_stage
 from cmbert_pipe.cache import (
+    META_KEY,
     CacheEntry,
     FeatureCache,
     atomic_write_bytes,
@@ -50,7 +52,6 @@ from cmbert_pipe.errors import (
     AlignmentError,
     AudioError,
     CacheError,
-    CmbertError,
     FeatureError,
 )
 from cmbert_pipe.schema import (
@@ -59,7 +60,6 @@ from cmbert_pipe.schema import (
     SAMPLE_RATE,
     BatchSummary,
     FeatureRecord,
-    ItemFailure,
     Utterance,
 )
 
@@ -114,6 +114,7 @@ class ExtractTask:
     feature_set: str
     keep_frames: bool
     audio_sha256: str
+    key_parts: tuple[tuple[str, str], ...] = ()  # ItemKey.parts, recorded in the entry's meta
 
 
 def extract_one(task: ExtractTask) -> FeatureRecord:
@@ -168,6 +169,7 @@ def extract_one(task: ExtractTask) -> FeatureRecord:
         "n_words_without_frames": int(empty.sum()),
         "duration_s": duration_s,
         "cpu_s": cpu_s,
+        "key_parts": dict(task.key_parts),
     }
     cache = FeatureCache(task.cache_root)
     cache.put(task.key, arrays, meta)
@@ -219,6 +221,32 @@ def sweep_stale_temps(cache: FeatureCache, older_than_s: float = STALE_TEMP_S) -
     return removed
 
 
+def _extract_item(alignments_dir: Path, cache_root: Path, feature_set: str, keep_frames: bool,
+                  utt: Utterance, key: ItemKey) -> FeatureRecord:
+    """Worker: compute one utterance's entry (the audio's digest is taken again here, from the
+    bytes actually decoded)."""
+    return extract_one(ExtractTask(utt, alignments_dir, cache_root, key.digest, feature_set,
+                                   keep_frames, file_digest(utt.audio),
+                                   tuple(sorted(key.parts.items()))))
+
+
+def _recorded_meta(cache: FeatureCache, key: str) -> dict[str, Any]:
+    """The meta of an entry without loading its arrays ({} when unreadable)."""
+    try:
+        with np.load(cache.entry_path(key), allow_pickle=False) as npz:
+            return json.loads(npz[META_KEY].tobytes().decode("utf-8"))
+    except Exception:  # noqa: BLE001 - only used to explain a recomputation
+        return {}
+
+
+def _previous_keys(cache: FeatureCache) -> dict[str, str]:
+    """Utterance id -> key in the index of a previous run ({} when there is none)."""
+    try:
+        return {u.id: r.key for u, r in cache.read_index()}
+    except CacheError:
+        return {}
+
+
 def extract_corpus(
     utterances: Sequence[Utterance],
     alignments_dir: str | Path,
@@ -227,71 +255,62 @@ def extract_corpus(
     jobs: int = 1,
     force: bool = False,
     keep_frames: bool = False,
-    on_progress: Callable[[int, int, int], None] | None = None,
+    on_progress: ProgressCallback | None = None,
+    *,
+    executor: Executor | None = None,
 ) -> BatchSummary:
     """Extract, pool and cache every utterance; write the index. See the module docstring.
 
     ``on_progress(done, failed, total)`` is called as items finish (skipped ones count as done).
-    Returns the :class:`BatchSummary`; the index lists every utterance with an entry.
+    Work runs on ``executor`` (see :func:`cmbert_pipe.batch.open_executor`), else on ``jobs``
+    local processes. Returns the :class:`BatchSummary`; the index lists every utterance with
+    an entry.
     """
     fs = get_feature_set(feature_set)  # ConfigError for an unknown set, before any work
     alignments_dir = Path(alignments_dir)
     cache = FeatureCache(cache_dir)
     cache.root.mkdir(parents=True, exist_ok=True)
     sweep_stale_temps(cache)
-    total = len(utterances)
+    previous = _previous_keys(cache)
     records: dict[str, FeatureRecord] = {}
-    failures: list[ItemFailure] = []
-    tasks: list[ExtractTask] = []
-    skipped = 0
-    for utt in utterances:
-        try:
-            if not Path(utt.audio).is_file():
-                raise AudioError("audio file not found", utt.audio)
-            audio_sha = file_digest(utt.audio)
-            key = entry_key(audio_sha, utt.transcript, alignment_key_part(alignments_dir, utt),
-                            fs.key_part())
-        except CmbertError as e:
-            failures.append(ItemFailure(utt.id, e.path, STAGE, e.reason, type(e).__name__))
-            continue
-        if not force and cache.entry_path(key).is_file():
+
+    def key(utt: Utterance) -> ItemKey:
+        if not Path(utt.audio).is_file():
+            raise AudioError("audio file not found", utt.audio)
+        return ItemKey.of(audio_sha256=file_digest(utt.audio), transcript=utt.transcript,
+                          alignment=alignment_key_part(alignments_dir, utt),
+                          features=fs.key_part())
+
+    def is_current(utt: Utterance, k: ItemKey) -> Check:
+        if cache.entry_path(k.digest).is_file():
             try:
-                entry = cache.get(key)
+                entry = cache.get(k.digest)
             except CacheError as e:
                 log.warning("%s; recomputing it", e)
-                cache.discard(key)
-            else:
-                if not keep_frames or "frames" in entry.arrays:
-                    records[utt.id] = _record_from_entry(cache, utt, key, fs.name, fs.version,
-                                                         entry)
-                    skipped += 1
-                    continue
-        tasks.append(ExtractTask(utt, alignments_dir, cache.root, key, fs.name, keep_frames,
-                                 audio_sha))
-    log.info("%s: %d to compute, %d already current, %d failed before starting",
-             fs.name, len(tasks), skipped, len(failures))
-    base_done = skipped + len(failures)
-    base_failed = len(failures)
-    if on_progress is not None:
-        on_progress(base_done, base_failed, total)
+                cache.discard(k.digest)
+                return Check(False, ("corrupt entry",))
+            if keep_frames and "frames" not in entry.arrays:
+                return Check(False, ("frames asked for",))
+            records[utt.id] = _record_from_entry(cache, utt, k.digest, fs.name, fs.version,
+                                                 entry)
+            return Check(True)
+        old = previous.get(utt.id)
+        if old is None:
+            return Check.missing()
+        return Check.against(k, old, _recorded_meta(cache, old).get("key_parts"))
 
-    def progress(done: int, failed: int, _n: int) -> None:
-        if on_progress is not None:
-            on_progress(base_done + done, base_failed + failed, total)
+    def keep(utt: Utterance, _k: ItemKey, record: FeatureRecord) -> None:
+        records[utt.id] = record
 
-    def keep(task: ExtractTask, record: FeatureRecord) -> None:
-        records[task.utterance.id] = record
-
-    _, batch_failures = run_batch(
-        tasks, extract_one, stage=STAGE, item_id=lambda t: t.utterance.id, jobs=jobs,
-        on_result=keep, on_progress=progress,
-    )
-    failures.extend(batch_failures)
+    summary = run_stage(
+        utterances, key, is_current,
+        functools.partial(_extract_item, alignments_dir, cache.root, fs.name, keep_frames),
+        keep, on_progress, stage=STAGE, item_id=lambda u: u.id, executor=executor, jobs=jobs,
+        force=force)
     rows = [(u, records[u.id]) for u in utterances if u.id in records]
     cache.write_index(rows, info=dict(fs.describe(), n_utterances=len(rows),
                                       alignments_dir=str(alignments_dir)))
-    return BatchSummary(STAGE, total, len(tasks) - len(batch_failures), skipped,
-                        tuple(failures))
+    return summary
 
 
 # -- export -----------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ resumes where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -49,249 +50,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
+from cmbert_pipe.batch import Executor, open_executor
 from cmbert_pipe.cache import FeatureCache, atomic_write_text, canonical_json
+from cmbert_pipe.config import PipelineConfig, to_toml
 from cmbert_pipe.errors import CmbertError, ConfigError
 from cmbert_pipe.schema import SPLITS, BatchSummary, ItemFailure, Utterance
 
 log = logging.getLogger(__name__)
-
-
-# -- configuration ----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class DatasetConfig:
-    kind: str = "manifest"  # folder | manifest | ravdess | mosi
-    options: dict = field(default_factory=dict)  # adapter options (ravdess: train/dev/test actors)
-    dev_fraction: float = 0.1  # share of speakers put in dev when the corpus gives no split
-    test_fraction: float = 0.1  # ... and in test
-    limit: int = 0  # use only the first N utterances (smoke runs); 0 = all
-
-
-@dataclass(frozen=True)
-class AlignConfig:
-    aligner: str = "pocketsphinx"  # pocketsphinx | mfa
-    options: dict = field(default_factory=dict)  # backend options (get_aligner(**options))
-    jobs: int = 2  # worker processes
-
-
-@dataclass(frozen=True)
-class FeaturesConfig:
-    feature_set: str = "covarep74"  # covarep74 | egemaps | compare
-    jobs: int = 2  # worker processes
-    keep_frames: bool = False  # also cache the (T, D) frames
-
-
-@dataclass(frozen=True)
-class TrainSection:
-    seeds: tuple = (0,)  # one bundle per seed, reported as mean ± std
-    settings: dict = field(default_factory=dict)  # TrainConfig fields (epochs, batch_size, ...)
-
-
-@dataclass(frozen=True)
-class PredictConfig:
-    clip: str = ""  # utterance id scored after training; "" = the first test utterance
-    attention_png: bool = True  # draw its attention picture (CM-BERT only)
-
-
-@dataclass(frozen=True)
-class PipelineConfig:
-    name: str = "pipeline"
-    data: str = ""  # corpus path (absolute once loaded)
-    dataset: DatasetConfig = DatasetConfig()
-    align: AlignConfig = AlignConfig()
-    features: FeaturesConfig = FeaturesConfig()
-    model: dict = field(default_factory=dict)  # ModelConfig fields
-    train: TrainSection = TrainSection()
-    predict: PredictConfig = PredictConfig()
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        train = d.pop("train")
-        d["train"] = dict(train["settings"], seeds=list(train["seeds"]))
-        return d
-
-
-SECTIONS = {"dataset": DatasetConfig, "align": AlignConfig, "features": FeaturesConfig,
-            "predict": PredictConfig}
-TOP_LEVEL = ("name", "data", "dataset", "align", "features", "model", "train", "predict")
-
-
-def _fields(cls) -> dict[str, dataclasses.Field]:
-    return {f.name: f for f in dataclasses.fields(cls)}
-
-
-def _check_type(where: str, value: Any, default: Any) -> Any:
-    """Coerce ``value`` to the type of ``default`` (int->float allowed), or ConfigError."""
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where} must be true or false, got {value!r}")
-        return value
-    if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where} must be an integer, got {value!r}")
-        return value
-    if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where} must be a number, got {value!r}")
-        return float(value)
-    if isinstance(default, str):
-        if not isinstance(value, str):
-            raise ConfigError(f"{where} must be a string, got {value!r}")
-        return value
-    if isinstance(default, dict):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where} must be a table, got {value!r}")
-        return value
-    if isinstance(default, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where} must be a list, got {value!r}")
-        return tuple(value)
-    return value
-
-
-def _checked_values(cls, name: str, table: Any, also_known: tuple[str, ...] = ()) -> dict:
-    """The keys of TOML table ``[name]`` checked against the fields of dataclass ``cls``
-    (unknown key -> ConfigError naming it) and typed like the field defaults."""
-    if not isinstance(table, dict):
-        raise ConfigError(f"[{name}] must be a table")
-    known = _fields(cls)
-    unknown = sorted(set(table) - set(known))
-    if unknown:
-        raise ConfigError(f"unknown key {name}.{unknown[0]} (known in [{name}]: "
-                          f"{', '.join(also_known + tuple(known))})")
-    defaults = cls()
-    return {k: _check_type(f"{name}.{k}", v, getattr(defaults, k)) for k, v in table.items()}
-
-
-def _section(cls, name: str, table: Any):
-    return cls(**_checked_values(cls, name, table))
-
-
-def _train_section(table: Any) -> TrainSection:
-    from cmbert_pipe.train import TrainConfig
-
-    if not isinstance(table, dict):
-        raise ConfigError("[train] must be a table")
-    table = dict(table)
-    seeds = table.pop("seeds", [0])
-    if (not isinstance(seeds, (list, tuple)) or not seeds
-            or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
-        raise ConfigError(f"train.seeds must be a non-empty list of integers, got {seeds!r}")
-    return TrainSection(tuple(seeds), _checked_values(TrainConfig, "train", table, ("seeds",)))
-
-
-def _model_section(table: Any) -> dict:
-    from cmbert_pipe.model.base import ModelConfig
-
-    checked = _checked_values(ModelConfig, "model", table)
-    ModelConfig(**checked)  # values validated now, not after an hour of alignment
-    return checked
-
-
-def config_from_dict(d: dict[str, Any]) -> PipelineConfig:
-    """Build and validate a :class:`PipelineConfig`; unknown keys are errors naming the key."""
-    unknown = sorted(set(d) - set(TOP_LEVEL))
-    if unknown:
-        raise ConfigError(f"unknown key {unknown[0]!r} (known: {', '.join(TOP_LEVEL)})")
-    values: dict[str, Any] = {}
-    for key in ("name", "data"):
-        if key in d:
-            values[key] = _check_type(key, d[key], "")
-    for key, cls in SECTIONS.items():
-        if key in d:
-            values[key] = _section(cls, key, d[key])
-    if "model" in d:
-        values["model"] = _model_section(d["model"])
-    if "train" in d:
-        values["train"] = _train_section(d["train"])
-    config = PipelineConfig(**values)
-    from cmbert_pipe.datasets import DATASETS
-
-    if config.dataset.kind not in DATASETS:
-        raise ConfigError(f"dataset.kind {config.dataset.kind!r} is not one of "
-                          f"{', '.join(DATASETS)}")
-    return config
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``"train.epochs=1"`` -> (["train", "epochs"], 1). Values are TOML, else strings."""
-    key, sep, raw = text.partition("=")
-    key = key.strip()
-    if not sep or not key:
-        raise ConfigError(f"--set expects key=value, got {text!r}")
-    try:
-        value = tomllib.loads(f"v = {raw.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw.strip()
-    return key.split("."), value
-
-
-def apply_overrides(d: dict[str, Any], overrides: list[str], cwd: Path) -> dict[str, Any]:
-    d = json.loads(json.dumps(d))  # deep copy of plain data
-    for text in overrides:
-        path, value = parse_override(text)
-        if path == ["data"] and isinstance(value, str) and value:
-            value = str((cwd / value).resolve())
-        node = d
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set {text}: {part} is not a table")
-        node[path[-1]] = value
-    return d
-
-
-def load_recipe(path: str | Path | None, overrides: list[str] | tuple[str, ...] = (),
-                cwd: str | Path | None = None) -> PipelineConfig:
-    """Read a recipe TOML (or start from defaults when ``path`` is None), apply overrides."""
-    cwd = Path(cwd or Path.cwd())
-    d: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        try:
-            d = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError("recipe not found", path) from None
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"not valid TOML: {e}", path) from None
-        if isinstance(d.get("data"), str) and d["data"]:
-            d["data"] = str((path.parent / d["data"]).resolve())
-        options = (d.get("dataset") or {}).get("options") if isinstance(d.get("dataset"), dict) \
-            else None
-        if isinstance(options, dict):
-            for key in ("folds", "transcripts"):
-                if isinstance(options.get(key), str) and options[key]:
-                    options[key] = str((path.parent / options[key]).resolve())
-    d = apply_overrides(d, list(overrides), cwd)
-    try:
-        return config_from_dict(d)
-    except ConfigError as e:
-        raise ConfigError(e.reason, path) from None
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)  # a JSON string is a valid TOML basic string
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(x)}" for k, x in v.items()) + "}"
-    raise TypeError(f"cannot write {type(v).__name__} to TOML")
-
-
-def to_toml(config: PipelineConfig) -> str:
-    """The effective recipe as TOML (reads back to the same config)."""
-    d = config.to_dict()
-    lines = [f"name = {_toml_value(d.pop('name'))}", f"data = {_toml_value(d.pop('data'))}"]
-    for section, table in d.items():
-        lines += ["", f"[{section}]"]
-        lines += [f"{k} = {_toml_value(v)}" for k, v in table.items()]
-    return "\n".join(lines) + "\n"
 
 
 # -- running ----------------------------------------------------------------------------------
@@ -366,12 +131,23 @@ def load_corpus(config: PipelineConfig) -> tuple[tuple[Utterance, ...], list[Ite
 
 
 def run_pipeline(config: PipelineConfig, out_dir: str | Path, *,
-                 reporter: Reporter | None = None, force: bool = False) -> PipelineResult:
-    """Run every stage of ``config`` into ``out_dir`` (see the module docstring)."""
+                 reporter: Reporter | None = None, force: bool = False,
+                 cluster: str | None = None) -> PipelineResult:
+    """Run every stage of ``config`` into ``out_dir`` (see the module docstring).
+
+    ``cluster`` (``local:N`` or a Dask scheduler address) runs the align and extract items on
+    Dask instead of the stages' ``jobs`` local processes; it is connected to before anything
+    is written, so an unreachable scheduler fails first."""
+    with contextlib.ExitStack() as stack:
+        executor = stack.enter_context(open_executor(cluster=cluster)) if cluster else None
+        return _run_pipeline(config, out_dir, reporter, force, executor)
+
+
+def _run_pipeline(config: PipelineConfig, out_dir: str | Path, reporter: Reporter | None,
+                  force: bool, executor: Executor | None) -> PipelineResult:
     from cmbert_pipe.align import align_corpus, get_aligner
     from cmbert_pipe.extract import extract_corpus
-    from cmbert_pipe.model.base import ModelConfig
-    from cmbert_pipe.train import TrainConfig, load_cache_examples, train_seeds
+    from cmbert_pipe.train import load_cache_examples, train_seeds
 
     reporter = reporter or Reporter()
     out_dir = Path(out_dir)
@@ -402,7 +178,7 @@ def run_pipeline(config: PipelineConfig, out_dir: str | Path, *,
     reporter.stage("align", f"{config.align.aligner} -> {align_dir}")
     with reporter.progress("align", len(utterances)) as on_progress:
         summary = align_corpus(utterances, align_dir, aligner, jobs=config.align.jobs,
-                               force=force, on_progress=on_progress)
+                               force=force, on_progress=on_progress, executor=executor)
     failures += list(summary.failures)
     stages.append(_stage_result("align", summary, time.perf_counter() - t0))
     reporter.stage("align", _summary_line(summary))
@@ -418,7 +194,7 @@ def run_pipeline(config: PipelineConfig, out_dir: str | Path, *,
                                  feature_set=config.features.feature_set,
                                  jobs=config.features.jobs, force=force,
                                  keep_frames=config.features.keep_frames,
-                                 on_progress=on_progress)
+                                 on_progress=on_progress, executor=executor)
     failures += list(summary.failures)
     stages.append(_stage_result("extract", summary, time.perf_counter() - t0))
     reporter.stage("extract", _summary_line(summary))
@@ -431,19 +207,19 @@ def run_pipeline(config: PipelineConfig, out_dir: str | Path, *,
                                        "settings": aligner.settings()},
                     feature_set=config.features.feature_set, pipeline=config.name)
     dims = {int(ex.word_features.shape[1]) for ex in examples if ex.word_features is not None}
-    model_config = ModelConfig.from_dict(dict(config.model, audio_dim=dims.pop() if dims
-                                              else ModelConfig().audio_dim))
-    train_config = TrainConfig(**config.train.settings)
+    model_config = config.model.replace(audio_dim=dims.pop()) if dims else config.model
+    train_config = config.train
     keys = sorted(rec.key for _u, rec in FeatureCache(cache_dir).read_index())
     train_fp = _fingerprint({"keys": keys, "labels": sorted((ex.id, ex.label, ex.split)
                                                            for ex in examples),
-                             "model": model_config.to_dict(), "train": train_config.to_dict(),
+                             "model": model_config.to_dict(),
+                             "train": train_config.optimisation(),
                              "aligner": settings["aligner"]})
     model_dir = out_dir / "model"
     if stage_state.get("train") != train_fp and model_dir.exists():
         reporter.stage("train", "inputs or settings changed: the old models are replaced")
         shutil.rmtree(model_dir)
-    seeds = list(config.train.seeds)
+    seeds = list(train_config.seeds)
     counts = {s: sum(ex.split == s for ex in examples) for s in SPLITS}
     reporter.stage("train", f"{model_config.model} ({model_config.audio_dim} audio columns, "
                    f"cls_audio={model_config.cls_audio}, scaling={model_config.scaling}), "

@@ -24,11 +24,13 @@ to 1). :func:`predict_corpus` scores a whole corpus into CSV or JSONL, resumably
 from __future__ import annotations
 
 import csv
+import functools
+import hashlib
 import io
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,9 +38,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from cmbert_pipe.audio import load_audio
-from cmbert_pipe.batch import run_batch
-from cmbert_pipe.cache import atomic_write_text
+from cmbert_pipe.audio import file_digest, load_audio
+from cmbert_pipe.batch import Check, Executor, ItemKey, ProgressCallback, run_stage
+from cmbert_pipe.cache import atomic_write_text, canonical_json
 from cmbert_pipe.corpus import read_transcript
 from cmbert_pipe.errors import AlignmentError, ConfigError, FeatureError, ModelError
 from cmbert_pipe.metrics import class7
@@ -58,7 +60,8 @@ STAGE = "predict"
 DEFAULT_ALIGNER = "pocketsphinx"
 OUTPUT_FORMATS = (".csv", ".jsonl")
 CSV_COLUMNS = ("id", "audio", "score", "polarity", "class7", "class7_name", "label", "n_words",
-               "transcript")
+               "transcript", "key", "key_parts")
+KEY_COLUMNS = ("key", "key_parts")  # how a row was made: for resuming honestly
 
 
 def polarity_of(score: float) -> str:
@@ -138,15 +141,36 @@ def _masked_softmax(scores: torch.Tensor, token_mask: torch.Tensor) -> torch.Ten
     return torch.softmax(masked, dim=-1) * token_mask[:, None]
 
 
+@dataclass(frozen=True)
+class PredictorSpec:
+    """How to load a :class:`Predictor` again in a worker process (paths and settings only)."""
+
+    path: str  # the bundle folder
+    aligner: str | None = None  # override of the bundle's aligner
+    feature_set: str | None = None  # override of the bundle's feature set
+    device: str = "cpu"
+
+
+def bundle_digest(path: str | Path) -> str:
+    """SHA-256 over a bundle folder's file names and bytes (the model part of predict's key)."""
+    root = Path(path)
+    h = hashlib.sha256()
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(f.relative_to(root).as_posix().encode("utf-8") + b"\0")
+        h.update(file_digest(f).encode("ascii"))
+    return h.hexdigest()
+
+
 class Predictor:
     """A loaded bundle plus the aligner and feature set it was trained with."""
 
     def __init__(self, bundle, aligner_name: str, aligner_options: dict[str, Any],
-                 feature_set: str | None):
+                 feature_set: str | None, spec: PredictorSpec | None = None):
         self.bundle = bundle
         self.aligner_name = aligner_name
         self.aligner_options = aligner_options
         self.feature_set = feature_set
+        self.spec = spec  # set by from_pretrained: lets worker processes load the same
         self._aligner = None
 
     @classmethod
@@ -161,7 +185,10 @@ class Predictor:
         if aligner is not None and aligner != name:
             name, options = aligner, {}
         fs = feature_set or _settings_feature_set(bundle.settings)
-        return cls(bundle, name, options, fs)
+        spec = PredictorSpec(str(Path(path).resolve()), aligner, feature_set, str(device))
+        predictor = cls(bundle, name, options, fs, spec)
+        _PREDICTORS[spec] = predictor
+        return predictor
 
     @property
     def aligner(self):
@@ -299,30 +326,89 @@ class Predictor:
 
 
 # -- batch ------------------------------------------------------------------------------------
-def _csv_row(p: Prediction) -> dict[str, Any]:
+_PREDICTORS: dict[PredictorSpec, Predictor] = {}  # per process: a worker loads a bundle once
+
+
+def _predict_item(spec: PredictorSpec, utt: Utterance, _key: ItemKey) -> Prediction:
+    """Worker: score one clip with the predictor of ``spec`` (loaded once per process)."""
+    predictor = _PREDICTORS.get(spec)
+    if predictor is None:
+        predictor = Predictor.from_pretrained(spec.path, aligner=spec.aligner,
+                                              feature_set=spec.feature_set, device=spec.device)
+    return predictor.predict(utt.audio, utt.transcript, utterance_id=utt.id, label=utt.label)
+
+
+def _csv_row(p: Prediction, key: ItemKey) -> dict[str, Any]:
     return {"id": p.utterance_id, "audio": p.audio, "score": f"{p.score:.6f}",
             "polarity": p.polarity, "class7": p.class7, "class7_name": p.class7_name,
             "label": "" if p.label is None else p.label, "n_words": len(p.words),
-            "transcript": p.transcript}
+            "transcript": p.transcript, "key": key.digest,
+            "key_parts": canonical_json(dict(key.parts))}
 
 
-def _read_done(out_path: Path) -> dict[str, dict[str, Any]]:
-    """Rows already in an output file (for resuming), by utterance id."""
+def _not_ours(out_path: Path, why: str) -> ConfigError:
+    return ConfigError(f"refusing to write predictions over it: {why}; choose another --out "
+                       "(or delete the file)", out_path)
+
+
+@dataclass
+class _Previous:
+    """What an earlier run left in the output file."""
+
+    rows: dict[str, dict[str, Any]]  # utterance id -> CSV row or JSONL record, in file order
+    cut_at: int | None = None  # JSONL: byte offset of a last line cut by a kill
+
+
+def _read_previous(out_path: Path) -> _Previous:
+    """Rows already in an output file, by utterance id; refuses a file this command did not
+    write (another CSV, a manifest) instead of overwriting it."""
+    if not out_path.exists():
+        return _Previous({})
     if not out_path.is_file():
-        return {}
+        raise _not_ours(out_path, "it is not a file")
     rows: dict[str, dict[str, Any]] = {}
     if out_path.suffix == ".jsonl":
-        for line in out_path.read_text(encoding="utf-8").splitlines():
+        data = out_path.read_bytes()
+        cut_at = None
+        lines = data.split(b"\n")
+        if lines and lines[-1] != b"":  # no final newline: the last line was cut by a kill
+            cut_at = len(data) - len(lines[-1])
+            log.warning("%s: the last line is incomplete (a killed run); it is dropped and that "
+                        "clip recomputed", out_path)
+        for lineno, line in enumerate(lines[:-1], 1):
+            if not line.strip():
+                continue
             try:
                 d = json.loads(line)
-            except ValueError:  # a line cut by a kill: dropped, recomputed
-                continue
-            rows[d["utterance_id"]] = d
-    else:
-        with open(out_path, newline="", encoding="utf-8") as fh:
-            for row in csv.DictReader(fh):
-                rows[row["id"]] = row
-    return rows
+            except ValueError:
+                raise _not_ours(out_path, f"line {lineno} is not JSON") from None
+            if not isinstance(d, dict) or "utterance_id" not in d or "score" not in d:
+                raise _not_ours(out_path, f"line {lineno} is not a prediction record")
+            rows[str(d["utterance_id"])] = d
+        return _Previous(rows, cut_at)
+    with open(out_path, newline="", encoding="utf-8", errors="replace") as fh:
+        reader = csv.DictReader(fh)
+        header = tuple(reader.fieldnames or ())
+        if not header:
+            if out_path.stat().st_size == 0:
+                return _Previous({})
+            raise _not_ours(out_path, "it has no CSV header")
+        if header[: len(CSV_COLUMNS) - len(KEY_COLUMNS)] != CSV_COLUMNS[:-len(KEY_COLUMNS)]:
+            raise _not_ours(out_path, f"its columns ({', '.join(header[:6])}...) are not those "
+                            "of `cmbert predict`")
+        for row in reader:
+            rows[row["id"]] = row
+    return _Previous(rows)
+
+
+def _recorded_parts(row: dict[str, Any]) -> dict[str, str] | None:
+    parts = row.get("key_parts")
+    if isinstance(parts, str):
+        try:
+            parts = json.loads(parts)
+        except ValueError:
+            return None
+    return parts if isinstance(parts, dict) else None
 
 
 def predict_corpus(
@@ -331,49 +417,101 @@ def predict_corpus(
     out_path: str | Path,
     *,
     force: bool = False,
-    on_progress: Callable[[int, int, int], None] | None = None,
+    on_progress: ProgressCallback | None = None,
+    jobs: int = 1,
+    executor: Executor | None = None,
+    protect: Sequence[str | Path] = (),
 ) -> BatchSummary:
     """Score every utterance into ``out_path`` (``.csv`` or ``.jsonl``, by suffix).
 
     JSONL gets one full :class:`Prediction` per line, appended as each clip finishes; CSV one
-    summary row per clip, rewritten atomically after each clip. Clips already in the file are
-    skipped (a killed run resumes) unless ``force``. Bad clips become failures; the rest go on.
+    summary row per clip, rewritten atomically after each clip. Each row records its key: the
+    model bundle's digest, the audio's digest, the transcript, the label and the aligner and
+    feature settings. A clip whose row has the same key is skipped (a killed run resumes);
+    another model or setting recomputes it and the summary says which part changed; ``force``
+    recomputes all. Rows of ids not in ``utterances`` are kept. A file this command did not
+    write, or one of ``protect`` (the manifest) or of the corpus' own files, is refused.
+    Bad clips become failures; the rest go on, in this process or on ``executor``/``jobs``.
     """
     out_path = Path(out_path)
     if out_path.suffix not in OUTPUT_FORMATS:
         raise ConfigError(f"output must end in {' or '.join(OUTPUT_FORMATS)}", out_path)
+    target = out_path.resolve()
+    inputs = [Path(p) for p in protect]
+    for u in utterances:
+        inputs += [Path(u.audio)] + ([Path(u.transcript_path)] if u.transcript_path else [])
+    if any(p.resolve() == target for p in inputs):
+        raise ConfigError("the output file is one of the inputs (the manifest or a clip); "
+                          "choose another --out", out_path)
+    previous = _read_previous(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    done = {} if force else _read_done(out_path)
-    if force and out_path.exists():
-        out_path.unlink()
-    todo = [u for u in utterances if u.id not in done]
-    csv_rows = [done[u.id] for u in utterances if u.id in done] if out_path.suffix == ".csv" \
-        else []
+    spec = predictor.spec or PredictorSpec(f"<in-memory {id(predictor)}>")
+    _PREDICTORS.setdefault(spec, predictor)
+    model_digest = bundle_digest(spec.path) if predictor.spec else spec.path
+    settings = {"aligner": predictor.aligner_name, "aligner_options": predictor.aligner_options,
+                "feature_set": predictor.feature_set}
+    ids = {u.id for u in utterances}
+    others = [i for i in previous.rows if i not in ids]
+    if others:
+        log.warning("%s: keeping %d row(s) of ids not in this corpus (e.g. %s)", out_path,
+                    len(others), others[0])
+    stale: set[str] = set(ids) if force else set()  # previous rows that must not survive
 
-    def work(u: Utterance) -> Prediction:
-        return predictor.predict(u.audio, u.transcript, utterance_id=u.id, label=u.label)
+    def key(u: Utterance) -> ItemKey:
+        return ItemKey.of(model=model_digest, audio_sha256=file_digest(u.audio),
+                          transcript=u.transcript, label=u.label, settings=settings)
 
-    def keep(_u: Utterance, p: Prediction) -> None:
+    def is_current(u: Utterance, k: ItemKey) -> Check:
+        row = previous.rows.get(u.id)
+        if row is None:
+            return Check.missing()
+        check = (Check(False, ("key",)) if not row.get("key")
+                 else Check.against(k, row["key"], _recorded_parts(row)))
+        if not check.current:
+            stale.add(u.id)
+        return check
+
+    rows: dict[str, dict[str, Any]] = {}  # what the file holds, in order (filled when writing)
+
+    def rewrite() -> None:
+        if out_path.suffix == ".jsonl":
+            text = "".join(json.dumps(r) + "\n" for r in rows.values())
+        else:
+            buf = io.StringIO()
+            writer = csv.DictWriter(buf, fieldnames=list(CSV_COLUMNS), extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows.values())
+            text = buf.getvalue()
+        atomic_write_text(out_path, text)
+
+    state = {"started": False}
+
+    def start() -> None:
+        """Before the first new row: keep the previous rows still current and those of other
+        ids, drop the ones being recomputed, repair a cut last line."""
+        state["started"] = True
+        rows.update((i, r) for i, r in previous.rows.items() if i not in stale)
+        if rows or out_path.exists():
+            rewrite()
+
+    def persist(u: Utterance, k: ItemKey, p: Prediction) -> None:
+        if not state["started"]:
+            start()
+        row = (dict(p.to_dict(), key=k.digest, key_parts=dict(k.parts))
+               if out_path.suffix == ".jsonl" else _csv_row(p, k))
+        rows[u.id] = row
         if out_path.suffix == ".jsonl":
             with open(out_path, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(p.to_dict()) + "\n")
+                fh.write(json.dumps(row) + "\n")
         else:
-            csv_rows.append(_csv_row(p))
-            buf = io.StringIO()
-            writer = csv.DictWriter(buf, fieldnames=list(CSV_COLUMNS))
-            writer.writeheader()
-            writer.writerows(csv_rows)
-            atomic_write_text(out_path, buf.getvalue())
+            rewrite()
 
-    skipped = len(utterances) - len(todo)
-    if on_progress is not None:
-        on_progress(skipped, 0, len(utterances))
-    _, failures = run_batch(
-        todo, work, stage=STAGE, item_id=lambda u: u.id, jobs=1, on_result=keep,
-        on_progress=(lambda d, f, _t: on_progress(skipped + d, f, len(utterances)))
-        if on_progress else None)
-    return BatchSummary(STAGE, len(utterances), len(todo) - len(failures), skipped,
-                        tuple(failures))
+    work = functools.partial(_predict_item, spec)
+    summary = run_stage(utterances, key, is_current, work, persist, on_progress, stage=STAGE,
+                        item_id=lambda u: u.id, executor=executor, jobs=jobs, force=force)
+    if not state["started"] and (stale & set(previous.rows) or previous.cut_at is not None):
+        start()  # nothing new, but stale rows (their clips failed now) or a cut line to fix
+    return summary
 
 
 def failures_of_scan(failures: Sequence[ItemFailure]) -> list[ItemFailure]:

@@ -184,6 +184,8 @@ class BatchSummary:
     done: int
     skipped: int  # already current, not recomputed
     failures: tuple[ItemFailure, ...] = field(default_factory=tuple)
+    # recomputed because a key part changed: (part name, number of items), e.g. ("audio", 2)
+    changed: tuple[tuple[str, int], ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -197,6 +199,7 @@ class BatchSummary:
             "skipped": self.skipped,
             "failed": len(self.failures),
             "failures": [f.to_dict() for f in self.failures],
+            "recomputed_because": dict(self.changed),
         }
 
 
@@ -259,6 +262,7 @@ class Prediction:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Prediction:
-        d = dict(d)
+        """From :meth:`to_dict`, or a batch JSONL record (which adds ``key``/``key_parts``)."""
+        d = {k: v for k, v in d.items() if k not in ("key", "key_parts")}
         d["words"] = tuple(WordAttention.from_dict(w) for w in d.get("words", []))
         return cls(**d)

@@ -17,7 +17,6 @@ host inside a step: losses are summed on the device and read once per epoch.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import logging
 import math
@@ -34,9 +33,10 @@ import numpy as np
 import torch
 
 from cmbert_pipe.cache import FeatureCache, atomic_write_text, iter_examples
+from cmbert_pipe.config import ModelConfig, TrainConfig
 from cmbert_pipe.errors import ConfigError, ModelError
 from cmbert_pipe.metrics import METRIC_NAMES, mean_std, sentiment_metrics
-from cmbert_pipe.model.base import ModelConfig, SentimentModel, build_model
+from cmbert_pipe.model.base import SentimentModel, build_model
 from cmbert_pipe.model.bundle import load_bundle, save_bundle
 from cmbert_pipe.model.ema import EMA
 from cmbert_pipe.model.inputs import AudioStats, load_tokenizer, prepare_batch
@@ -54,27 +54,6 @@ class Example:
     word_features: np.ndarray | None  # (n_words, D) raw (not standardised), None = text only
     label: float
     split: str
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation settings (the published CM-BERT recipe by default)."""
-
-    epochs: int = 3
-    batch_size: int = 24
-    eval_batch_size: int = 64
-    lr_head: float = 1e-2  # fusion head (everything outside the encoder)
-    lr_encoder: float = 2e-5
-    weight_decay: float = 0.01  # not on biases and LayerNorm
-    warmup: float = 0.1  # fraction of all steps with linear warm-up, then linear decay
-    ema: float = 0.0  # EMA decay of the weights; 0 = off
-    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
-    amp: str = "auto"  # "auto" (bf16 on CUDA when supported, else fp16; off on CPU) | "off" | "bf16" | "fp16"
-    threads: int = 0  # torch CPU threads; 0 = leave as is
-    max_train: int = 0  # use only the first N training examples (tiny runs); 0 = all
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -287,7 +266,7 @@ def train_one(
     ema = EMA(model, train_config.ema) if train_config.ema > 0 else None
     gen = torch.Generator().manual_seed(seed)
 
-    run_settings = dict(settings or {}, train=train_config.to_dict(), seed=seed,
+    run_settings = dict(settings or {}, train=train_config.optimisation(), seed=seed,
                         versions=versions(), device=str(device),
                         amp=str(amp_dtype) if amp_dtype else "off")
     best_loss, best_epoch, epoch_seconds, interrupted = math.inf, -1, [], False

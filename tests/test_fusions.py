@@ -111,7 +111,7 @@ def test_padding_does_not_leak_into_real_tokens():
                                         ("magbert", {"mag_layer": 2, "beta": 3.0})])
 def test_zero_audio_leaves_text_states_unchanged(name, extra):
     enc = tiny_encoder()
-    model = build_model(ModelConfig(model=name, extra=extra), encoder=enc).eval()
+    model = build_model(ModelConfig(model=name, options=extra), encoder=enc).eval()
     ids, mask, types, audio = batch()
     with torch.no_grad():
         out = model(ids, mask, types, torch.zeros_like(audio))
@@ -182,7 +182,7 @@ def test_gates_respect_beta_on_loud_audio(beta):
 
 def test_visual_stream_is_optional_and_counts():
     enc = tiny_encoder()
-    model = build_model(ModelConfig(model="magbert", extra={"streams": {"visual": 5}}),
+    model = build_model(ModelConfig(model="magbert", options={"streams": {"visual": 5}}),
                         encoder=enc).eval()
     ids, mask, types, audio = batch()
     visual = torch.randn(*ids.shape, 5) * mask[..., None]
@@ -266,7 +266,7 @@ def test_cmsbert_losses_follow_the_switches():
 
     def losses(**extra):
         torch.manual_seed(0)
-        model = build_model(ModelConfig(model="cmsbert-clr", extra=extra), encoder=enc).train()
+        model = build_model(ModelConfig(model="cmsbert-clr", options=extra), encoder=enc).train()
         return model, model(ids, mask, types, audio, labels)
 
     _, full = losses()
@@ -301,7 +301,7 @@ def test_label_smoothing_changes_the_auxiliary_loss():
     vals = []
     for eps in (0.0, 0.3):
         torch.manual_seed(0)
-        model = build_model(ModelConfig(model="cmsbert-clr", extra={"label_smoothing": eps}),
+        model = build_model(ModelConfig(model="cmsbert-clr", options={"label_smoothing": eps}),
                             encoder=enc).train()
         torch.manual_seed(1)
         out = model(ids, mask, types, audio, labels)
@@ -317,11 +317,11 @@ def test_label_smoothing_changes_the_auxiliary_loss():
 def test_unknown_and_invalid_options_are_named():
     enc = tiny_encoder()
     with pytest.raises(ConfigError, match="betta"):
-        build_model(ModelConfig(model="magbert", extra={"betta": 1.0}), encoder=enc)
+        build_model(ModelConfig(model="magbert", options={"betta": 1.0}), encoder=enc)
     with pytest.raises(ConfigError, match="past the encoder"):
-        build_model(ModelConfig(model="magbert", extra={"mag_layer": 3}), encoder=enc)
+        build_model(ModelConfig(model="magbert", options={"mag_layer": 3}), encoder=enc)
     with pytest.raises(ConfigError, match="temperature"):
-        build_model(ModelConfig(model="cmsbert-clr", extra={"temperature": 0.0}), encoder=enc)
+        build_model(ModelConfig(model="cmsbert-clr", options={"temperature": 0.0}), encoder=enc)
     assert isinstance(build_model(ModelConfig(model="magbert"), encoder=enc), MagBert)
     assert isinstance(build_model(ModelConfig(model="cmsbert-clr"), encoder=enc), CmsBertClr)
 
@@ -331,7 +331,7 @@ def test_a_few_steps_fit_a_batch_and_train_the_gate(name):
     """Gradients reach the gate: a few Adam steps lower the training loss and move its weights."""
     enc = tiny_encoder()
     model = build_model(ModelConfig(model=name, dropout=0.0,
-                                    extra={"shift_dropout": 0.0}), encoder=enc).train()
+                                    options={"shift_dropout": 0.0}), encoder=enc).train()
     ids, mask, types, audio = batch(b=4)
     labels = torch.tensor([-2.0, 0.5, 1.0, 3.0])
     gate_params = [p for n, p in model.named_parameters() if n.startswith(("mag.", "shift."))]

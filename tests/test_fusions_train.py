@@ -6,6 +6,7 @@ trained one scored, extras come back), not accuracy."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -46,12 +47,12 @@ def test_train_save_load_predict(tmp_path, model, extra, ema):
 
 def check_round_trip(tmp_path, model, extra, ema):
     exs = examples()
-    cfg = ModelConfig(model=model, extra=extra)
+    cfg = ModelConfig(model=model, options=extra)
     res = train_one(exs, cfg, TrainConfig(epochs=1, batch_size=4, ema=ema, device="cpu",
                                           threads=1), seed=0, out_dir=tmp_path / "b")
     assert np.isfinite(res.metrics["test"]["mae"])
     saved = json.loads((tmp_path / "b" / "config.json").read_text())
-    assert saved["model"] == model and saved["extra"] == extra
+    assert saved["model"] == model and saved["options"] == dataclasses.asdict(cfg.options)
 
     bundle = load_bundle(tmp_path / "b")
     assert type(bundle.model).registry_name == model

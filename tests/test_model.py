@@ -134,10 +134,13 @@ def test_registry_and_config_validation():
         ModelConfig.from_dict({"model": "cmbert", "bogus": 1})
     with pytest.raises(ConfigError):
         ModelConfig(scaling="both")
-    with pytest.raises(ConfigError, match="unknown model"):
-        build_model(ModelConfig(model="nope"), encoder=tiny_encoder())
-    cfg = ModelConfig(extra={"gate": 0.5})
+    with pytest.raises(ConfigError, match="model must be one of"):
+        ModelConfig(model="nope")
+    cfg = ModelConfig(model="magbert", options={"beta": 0.5})
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    old_bundle = dict(ModelConfig().to_dict(), extra={})  # config.json before typed options
+    del old_bundle["options"]
+    assert ModelConfig.from_dict(old_bundle) == ModelConfig()
 
 
 # -- word-piece ↔ word audio mapping ------------------------------------------------------------
@@ -242,16 +245,15 @@ def test_models_without_options_reject_them_by_name():
     from cmbert_pipe.model import ModelConfig, build_model
 
     for name in ("cmbert", "tbert"):
-        with pytest.raises(ConfigError, match="takes no model options, got: beta"):
-            build_model(ModelConfig(model=name, extra={"beta": 0.5}), encoder=None)
+        with pytest.raises(ConfigError, match="takes no options, got beta"):
+            ModelConfig(model=name, options={"beta": 0.5})
 
 
-def test_train_cli_fusion_flags_map_into_model_options():
-    from cmbert_pipe.cli.train import _model_options
+def test_model_options_from_the_command_line_are_typed():
+    from cmbert_pipe.config import CmsOptions, build_sections
 
-    extra = _model_options(["aux_weight=0.25"], cms=False, contrastive=None, beta=0.5,
-                           label_smoothing=0.2, mag_layer=None)
-    assert extra == {"aux_weight": 0.25, "cms": False, "beta": 0.5, "label_smoothing": 0.2}
-    from cmbert_pipe.model.cmsbert import CmsOptions
-
-    assert CmsOptions(**extra).label_smoothing == 0.2
+    typed = build_sections({"model": ModelConfig}, {"model.model": "cmsbert-clr"},
+                           ["model.options.cms=false", "model.options.aux_weight=0.25",
+                            "model.options.label_smoothing=0.2"])
+    options = typed["model"].options
+    assert options == CmsOptions(cms=False, aux_weight=0.25, label_smoothing=0.2)

@@ -8,7 +8,7 @@ import pytest
 import tomllib
 
 from cmbert_pipe.errors import ConfigError
-from cmbert_pipe.pipeline import (
+from cmbert_pipe.config import (
     PipelineConfig,
     config_from_dict,
     load_recipe,
@@ -64,6 +64,12 @@ def test_unknown_keys_are_errors_naming_the_key(tmp_path, text, key):
     [
         ("[train]\nepochs = \"three\"", "train.epochs must be an integer"),
         ("[train]\nseeds = []", "train.seeds"),
+        ("[train]\nbatch_size = 0", "train.batch_size must be at least 1, got 0"),
+        ("[align]\njobs = 0", "align.jobs must be at least 1"),
+        ("[features]\nfeature_set = \"mfcc\"", "features.feature_set must be one of"),
+        ("[model]\nmodel = \"magbert\"\noptions = {betta = 1}", "model.options.betta"),
+        ("[model]\nmodel = \"magbert\"\noptions = {beta = -1}",
+         "model.options.beta must be positive"),
         ("[features]\nkeep_frames = 1", "features.keep_frames must be true or false"),
         ("[model]\ncls_audio = \"loud\"", "cls_audio"),
         ("[dataset]\nkind = \"imdb\"", "dataset.kind"),
@@ -88,7 +94,7 @@ def test_overrides_parse_as_toml_and_paths_resolve_against_cwd(tmp_path):
                          ["data=CMU_MOSI_Raw", "train.epochs=1", "train.seeds=[7]",
                           "features.feature_set=egemaps"], cwd=tmp_path)
     assert config.data == str(tmp_path / "CMU_MOSI_Raw")
-    assert config.train.settings["epochs"] == 1 and config.train.seeds == (7,)
+    assert config.train.epochs == 1 and config.train.seeds == (7,)
     assert config.features.feature_set == "egemaps"
     with pytest.raises(ConfigError, match="train.epocs"):
         load_recipe(REPO / "pipelines" / "demo.toml", ["train.epocs=1"])

@@ -164,7 +164,7 @@ def test_cli_text_only_train_and_evaluate(tiny_tsv, tiny_bert, tmp_path):
                               "--max-len", "24", "--device", "cpu", "--bert", tiny_bert])
     assert res.exit_code == 0, res.output
     summary = json.loads((tmp_path / "m" / "summary.json").read_text())
-    assert summary["model_config"]["extra"] == {}
+    assert summary["model_config"]["options"] == {}
     assert set(summary["mean_std"]) == {"train", "dev", "test"}
     res = runner.invoke(app, ["evaluate", str(tmp_path / "m" / "seed-0"), "--text-only",
                               str(tiny_tsv), "--split", "test", "--json"])
@@ -175,8 +175,9 @@ def test_cli_text_only_train_and_evaluate(tiny_tsv, tiny_bert, tmp_path):
     assert res.exit_code == 2
     # an option the model does not take is named, not ignored
     res = runner.invoke(app, ["train", "--text-only", str(tiny_tsv), "--out", str(tmp_path / "y"),
-                              "--model", "tbert", "--opt", "note=tiny", "--bert", tiny_bert])
-    assert res.exit_code == 2 and "takes no model options, got: note" in res.output
+                              "--model", "tbert", "--set", "model.options.note=tiny",
+                              "--bert", tiny_bert])
+    assert res.exit_code == 2 and "takes no options, got note" in res.output
 
 
 def test_text_tsv_errors_name_the_file(tmp_path):

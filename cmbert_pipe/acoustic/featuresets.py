@@ -31,12 +31,13 @@ from typing import Any
 
 import numpy as np
 
+from cmbert_pipe import config
 from cmbert_pipe.errors import ConfigError, FeatureError
 from cmbert_pipe.schema import FRAME_HOP_S, FRAME_OFFSET_S, SAMPLE_RATE
 
 log = logging.getLogger(__name__)
 
-DEFAULT_FEATURE_SET = "covarep74"
+DEFAULT_FEATURE_SET = config.FeaturesConfig.feature_set
 
 
 @dataclass(frozen=True)
@@ -156,10 +157,8 @@ def _covarep_extract(wave: np.ndarray) -> np.ndarray:
 
 
 def _covarep_set(name: str) -> FeatureSet:
-    try:
-        from cmbert_pipe.acoustic.covarep import COVAREP74_COLUMNS, COVAREP74_VERSION
-    except ImportError as e:
-        raise ConfigError(f"feature set covarep74 is not available ({e})") from None
+    from cmbert_pipe.acoustic.covarep import COVAREP74_COLUMNS, COVAREP74_VERSION
+
     return FeatureSet(
         name=name,
         version=str(COVAREP74_VERSION),
@@ -175,6 +174,8 @@ _REGISTRY: dict[str, Callable[[str], FeatureSet]] = {
     "compare": _opensmile_set,
 }
 FEATURE_SET_NAMES = tuple(_REGISTRY)
+if set(FEATURE_SET_NAMES) != set(config.FEATURE_SET_NAMES):  # the names the CLI offers
+    raise ImportError("cmbert_pipe.config.FEATURE_SET_NAMES differs from the feature sets here")
 
 
 @functools.cache

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from cmbert_pipe.config import ALIGNER_NAMES
 from cmbert_pipe.errors import CmbertError, ConfigError
 from cmbert_pipe.schema import Alignment, Utterance
 
@@ -56,6 +57,9 @@ ALIGNERS: dict[str, Callable[..., Aligner]] = {}
 
 
 def register(name: str) -> Callable[[type[Aligner]], type[Aligner]]:
+    if name not in ALIGNER_NAMES:
+        raise ValueError(f"aligner {name!r} is not in cmbert_pipe.config.ALIGNER_NAMES")
+
     def deco(cls: type[Aligner]) -> type[Aligner]:
         cls.name = name
         ALIGNERS[name] = cls

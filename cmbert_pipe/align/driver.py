@@ -13,17 +13,16 @@ TextGrid: a re-run skips it, a killed run loses nothing it finished, ``force`` r
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from cmbert_pipe.align.base import Aligner
 from cmbert_pipe.align.textgrid import atomic_write_text, read_textgrid, write_textgrid
 from cmbert_pipe.audio import file_digest
-from cmbert_pipe.batch import run_batch
+from cmbert_pipe.batch import Check, Executor, ItemKey, ProgressCallback, plan_stage, run_stage
 from cmbert_pipe.errors import AlignmentError, AudioError, CmbertError
 from cmbert_pipe.schema import Alignment, BatchSummary, ItemFailure, Utterance
 
@@ -46,14 +45,9 @@ def sidecar_path(out_dir: str | Path, utterance_id: str) -> Path:
     return tg.with_name(tg.name[: -len(".TextGrid")] + SIDECAR_SUFFIX)
 
 
-def _key(audio_digest: str, transcript: str, settings: dict[str, Any]) -> str:
-    blob = json.dumps(
-        {"audio_sha256": audio_digest, "transcript": transcript, "aligner": settings},
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+def item_key(audio_digest: str, transcript: str, settings: dict[str, Any]) -> ItemKey:
+    """SHA-256 over the audio bytes' digest, the transcript and the aligner's settings."""
+    return ItemKey.of(audio_sha256=audio_digest, transcript=transcript, aligner=settings)
 
 
 def _read_sidecar(path: Path) -> dict[str, Any] | None:
@@ -98,10 +92,12 @@ def load_alignment(out_dir: str | Path, utterance: Utterance) -> Alignment:
     return alignment
 
 
-def _save(out_dir: Path, utterance: Utterance, key: str, settings: dict, ali: Alignment) -> None:
+def _save(out_dir: Path, utterance: Utterance, key: ItemKey, settings: dict,
+          ali: Alignment) -> None:
     write_textgrid(ali, alignment_path(out_dir, utterance.id))
     side = {
-        "key": key,
+        "key": key.digest,
+        "key_parts": dict(key.parts),
         "utterance_id": utterance.id,
         "audio": str(utterance.audio),
         "transcript": utterance.transcript,
@@ -113,12 +109,31 @@ def _save(out_dir: Path, utterance: Utterance, key: str, settings: dict, ali: Al
     atomic_write_text(sidecar_path(out_dir, utterance.id), json.dumps(side, indent=1) + "\n")
 
 
-def _align_one(aligner: Aligner, out_dir: Path, job: tuple[Utterance, str]) -> int:
+def _align_one(aligner: Aligner, out_dir: Path, utterance: Utterance, key: ItemKey) -> int:
     """Worker: align one utterance and persist it; returns its number of words."""
-    utterance, key = job
     ali = aligner.align(utterance)  # the backend decodes the audio (after its own checks)
     _save(out_dir, utterance, key, aligner.settings(), ali)
     return len(ali.words)
+
+
+def _key_of(settings: dict[str, Any], utt: Utterance) -> ItemKey:
+    if not Path(utt.audio).is_file():
+        raise AudioError("audio file not found", utt.audio)
+    try:
+        digest = file_digest(utt.audio)
+    except OSError as e:
+        raise AudioError(f"cannot read audio: {e.strerror or e}", utt.audio) from None
+    return item_key(digest, utt.transcript, settings)
+
+
+def _check(out_dir: Path, utt: Utterance, key: ItemKey) -> Check:
+    side = _read_sidecar(sidecar_path(out_dir, utt.id))
+    if side is None:
+        return Check.missing()
+    check = Check.against(key, side.get("key"), side.get("key_parts"))
+    if check.current and not alignment_path(out_dir, utt.id).is_file():
+        return Check.missing()
+    return check
 
 
 def align_corpus(
@@ -127,96 +142,79 @@ def align_corpus(
     aligner: Aligner,
     jobs: int = 1,
     force: bool = False,
-    on_progress: Callable[[int, int, int], None] | None = None,
+    on_progress: ProgressCallback | None = None,
     *,
     prior_failures: Sequence[ItemFailure] = (),
+    executor: Executor | None = None,
 ) -> BatchSummary:
     """Align every utterance into ``out_dir`` (see the module docstring); never raises per item.
 
     ``prior_failures`` (e.g. corpus items without a transcript) are counted and reported in
-    the summary too. ``on_progress(done, failed, total)`` follows every item. The summary is
-    also written to ``out_dir/summary.json``.
+    the summary too. ``on_progress(done, failed, total)`` follows every item. Work runs on
+    ``executor`` (see :func:`cmbert_pipe.batch.open_executor`), else on ``jobs`` local
+    processes. The summary is also written to ``out_dir/summary.json``.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     settings = aligner.settings()
-    failures: list[ItemFailure] = list(prior_failures)
-    total = len(utterances) + len(failures)
-    pending: list[tuple[Utterance, str]] = []
-    skipped = 0
-    for utt in utterances:
-        try:
-            if not Path(utt.audio).is_file():
-                raise AudioError("audio file not found", utt.audio)
-            key = _key(file_digest(utt.audio), utt.transcript, settings)
-            side = _read_sidecar(sidecar_path(out_dir, utt.id))
-            current = side is not None and side.get("key") == key
-            if current and not force and alignment_path(out_dir, utt.id).is_file():
-                skipped += 1
-                continue
-        except CmbertError as e:
-            failures.append(ItemFailure(utt.id, e.path, "align", e.reason, type(e).__name__))
-            continue
-        except OSError as e:
-            failures.append(ItemFailure(utt.id, str(utt.audio), "align",
-                                        f"cannot read audio: {e.strerror or e}", "AudioError"))
-            continue
-        pending.append((utt, key))
-    done_before = skipped + len(failures)
-    if on_progress is not None:
-        on_progress(done_before, len(failures), total)
-    n_prior = len(failures)
-
-    def progress(done: int, failed: int, _total: int) -> None:
-        if on_progress is not None:
-            on_progress(done_before + done, n_prior + failed, total)
-
-    if aligner.corpus_level and pending:
-        keys = {u.id: k for u, k in pending}
-        state = {"done": 0, "failed": 0}
-        run_failures: list[ItemFailure] = []
-
-        def on_result(utt: Utterance, result: Alignment | CmbertError) -> None:
-            if isinstance(result, CmbertError):
-                run_failures.append(
-                    ItemFailure(utt.id, result.path, "align", result.reason, type(result).__name__)
-                )
-                state["failed"] += 1
-            else:
-                try:
-                    _save(out_dir, utt, keys[utt.id], settings, result)
-                except CmbertError as e:
-                    run_failures.append(ItemFailure(utt.id, e.path, "align", e.reason,
-                                                    type(e).__name__))
-                    state["failed"] += 1
-            state["done"] += 1
-            progress(state["done"], state["failed"], len(pending))
-
-        try:
-            aligner.align_corpus_level([u for u, _ in pending], out_dir / ".work", on_result)
-        except CmbertError as e:  # the backend itself cannot run: every pending item fails
-            seen = {f.item_id for f in run_failures}
-            for utt, _ in pending:
-                if utt.id not in seen and not alignment_path(out_dir, utt.id).is_file():
-                    run_failures.append(
-                        ItemFailure(utt.id, e.path, "align", e.reason, type(e).__name__)
-                    )
-        failures += run_failures
-        n_done = len(pending) - len(run_failures)
+    key = functools.partial(_key_of, settings)
+    is_current = functools.partial(_check, out_dir)
+    if aligner.corpus_level:
+        summary = _align_corpus_level(utterances, out_dir, aligner, key, is_current, force,
+                                      on_progress, prior_failures)
     else:
-        work = functools.partial(_align_one, aligner, out_dir)
-        results, run_failures = run_batch(
-            pending,
-            work,
-            stage="align",
-            item_id=lambda job: job[0].id,
-            jobs=jobs,
-            on_progress=progress,
-        )
-        failures += run_failures
-        n_done = len(results)
-    summary = BatchSummary("align", total, n_done, skipped, tuple(failures))
+        summary = run_stage(
+            utterances, key, is_current, functools.partial(_align_one, aligner, out_dir),
+            on_progress=on_progress, stage="align", item_id=lambda u: u.id,
+            executor=executor, jobs=jobs, force=force, prior_failures=prior_failures)
     atomic_write_text(out_dir / SUMMARY_NAME, json.dumps(summary.to_dict(), indent=2) + "\n")
-    for f in failures:
-        log.info("align failed: %s (%s): %s", f.item_id, f.path, f.reason)
     return summary
+
+
+def _align_corpus_level(utterances, out_dir: Path, aligner: Aligner, key, is_current,
+                        force: bool, on_progress: ProgressCallback | None,
+                        prior_failures: Sequence[ItemFailure]) -> BatchSummary:
+    """A backend that aligns the whole corpus in one call (MFA): the same plan, one call."""
+    plan = plan_stage(utterances, key, is_current, stage="align", item_id=lambda u: u.id,
+                      force=force, prior_failures=prior_failures)
+    settings = aligner.settings()
+    n_before = plan.skipped + len(plan.failures)
+    state = {"done": 0, "failed": len(plan.failures)}
+    if on_progress is not None:
+        on_progress(n_before, state["failed"], plan.total)
+    pending = plan.pending
+    if not pending:
+        return plan.summary(0)
+    keys = {u.id: k for u, k in pending}
+    run_failures: list[ItemFailure] = []
+
+    def on_result(utt: Utterance, result: Alignment | CmbertError) -> None:
+        if isinstance(result, CmbertError):
+            run_failures.append(
+                ItemFailure(utt.id, result.path, "align", result.reason, type(result).__name__)
+            )
+            state["failed"] += 1
+        else:
+            try:
+                _save(out_dir, utt, keys[utt.id], settings, result)
+            except CmbertError as e:
+                run_failures.append(ItemFailure(utt.id, e.path, "align", e.reason,
+                                                type(e).__name__))
+                state["failed"] += 1
+        state["done"] += 1
+        if on_progress is not None:
+            on_progress(n_before + state["done"], state["failed"], plan.total)
+
+    try:
+        aligner.align_corpus_level([u for u, _ in pending], out_dir / ".work", on_result)
+    except CmbertError as e:  # the backend itself cannot run: every pending item fails
+        seen = {f.item_id for f in run_failures}
+        for utt, _ in pending:
+            if utt.id not in seen and not alignment_path(out_dir, utt.id).is_file():
+                run_failures.append(
+                    ItemFailure(utt.id, e.path, "align", e.reason, type(e).__name__)
+                )
+    plan.failures += run_failures
+    for f in run_failures:
+        log.info("align failed: %s (%s): %s", f.item_id, f.path, f.reason)
+    return plan.summary(len(pending) - len(run_failures))

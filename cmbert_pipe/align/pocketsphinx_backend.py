@@ -44,7 +44,7 @@ from cmbert_pipe.align.base import Aligner, register
 from cmbert_pipe.align.g2p import g2p
 from cmbert_pipe.align.normalize import NORMALIZER_VERSION, SpokenWord, spoken_words
 from cmbert_pipe.audio import load_audio
-from cmbert_pipe.errors import AlignmentError, AudioError, TranscriptError
+from cmbert_pipe.errors import AlignmentError, AudioError, ConfigError, TranscriptError
 from cmbert_pipe.schema import SAMPLE_RATE, Alignment, PhoneInterval, Utterance, WordInterval
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,10 @@ class PocketsphinxConfig:
     min_fit_per_frame: float = -4.0  # mean log acoustic score per speech frame; below: mismatch
     max_oov_fraction: float = 0.5  # more words than this missing from CMUdict -> not English
     min_words_for_oov_check: int = 4  # the OOV check needs at least this many words
+
+    def __post_init__(self) -> None:
+        if not self.max_duration_s > 0:
+            raise ConfigError(f"max_duration_s must be positive, got {self.max_duration_s}")
 
 
 def _version() -> str:

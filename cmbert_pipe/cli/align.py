@@ -8,25 +8,37 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 
 import typer
 
-from cmbert_pipe.align import ALIGNERS, align_corpus, get_aligner
+from cmbert_pipe.align import align_corpus, get_aligner
 from cmbert_pipe.align.driver import SUMMARY_NAME
 from cmbert_pipe.align.mfa import MfaAligner
+from cmbert_pipe.align.pocketsphinx_backend import PocketsphinxConfig
+from cmbert_pipe.batch import open_executor, parse_cluster
 from cmbert_pipe.cli.app import app, console
-from cmbert_pipe.cli.common import progress_bar, report_summary, user_errors
+from cmbert_pipe.cli.common import (
+    CLUSTER_HELP,
+    choices,
+    progress_bar,
+    report_summary,
+    typed_here,
+    typed_options,
+    user_errors,
+)
+from cmbert_pipe.config import ALIGNER_NAMES, AlignConfig
 from cmbert_pipe.corpus import TRANSCRIPT_EXTENSIONS, discover, single_clip
 from cmbert_pipe.errors import ConfigError, TranscriptError
 from cmbert_pipe.schema import ItemFailure
 
-AlignerName = Enum("AlignerName", {name: name for name in sorted(ALIGNERS)}, type=str)
+AlignerName = choices("AlignerName", ALIGNER_NAMES)
+ALIGN = AlignConfig()  # the defaults the help shows
 
 
 @app.command("align")
 def align_command(
+    ctx: typer.Context,
     corpus: Path = typer.Argument(
         ..., help="Folder of audio + same-stem .txt/.lab transcripts, a manifest CSV, or one clip."
     ),
@@ -38,15 +50,25 @@ def align_command(
         None, "--transcripts",
         help="Folder holding the same-stem transcripts (if not beside the audio).",
     ),
-    aligner: AlignerName = typer.Option("pocketsphinx", "--aligner", help="Alignment backend."),
-    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Parallel worker processes."),
+    aligner: AlignerName = typer.Option(ALIGN.aligner, "--aligner", help="Alignment backend."),
+    jobs: int = typer.Option(ALIGN.jobs, "--jobs", "-j", help="Parallel worker processes."),
+    cluster: str | None = typer.Option(None, "--cluster", help=CLUSTER_HELP),
     force: bool = typer.Option(False, "--force", help="Re-align even what is already current."),
     max_duration_s: float = typer.Option(
-        300.0, "--max-duration", min=1.0, help="Refuse recordings longer than this (seconds)."
+        PocketsphinxConfig.max_duration_s, "--max-duration",
+        help="pocketsphinx: refuse recordings longer than this (seconds).",
     ),
 ) -> None:
     """Force-align transcripts to audio: one TextGrid (words + phones tiers) per utterance."""
     with user_errors():
+        computed = {}
+        if typed_here(ctx, "max_duration_s") and aligner.value == "pocketsphinx":
+            computed["align.options.max_duration_s"] = ("--max-duration", max_duration_s)
+        config: AlignConfig = typed_options(ctx, {"aligner": "align.aligner", "jobs": "align.jobs"},
+                                            computed=computed, align=AlignConfig)["align"]
+        backend = get_aligner(config.aligner, **config.options)
+        if cluster:
+            parse_cluster(cluster)  # a malformed address: refused before any work
         prior: list[ItemFailure] = []
         if transcript is not None:
             if corpus.is_dir() or corpus.suffix.lower() == ".csv":
@@ -67,17 +89,15 @@ def align_command(
         else:
             scan = discover(corpus, transcripts)
             utterances, prior = list(scan.utterances), list(scan.failures)
-        options = {"max_duration_s": max_duration_s} if aligner.value == "pocketsphinx" else {}
-        backend = get_aligner(aligner.value, **options)
         if isinstance(backend, MfaAligner):
             backend.executable()  # missing MFA: one clear message, before any work
         total = len(utterances) + len(prior)
         if total == 0:
             raise ConfigError("no audio files found", corpus)
-        with progress_bar("align", total) as progress:
+        with open_executor(config.jobs, cluster) as executor, progress_bar("align", total) as progress:
             summary = align_corpus(
-                utterances, out, backend, jobs=jobs, force=force, on_progress=progress,
-                prior_failures=prior,
+                utterances, out, backend, force=force, on_progress=progress,
+                prior_failures=prior, executor=executor,
             )
         console.print(f"TextGrids: {out}")
     report_summary(summary, out / SUMMARY_NAME)

@@ -10,10 +10,34 @@ import logging
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from typer.core import TyperGroup
 
 from cmbert_pipe import __version__
 
+
+def _flags_as_flags(params: list) -> list:
+    """An on/off option shows no value type in the help (Typer would print ``<bool>``)."""
+    for p in params:
+        if getattr(p, "is_flag", False) and p.metavar is None:
+            p.metavar = ""
+    return params
+
+
+class Group(TyperGroup):
+    """The ``cmbert`` group: every command's help shows flags as flags."""
+
+    def get_params(self, ctx):
+        return _flags_as_flags(super().get_params(ctx))
+
+    def get_command(self, ctx, cmd_name: str):
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            _flags_as_flags(command.get_params(ctx))
+        return command
+
+
 app = typer.Typer(
+    cls=Group,
     name="cmbert",
     help="Audio + transcript -> sentiment: align, extract acoustic features, train and run CM-BERT.",
     no_args_is_help=True,

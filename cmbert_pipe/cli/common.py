@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from enum import Enum
 from pathlib import Path
+from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -19,8 +22,48 @@ from rich.progress import (
 from rich.table import Table
 
 from cmbert_pipe.cli.app import STATE, console
-from cmbert_pipe.errors import CmbertError
+from cmbert_pipe.config import build_sections
+from cmbert_pipe.errors import CmbertError, ConfigError
 from cmbert_pipe.schema import BatchSummary
+
+
+def choices(name: str, names: Sequence[str]) -> type[Enum]:
+    """An Enum of ``names`` for a Typer option: the help lists them as ``<a|b|c>``."""
+    return Enum(name, {n: n for n in names}, type=str)
+
+
+def typed_here(ctx: typer.Context, name: str) -> bool:
+    """Whether the option ``name`` was typed on the command line (not left at its default)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
+
+
+def typed_options(ctx: typer.Context, keys: dict[str, str], overrides: Sequence[str] = (),
+                  computed: dict[str, tuple[str, Any]] | None = None,
+                  **sections: type) -> dict[str, Any]:
+    """The stage configs ``sections`` (name -> dataclass) built by the one loader of
+    :mod:`cmbert_pipe.config` from the options typed on the command line (``keys`` maps a
+    parameter name to its dotted config key), values the command ``computed`` from its options
+    (dotted key -> (option, value)) and then ``--set`` overrides. Options left at their
+    default are not passed on: the dataclass holds the defaults (the help shows them). An
+    invalid value is a ConfigError that names the option as typed."""
+    given = {key: value for key, (_flag, value) in (computed or {}).items()}
+    flag_of = {key: flag for key, (flag, _value) in (computed or {}).items()}
+    for param in ctx.command.params:
+        if param.name not in keys or not typed_here(ctx, param.name):
+            continue
+        value = ctx.params[param.name]
+        given[keys[param.name]] = value.value if isinstance(value, Enum) else value
+        flag_of[keys[param.name]] = next((o for o in param.opts if o.startswith("--")),
+                                         param.opts[0])
+    try:
+        return build_sections(sections, given, overrides)
+    except ConfigError as e:
+        key = e.reason.split(" ", 1)[0]
+        for dotted, flag in flag_of.items():
+            if key == dotted or key.startswith(dotted + "."):
+                raise ConfigError(f"{flag}: {e.reason}", e.path) from None
+        raise
 
 
 @contextlib.contextmanager
@@ -31,7 +74,7 @@ def user_errors() -> Iterator[None]:
     except CmbertError as e:
         if STATE["debug"]:
             console.print_exception()
-        console.print(f"[bold red]error:[/] {e}")
+        console.print(f"[bold red]error:[/] {escape(str(e))}")
         raise typer.Exit(2) from None
 
 
@@ -61,6 +104,10 @@ class BatchProgress:
         self._progress.update(self._task, completed=done, total=total, failed=failed)
 
 
+CLUSTER_HELP = ("Run the items on Dask: local:N (a local cluster of N worker processes) or a "
+                "scheduler address such as tcp://host:8786. Default: --jobs local processes.")
+
+
 def report_summary(summary: BatchSummary, summary_path: Path | None = None) -> None:
     """Print what a batch run did, list every failure with its reason, and exit non-zero
     when anything failed. Writes the machine-readable summary to ``summary_path``."""
@@ -71,6 +118,9 @@ def report_summary(summary: BatchSummary, summary_path: Path | None = None) -> N
         f"[bold]{summary.stage}[/]: {summary.total} item(s), {summary.done} done, "
         f"{summary.skipped} already current, [red]{len(summary.failures)} failed[/]"
     )
+    if summary.changed:
+        console.print("[yellow]recomputed because their key changed:[/] " + ", ".join(
+            f"{name} ({n})" for name, n in summary.changed))
     if summary.failures:
         table = Table(title="failures", show_lines=False)
         table.add_column("item")

@@ -8,25 +8,34 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 
 import typer
 
-from cmbert_pipe.acoustic.featuresets import DEFAULT_FEATURE_SET, FEATURE_SET_NAMES
 from cmbert_pipe.audio import AUDIO_EXTENSIONS
+from cmbert_pipe.batch import open_executor, parse_cluster
 from cmbert_pipe.cli.app import app, console, out
-from cmbert_pipe.cli.common import progress_bar, report_summary, user_errors
+from cmbert_pipe.cli.common import (
+    CLUSTER_HELP,
+    choices,
+    progress_bar,
+    report_summary,
+    typed_options,
+    user_errors,
+)
+from cmbert_pipe.config import FEATURE_SET_NAMES, FeaturesConfig
 from cmbert_pipe.errors import ConfigError
 from cmbert_pipe.extract import EXPORT_FORMATS
 from cmbert_pipe.schema import BatchSummary
 
-FeatureSetName = Enum("FeatureSetName", {n: n for n in FEATURE_SET_NAMES}, type=str)
-ExportFormat = Enum("ExportFormat", {n: n for n in EXPORT_FORMATS}, type=str)
+FeatureSetName = choices("FeatureSetName", FEATURE_SET_NAMES)
+ExportFormat = choices("ExportFormat", EXPORT_FORMATS)
+FEATURES = FeaturesConfig()  # the defaults the help shows
 
 
 @app.command("extract-audio", short_help="Acoustic features (COVAREP-74 or openSMILE) per aligned word, into a content-addressed cache.")
 def extract_audio(
+    ctx: typer.Context,
     corpus: Path = typer.Argument(
         ..., help="Corpus folder (audio + same-stem .txt/.lab), manifest .csv, or one audio clip."
     ),
@@ -41,18 +50,19 @@ def extract_audio(
         None, "--transcripts", help="Folder holding the transcripts, if not beside the audio."
     ),
     features: FeatureSetName = typer.Option(
-        DEFAULT_FEATURE_SET, "--features", "-f",
+        FEATURES.feature_set, "--features", "-f",
         help="covarep74: COVAREP-equivalent 74 columns; egemaps / compare: openSMILE LLDs.",
     ),
     frames: bool = typer.Option(
-        False, "--frames", help="Also keep the frame-level (T, D) matrices in the cache."
+        FEATURES.keep_frames, "--frames", help="Also keep the frame-level (T, D) matrices in the cache."
     ),
     export: ExportFormat | None = typer.Option(
         None, "--export",
         help="After extracting, write the frames as csv or npz to OUT/frames-<fmt>/ "
              "(implies --frames).",
     ),
-    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Worker processes."),
+    jobs: int = typer.Option(FEATURES.jobs, "--jobs", "-j", help="Worker processes."),
+    cluster: str | None = typer.Option(None, "--cluster", help=CLUSTER_HELP),
     force: bool = typer.Option(False, "--force", help="Recompute entries that are current."),
 ) -> None:
     """Frame features for every aligned utterance, averaged per word, into a content-addressed
@@ -60,10 +70,15 @@ def extract_audio(
     from cmbert_pipe.corpus import discover, single_clip
     from cmbert_pipe.extract import export_frames, extract_corpus
 
-    features = FeatureSetName(features).value
     export = ExportFormat(export).value if export is not None else None
-    frames = frames or export is not None
     with user_errors():
+        computed = {"features.keep_frames": ("--export", True)} if export is not None else {}
+        config: FeaturesConfig = typed_options(
+            ctx, {"features": "features.feature_set", "jobs": "features.jobs",
+                  "frames": "features.keep_frames"}, computed=computed,
+            features=FeaturesConfig)["features"]
+        if cluster:
+            parse_cluster(cluster)  # a malformed address: refused before any work
         if transcript is not None:
             if corpus.suffix.lower() not in AUDIO_EXTENSIONS:
                 raise ConfigError("the two-argument form takes an audio clip and its transcript",
@@ -76,10 +91,11 @@ def extract_audio(
             utterances, load_failures = scan.utterances, scan.failures
         if not alignments.is_dir():
             raise ConfigError("alignments folder not found; run `cmbert align` first", alignments)
-        with progress_bar(f"extract {features}", len(utterances)) as bar:
+        with open_executor(config.jobs, cluster) as executor, \
+                progress_bar(f"extract {config.feature_set}", len(utterances)) as bar:
             summary = extract_corpus(
-                utterances, alignments, out_dir, feature_set=features, jobs=jobs, force=force,
-                keep_frames=frames, on_progress=bar,
+                utterances, alignments, out_dir, feature_set=config.feature_set, force=force,
+                keep_frames=config.keep_frames, on_progress=bar, executor=executor,
             )
         if load_failures:
             summary = BatchSummary(

@@ -9,10 +9,20 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from cmbert_pipe.batch import open_executor, parse_cluster
 from cmbert_pipe.cli.app import app, console, out
-from cmbert_pipe.cli.common import progress_bar, report_summary, user_errors
+from cmbert_pipe.cli.common import (
+    CLUSTER_HELP,
+    choices,
+    progress_bar,
+    report_summary,
+    user_errors,
+)
+from cmbert_pipe.config import ALIGNER_NAMES
 from cmbert_pipe.errors import ConfigError
 from cmbert_pipe.schema import BatchSummary, Prediction
+
+AlignerName = choices("AlignerName", ALIGNER_NAMES)
 
 
 def _fmt(v: float | None, digits: int = 3) -> str:
@@ -67,8 +77,10 @@ def predict_cmd(
     transcripts: Path | None = typer.Option(None, "--transcripts", help="Batch: folder of "
                                                "transcripts kept apart from the audio."),
     force: bool = typer.Option(False, "--force", help="Batch: rescore clips already in --out."),
-    aligner: str | None = typer.Option(None, "--aligner", help="Override the bundle's "
-                                          "aligner."),
+    aligner: AlignerName | None = typer.Option(None, "--aligner", help="Override the "
+                                                  "bundle's aligner."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Batch: worker processes."),
+    cluster: str | None = typer.Option(None, "--cluster", help="Batch: " + CLUSTER_HELP),
 ) -> None:
     """Score a clip: align it, extract its features, run the model; print score, polarity,
     7-class label and a per-word attention table.
@@ -79,6 +91,7 @@ def predict_cmd(
     """
     from cmbert_pipe.predict import Predictor
 
+    aligner = aligner.value if aligner is not None else None
     with user_errors():
         is_corpus = audio.is_dir() or audio.suffix.lower() == ".csv"
         if is_corpus:
@@ -86,7 +99,9 @@ def predict_cmd(
                 raise ConfigError("a corpus takes no transcript argument (it has its own)", audio)
             if output is None:
                 raise ConfigError("batch scoring needs --out predictions.csv (or .jsonl)")
-            _predict_corpus(audio, transcripts, model, output, force, aligner)
+            if cluster:
+                parse_cluster(cluster)  # a malformed address: refused before any work
+            _predict_corpus(audio, transcripts, model, output, force, aligner, jobs, cluster)
             return
         if (transcript is None) == (text is None):
             raise ConfigError("give the transcript as a file argument or with --text (one)")
@@ -110,7 +125,8 @@ def predict_cmd(
 
 
 def _predict_corpus(corpus: Path, transcripts: Path | None, model: Path, output: Path,
-                    force: bool, aligner: str | None) -> None:
+                    force: bool, aligner: str | None, jobs: int = 1,
+                    cluster: str | None = None) -> None:
     from cmbert_pipe.corpus import discover
     from cmbert_pipe.predict import Predictor, failures_of_scan, predict_corpus
 
@@ -118,9 +134,10 @@ def _predict_corpus(corpus: Path, transcripts: Path | None, model: Path, output:
     console.print(f"{len(scan.utterances)} clip(s) in {corpus}, {len(scan.failures)} unusable; "
                   f"loading {model} ...")
     predictor = Predictor.from_pretrained(model, aligner=aligner)
-    with progress_bar("predict", len(scan.utterances)) as bar:
+    with open_executor(jobs, cluster) as executor, \
+            progress_bar("predict", len(scan.utterances)) as bar:
         summary = predict_corpus(predictor, scan.utterances, output, force=force,
-                                 on_progress=bar)
+                                 on_progress=bar, executor=executor, protect=[corpus])
     summary = BatchSummary(summary.stage, summary.total + len(scan.failures), summary.done,
                            summary.skipped,
                            tuple(failures_of_scan(scan.failures)) + summary.failures)

@@ -45,13 +45,20 @@ def _finish(result: PipelineResult) -> None:
         raise typer.Exit(1)
 
 
-def _run(recipe: Path | None, overrides: list[str], out_dir: Path | None, force: bool) -> None:
-    from cmbert_pipe.pipeline import load_recipe, run_pipeline
+def _run(recipe: Path | None, overrides: list[str], out_dir: Path | None, force: bool,
+         cluster: str | None = None) -> None:
+    from cmbert_pipe.batch import parse_cluster
+    from cmbert_pipe.config import load_recipe
+    from cmbert_pipe.pipeline import run_pipeline
 
+    if cluster:
+        parse_cluster(cluster)  # a malformed address: refused before any work
     config = load_recipe(recipe, overrides)
     out_dir = out_dir or Path("runs") / config.name
-    console.print(f"[bold]cmbert run[/] {recipe} -> {out_dir}")
-    result = run_pipeline(config, out_dir, reporter=ConsoleReporter(), force=force)
+    console.print(f"[bold]cmbert run[/] {recipe} -> {out_dir}"
+                  + (f" (items on Dask: {cluster})" if cluster else ""))
+    result = run_pipeline(config, out_dir, reporter=ConsoleReporter(), force=force,
+                          cluster=cluster)
     _finish(result)
 
 
@@ -63,6 +70,9 @@ def run_cmd(
     out_dir: Path | None = typer.Option(None, "--out", "-o", help="Output folder "
                                            "(default runs/<name>)."),
     force: bool = typer.Option(False, "--force", help="Recompute every stage."),
+    cluster: str | None = typer.Option(None, "--cluster", help="Align and extract on Dask: "
+                                       "local:N worker processes or a scheduler address "
+                                       "(tcp://host:8786). Default: the recipe's jobs."),
 ) -> None:
     """Run a pipeline: align -> extract-audio -> train -> evaluate, skipping current stages,
     resuming after a kill; writes report.md and report.json.
@@ -72,7 +82,7 @@ def run_cmd(
       cmbert run pipelines/mosi.toml --set data=/path/CMU_MOSI_Raw
     """
     with user_errors():
-        _run(recipe, list(set_), out_dir, force)
+        _run(recipe, list(set_), out_dir, force, cluster)
 
 
 @app.command("demo", short_help="Run the embedded demo end to end: align, extract, train, predict with an attention picture.")

@@ -17,33 +17,19 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cmbert_pipe.cli.app import app, console, out
-from cmbert_pipe.cli.common import user_errors
+from cmbert_pipe.cli.common import choices, typed_here, typed_options, user_errors
+from cmbert_pipe.config import (
+    AMP_MODES,
+    CLS_AUDIO,
+    MODEL_NAMES,
+    SCALINGS,
+    ModelConfig,
+    TrainConfig,
+)
 from cmbert_pipe.errors import ConfigError
 
 SHOWN = ("acc7", "acc2_has0", "f1_has0", "acc2_non0", "f1_non0", "bacc2_non0", "acc2_paper",
          "mae", "corr")
-
-
-def parse_opts(pairs: list[str]) -> dict:
-    """``key=value`` strings → dict; values parsed as JSON where they are (numbers, booleans)."""
-    extra = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise ConfigError(f"--opt expects key=value, got {pair!r}")
-        key, value = pair.split("=", 1)
-        try:
-            extra[key.strip()] = json.loads(value)
-        except ValueError:
-            extra[key.strip()] = value
-    return extra
-
-
-def _model_options(pairs: list[str], **flags) -> dict:
-    """``--opt`` pairs plus the dedicated fusion flags that were given (None = not given);
-    the model named by ``--model`` rejects keys it does not know, naming them."""
-    extra = parse_opts(pairs)
-    extra.update({key: value for key, value in flags.items() if value is not None})
-    return extra
 
 
 def _fmt(name: str, v: float) -> str:
@@ -78,67 +64,77 @@ def mean_std_table(title: str, ms: dict[str, dict[str, dict[str, float]]]) -> Ta
     return table
 
 
+MODEL, TRAIN = ModelConfig(), TrainConfig()  # the defaults the help shows
+ModelName = choices("ModelName", MODEL_NAMES)
+Scaling = choices("Scaling", SCALINGS)
+ClsAudio = choices("ClsAudio", CLS_AUDIO)
+Amp = choices("Amp", AMP_MODES)
+# parameter -> config key: these options build ModelConfig / TrainConfig through the loader
+TRAIN_KEYS = {
+    "model": "model.model", "bert": "model.bert", "max_len": "model.max_len",
+    "scaling": "model.scaling", "cls_audio": "model.cls_audio",
+    "epochs": "train.epochs", "batch_size": "train.batch_size", "lr_head": "train.lr_head",
+    "lr_encoder": "train.lr_encoder", "ema": "train.ema", "device": "train.device",
+    "amp": "train.amp", "threads": "train.threads", "max_train": "train.max_train",
+}
+
+
 @app.command("train", short_help="Train CM-BERT, T-BERT, MAG-BERT or CMSBERT-CLR over several seeds on a cache or text TSVs.")
 def train_cmd(
+    ctx: typer.Context,
     cache: Path | None = typer.Argument(None, help="Feature cache written by `cmbert extract-audio`."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Output folder: seed-N bundles + summary.json."),
     text_only: Path | None = typer.Option(None, "--text-only", help="Folder with train/dev/test.tsv (text<TAB>label); trains without audio."),
-    model: str = typer.Option("cmbert", "--model", help="Registered model: tbert, cmbert, ..."),
-    bert: str = typer.Option("", "--bert", help="Encoder checkpoint folder or name (default: embedded all-MiniLM-L6-v2)."),
-    seeds: int = typer.Option(5, "--seeds", help="Number of seeds (0..N-1); mean ± std reported."),
-    seed_start: int = typer.Option(0, "--seed-start", help="First seed."),
-    epochs: int = typer.Option(3, "--epochs"),
-    batch_size: int = typer.Option(24, "--batch-size"),
-    max_len: int = typer.Option(50, "--max-len", help="Word-pieces incl. [CLS]/[SEP]."),
-    scaling: str = typer.Option("paper", "--scaling", help="paper | reference (released code)."),
-    cls_audio: str = typer.Option("mean", "--cls-audio", help="Audio at [CLS]: zero (paper) | mean."),
-    lr_head: float = typer.Option(1e-2, "--lr-head", help="Learning rate outside the encoder."),
-    lr_encoder: float = typer.Option(2e-5, "--lr-encoder"),
-    ema: float = typer.Option(0.0, "--ema", help="EMA decay of the weights (0 = off); EMA weights evaluated and saved."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N"),
-    amp: str = typer.Option("auto", "--amp", help="auto (bf16/fp16 on CUDA) | off | bf16 | fp16"),
-    threads: int = typer.Option(0, "--threads", help="torch CPU threads (0 = default)."),
-    max_train: int = typer.Option(0, "--max-train", help="Use only the first N training examples (0 = all)."),
-    opt: list[str] = typer.Option([], "--opt", help="Model-specific option key=value (repeatable), stored in ModelConfig.extra."),
-    cms: bool | None = typer.Option(None, "--cms/--no-cms", help="cmsbert-clr: context-driven modality shifting on/off."),
-    contrastive: bool | None = typer.Option(None, "--contrastive/--no-contrastive", help="cmsbert-clr: InfoNCE text-audio loss on/off."),
-    contrastive_weight: float | None = typer.Option(None, "--contrastive-weight", help="cmsbert-clr: weight of the contrastive loss."),
-    temperature: float | None = typer.Option(None, "--temperature", help="cmsbert-clr: InfoNCE temperature."),
-    label_smoothing: float | None = typer.Option(None, "--label-smoothing", help="cmsbert-clr: label smoothing of the 7-class auxiliary head."),
-    mag_layer: int | None = typer.Option(None, "--mag-layer", help="magbert: encoder layer (1-based) the gate enters."),
-    beta: float | None = typer.Option(None, "--beta", help="magbert / cmsbert-clr: the shift is at most beta times the state's norm."),
+    model: ModelName = typer.Option(MODEL.model, "--model", help="Which model."),
+    bert: str = typer.Option(MODEL.bert, "--bert", help="Encoder checkpoint folder or name (default: embedded all-MiniLM-L6-v2)."),
+    seeds: int = typer.Option(len(TRAIN.seeds), "--seeds", help="Number of seeds (seed-start, seed-start+1, ...); mean ± std reported."),
+    seed_start: int = typer.Option(TRAIN.seeds[0], "--seed-start", help="First seed."),
+    epochs: int = typer.Option(TRAIN.epochs, "--epochs"),
+    batch_size: int = typer.Option(TRAIN.batch_size, "--batch-size"),
+    max_len: int = typer.Option(MODEL.max_len, "--max-len", help="Word-pieces incl. [CLS]/[SEP]."),
+    scaling: Scaling = typer.Option(MODEL.scaling, "--scaling", help="paper, or reference (the released code)."),
+    cls_audio: ClsAudio = typer.Option(MODEL.cls_audio, "--cls-audio", help="Audio at [CLS]: zero (paper) or the mean word audio."),
+    lr_head: float = typer.Option(TRAIN.lr_head, "--lr-head", help="Learning rate outside the encoder."),
+    lr_encoder: float = typer.Option(TRAIN.lr_encoder, "--lr-encoder"),
+    ema: float = typer.Option(TRAIN.ema, "--ema", help="EMA decay of the weights (0 = off); EMA weights evaluated and saved."),
+    device: str = typer.Option(TRAIN.device, "--device", help="auto | cpu | cuda | cuda:N"),
+    amp: Amp = typer.Option(TRAIN.amp, "--amp", help="auto: bf16/fp16 on CUDA, off on CPU."),
+    threads: int = typer.Option(TRAIN.threads, "--threads", help="torch CPU threads (0 = default)."),
+    max_train: int = typer.Option(TRAIN.max_train, "--max-train", help="Use only the first N training examples (0 = all)."),
+    set_: list[str] = typer.Option([], "--set", help="Any model or training key, as in a recipe: --set model.options.beta=0.5 --set train.warmup=0.2 (repeatable; see docs/configuration.md)."),
 ) -> None:
     """Train MODEL on a cache (labels and splits from its corpus) or on text TSVs; one bundle per
     seed in OUT/seed-N, metrics per split and seed plus mean ± std in OUT/summary.json. Seeds
-    already finished in OUT are skipped (resume); Ctrl-C leaves the best checkpoint so far."""
+    already finished in OUT are skipped (resume); Ctrl-C leaves the best checkpoint so far.
+
+    \b
+      cmbert train runs/cache --out runs/cmbert --model cmbert --seeds 5
+      cmbert train runs/cache --out runs/mag --model magbert --set model.options.beta=0.5
+    """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     with user_errors():
-        from cmbert_pipe.model import ModelConfig
+        computed = {}
+        if typed_here(ctx, "seeds") or typed_here(ctx, "seed_start"):
+            computed["train.seeds"] = ("--seeds", list(range(seed_start, seed_start + seeds)))
+        typed = typed_options(ctx, TRAIN_KEYS, set_, computed, model=ModelConfig,
+                              train=TrainConfig)
+        mcfg, tcfg = typed["model"], typed["train"]
+        if (cache is None) == (text_only is None):
+            raise ConfigError("give either a CACHE folder or --text-only TSV_DIR")
         from cmbert_pipe.train import (
-            TrainConfig,
             audio_dim_of,
             load_cache_examples,
             load_text_examples,
             train_seeds,
         )
 
-        if (cache is None) == (text_only is None):
-            raise ConfigError("give either a CACHE folder or --text-only TSV_DIR")
         if text_only is not None:
             examples, settings = load_text_examples(text_only)
         else:
             examples, settings = load_cache_examples(cache)
-        mcfg = ModelConfig(model=model, bert=bert, max_len=max_len, scaling=scaling,
-                           cls_audio=cls_audio, audio_dim=audio_dim_of(examples, 74),
-                           extra=_model_options(opt, cms=cms, contrastive=contrastive,
-                                                contrastive_weight=contrastive_weight,
-                                                temperature=temperature,
-                                                label_smoothing=label_smoothing,
-                                                mag_layer=mag_layer, beta=beta))
-        tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr_head=lr_head,
-                           lr_encoder=lr_encoder, ema=ema, device=device, amp=amp,
-                           threads=threads, max_train=max_train)
-        seed_list = list(range(seed_start, seed_start + seeds))
+        mcfg = mcfg.replace(audio_dim=audio_dim_of(examples, mcfg.audio_dim))
+        epochs = tcfg.epochs
+        seed_list = list(tcfg.seeds)
         progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                             MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                             TimeElapsedColumn(), console=console)
@@ -170,7 +166,7 @@ def train_cmd(
         except KeyboardInterrupt:
             console.print(f"[yellow]interrupted[/]: best checkpoint so far kept in {out_dir}")
             raise typer.Exit(130) from None
-        out.print(mean_std_table(f"{model} over {len(seed_list)} seed(s), mean ± std",
+        out.print(mean_std_table(f"{mcfg.model} over {len(seed_list)} seed(s), mean ± std",
                                  summary["mean_std"]))
         console.print(f"summary: {out_dir / 'summary.json'}  wall {summary['wall_s']:.0f} s")
 

@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from cmbert_pipe.corpus import CorpusScan, discover_folder, discover_manifest
+from cmbert_pipe.config import DATASET_KINDS
 from cmbert_pipe.errors import ConfigError
 from cmbert_pipe.schema import Utterance
 
-DATASETS = ("folder", "manifest", "ravdess", "mosi")
+DATASETS = DATASET_KINDS  # the adapters below, one name each
 OPTIONS = {
     "folder": ("transcripts",),
     "manifest": (),

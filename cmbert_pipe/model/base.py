@@ -13,7 +13,6 @@ trainer, the bundle and ``predict`` only use this interface, never a concrete cl
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,55 +22,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from cmbert_pipe.config import MODEL_OPTIONS, ModelConfig
 from cmbert_pipe.errors import ConfigError, ModelError
-from cmbert_pipe.schema import ACOUSTIC_DIM, MAX_SEQ_LEN
 
 log = logging.getLogger(__name__)
-
-SCALINGS = ("paper", "reference")
-CLS_AUDIO = ("zero", "mean")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Everything needed to rebuild a model; saved as ``config.json`` in every bundle."""
-
-    model: str = "cmbert"  # registry key: "tbert" | "cmbert" | fusions: "magbert" | "cmsbert-clr"
-    bert: str = ""  # encoder checkpoint: a path or hub name; "" = the embedded MiniLM
-    audio_dim: int = ACOUSTIC_DIM  # columns of the word-level audio vectors
-    max_len: int = MAX_SEQ_LEN  # word-pieces, [CLS] and [SEP] included
-    d_proj: int = 30  # CM-BERT Conv1d(k=1) projection size d
-    scaling: str = "paper"  # "paper": each modality / sqrt(||.||_2); "reference": released code
-    cls_audio: str = "mean"  # audio vector at [CLS]: "zero" (paper) | "mean" of the word vectors
-    dropout: float = 0.1  # hidden dropout of the fusion head and before the regressor
-    attn_dropout: float = 0.3  # dropout on the multimodal attention matrix W_m
-    extra: dict = field(default_factory=dict)  # model-specific options (fusions put theirs here)
-
-    def __post_init__(self) -> None:
-        if self.scaling not in SCALINGS:
-            raise ConfigError(f"scaling must be one of {SCALINGS}, got {self.scaling!r}")
-        if self.cls_audio not in CLS_AUDIO:
-            raise ConfigError(f"cls_audio must be one of {CLS_AUDIO}, got {self.cls_audio!r}")
-        if self.max_len < 3:
-            raise ConfigError(f"max_len must be at least 3 (CLS, one piece, SEP), got {self.max_len}")
-        if self.audio_dim < 1:
-            raise ConfigError(f"audio_dim must be positive, got {self.audio_dim}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
-        """Build from a dict, rejecting unknown keys by name."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ConfigError(f"unknown model config key(s): {', '.join(unknown)}")
-        return cls(**d)
-
-    def replace(self, **changes: Any) -> ModelConfig:
-        return dataclasses.replace(self, **changes)
-
 
 @dataclass
 class ModelOutput:
@@ -125,13 +79,8 @@ class SentimentModel(nn.Module):
     the released CM-BERT code) and :meth:`param_groups` gives the published optimiser groups.
     """
 
-    takes_options = False  # True for models that read ModelConfig.extra (they validate its keys)
-
     def __init__(self, config: ModelConfig, encoder: nn.Module | None = None):
         super().__init__()
-        if config.extra and not self.takes_options:
-            raise ConfigError(f"model {config.model!r} takes no model options, got: "
-                              f"{', '.join(sorted(config.extra))}")
         self.config = config
         self.encoder = encoder if encoder is not None else load_encoder(config.bert)
         self.hidden_size = int(self.encoder.config.hidden_size)  # H
@@ -192,6 +141,9 @@ def register(name: str) -> Callable[[type], type]:
     """Class decorator: ``@register("cmbert")`` makes the model buildable by that key."""
 
     def deco(cls: type) -> type:
+        if name not in MODEL_OPTIONS:
+            raise ValueError(f"model {name!r} has no options type in "
+                             "cmbert_pipe.config.MODEL_OPTIONS")
         if name in MODELS and MODELS[name] is not cls:
             raise ValueError(f"model {name!r} registered twice")
         MODELS[name] = cls

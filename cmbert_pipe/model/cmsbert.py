@@ -3,7 +3,7 @@
 Kim & Kim, "Representation Learning with Context-driven Modality Shifting and Contrastive
 Learning for Multimodal Sentiment Analysis" (CMSBERT-CLR), IJCNN 2022, arXiv 2209.07424. Only
 the abstract is public; it names four parts. Each is implemented as below and can be switched
-off on its own (``ModelConfig.extra``); every choice the abstract leaves open is listed.
+off on its own (``ModelConfig.options``: CmsOptions); every choice the abstract leaves open is listed.
 
 1. **Context-driven modality shifting** (``cms``, on by default). It extends the Multimodal
    Adaptation Gate of MAG-BERT (Rahman et al., ACL 2020; see :mod:`cmbert_pipe.model.magbert`):
@@ -50,59 +50,29 @@ the trainer's best-dev-loss epoch selection compares like with like across model
 non-verbal information from); ``"class_logits"`` (B, 7); ``"loss_mse"``, ``"loss_cls"``,
 ``"loss_contrastive"`` () when labels were given.
 
-    >>> cfg = ModelConfig(model="cmsbert-clr", extra={"contrastive": False})
+    >>> cfg = ModelConfig(model="cmsbert-clr", options={"contrastive": False})
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from cmbert_pipe.config import CmsOptions
 from cmbert_pipe.errors import ConfigError
 from cmbert_pipe.model.base import ModelConfig, ModelOutput, SentimentModel, register
 from cmbert_pipe.model.magbert import (
     encode_with_shift,
     encoder_layers,
     norm_ratio_scale,
-    options_from_extra,
     relative_shift,
 )
 
 N_CLASSES = 7  # acc7 bins -3..3
 NEG_INF = -1e9
-
-
-@dataclass(frozen=True)
-class CmsOptions:
-    """CMSBERT-CLR options (``ModelConfig.extra``); each part switches off on its own."""
-
-    cms: bool = True  # context-driven modality shifting
-    cms_layer: int = 1  # encoder layer (1-based) whose output LayerNorm sees the shift
-    beta: float = 1.0  # MAG's β: the shift is at most β·‖z_i‖
-    shift_dropout: float = 0.1
-    context_dim: int = 64  # d_c of the shifting attention
-    contrastive: bool = True  # InfoNCE between utterance text and audio embeddings
-    contrastive_weight: float = 0.1  # λ_c
-    temperature: float = 0.1  # τ
-    embed_dim: int = 64  # the common space
-    label_smoothing: float = 0.1  # ε of the auxiliary 7-class head
-    aux_weight: float = 0.5  # λ_s; 0 removes the auxiliary head from the loss
-
-    def __post_init__(self) -> None:
-        if self.cms_layer < 1:
-            raise ConfigError(f"cms_layer must be >= 1, got {self.cms_layer}")
-        if self.beta <= 0:
-            raise ConfigError(f"beta must be positive, got {self.beta}")
-        if self.temperature <= 0:
-            raise ConfigError(f"temperature must be positive, got {self.temperature}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.contrastive_weight < 0 or self.aux_weight < 0:
-            raise ConfigError("contrastive_weight and aux_weight must be >= 0")
 
 
 def info_nce(text: torch.Tensor, audio: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -166,12 +136,9 @@ class ContextModalityShift(nn.Module):
 class CmsBertClr(SentimentModel):
     """CMSBERT-CLR, our reading (see module docstring)."""
 
-    takes_options = True
-
     def __init__(self, config: ModelConfig, encoder: nn.Module | None = None):
         super().__init__(config, encoder)
-        self.options: CmsOptions = options_from_extra(CmsOptions, dict(config.extra),
-                                                      "cmsbert-clr")
+        self.options: CmsOptions = config.options
         opt, h = self.options, self.hidden_size
         n_layers = len(encoder_layers(self.encoder))
         if opt.cms_layer > n_layers:

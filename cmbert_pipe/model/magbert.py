@@ -15,7 +15,7 @@ state by at most the fraction β of its norm.
 Choices made here (the paper leaves them open or they follow from this project's contracts):
 
 - **Where the LayerNorm comes from.** The gate is inserted in encoder layer ``k``
-  (``extra["mag_layer"]``, 1-based): the displacement is added to that layer's residual sum
+  (``options.mag_layer``, 1-based): the displacement is added to that layer's residual sum
   ``z = u + Dropout(FFN(u))`` just *before* the layer's own pretrained output LayerNorm, which
   then plays the role of eq. 4's LayerNorm. The published gate uses a freshly initialised
   LayerNorm after the layer; that one changes the text states even when the non-verbal input is
@@ -28,28 +28,26 @@ Choices made here (the paper leaves them open or they follow from this project's
   what the text-only layer ``k`` would output; ``α`` uses the norm of ``z_i``, the vector that
   is displaced.
 - **Streams.** Audio always; any further word-aligned stream is declared with
-  ``extra["streams"] = {"visual": 35}`` and passed to ``forward`` as a keyword
+  ``options.streams = {"visual": 35}`` and passed to ``forward`` as a keyword
   (``visual=(B, L, 35)``).
 - **Head.** As T-BERT: ``[CLS]`` of the last layer → dropout → ``Linear_{H→1}``, MSE.
 
 ``extras``: ``"gate"`` (B, L) = ``‖α_i H_i‖ / ‖z_i‖``, the relative shift of each word-piece
 (0 = untouched, at most β); ``"alpha"`` (B, L) the scaling factor α_i.
 
-    >>> cfg = ModelConfig(model="magbert", extra={"mag_layer": 1, "beta": 1.0})
+    >>> cfg = ModelConfig(model="magbert", options={"mag_layer": 1, "beta": 1.0})
     >>> out = build_model(cfg)(input_ids, attention_mask, token_type_ids, audio, labels)
     >>> out.extras["gate"].shape   # (B, L)
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import nn
 
+from cmbert_pipe.config import MagOptions
 from cmbert_pipe.errors import ConfigError
 from cmbert_pipe.model.base import ModelConfig, ModelOutput, SentimentModel, register
 
@@ -59,37 +57,6 @@ NORM_EPS = 1e-6  # keeps α finite when the displacement is exactly zero
 #   -> (displacement (B, L, H) already scaled, extras)
 ShiftFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor],
                    tuple[torch.Tensor, dict[str, torch.Tensor]]]
-
-
-def options_from_extra(cls: type, extra: dict[str, Any], model: str):
-    """Build the frozen options dataclass ``cls`` from ``ModelConfig.extra``, naming unknown keys."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(extra) - names)
-    if unknown:
-        raise ConfigError(f"unknown option(s) for model {model!r}: {', '.join(unknown)}; "
-                          f"known: {', '.join(sorted(names))}")
-    return cls(**extra)
-
-
-@dataclass(frozen=True)
-class MagOptions:
-    """MAG-BERT options (``ModelConfig.extra``)."""
-
-    mag_layer: int = 1  # the gate enters encoder layer k (1-based), before its output LayerNorm
-    beta: float = 1.0  # β of eq. 5: the shift is at most β·‖z_i‖
-    shift_dropout: float = 0.1  # dropout on the scaled displacement α·H
-    streams: dict = field(default_factory=dict)  # extra non-verbal streams: name -> dim
-
-    def __post_init__(self) -> None:
-        if self.mag_layer < 1:
-            raise ConfigError(f"mag_layer must be >= 1 (1 = the first encoder layer), "
-                              f"got {self.mag_layer}")
-        if self.beta <= 0:
-            raise ConfigError(f"beta must be positive, got {self.beta}")
-        if not 0.0 <= self.shift_dropout < 1.0:
-            raise ConfigError(f"shift_dropout must be in [0, 1), got {self.shift_dropout}")
-        if "audio" in self.streams:
-            raise ConfigError("streams: 'audio' is always present; name extra streams otherwise")
 
 
 # -- running a Hugging Face encoder layer by layer ----------------------------------------------
@@ -218,7 +185,7 @@ def check_streams(expected: dict[str, int], given: dict[str, torch.Tensor | None
         out[name] = s
     unknown = sorted(set(given) - set(expected))
     if unknown:
-        raise ConfigError(f"stream(s) not declared in extra['streams']: {', '.join(unknown)}")
+        raise ConfigError(f"stream(s) not declared in options.streams: {', '.join(unknown)}")
     return out
 
 
@@ -226,11 +193,9 @@ def check_streams(expected: dict[str, int], given: dict[str, torch.Tensor | None
 class MagBert(SentimentModel):
     """MAG-BERT (see module docstring)."""
 
-    takes_options = True
-
     def __init__(self, config: ModelConfig, encoder: nn.Module | None = None):
         super().__init__(config, encoder)
-        self.options: MagOptions = options_from_extra(MagOptions, dict(config.extra), "magbert")
+        self.options: MagOptions = config.options
         n_layers = len(encoder_layers(self.encoder))
         if self.options.mag_layer > n_layers:
             raise ConfigError(f"mag_layer {self.options.mag_layer} is past the encoder's "

@@ -9,7 +9,7 @@ vocal fry", IEEE TASLP) — very-short-term power peaks with a steep rise and fa
 inter-pulse similarity (IPS) and intra-frame periodicity (IFP) — plus Kane et al.'s H2-H1 of the
 resonated residual, residual peak prominence, local (creak) f0, normalised energy and
 zero-crossing rate, and SRH voicing, combined by a logistic model. Its coefficients were
-fitted by ``benchmarks/covarep_b_creak_fit.py`` (logistic regression on a training subset of
+fitted by ``benchmarks/covarep_creak_fit.py`` (logistic regression on a training subset of
 ``covarep-ref``, i.e. a calibration on the original COVAREP's outputs, never its weights; the
 other files are the validation set that script reports).
 
@@ -42,7 +42,7 @@ RPP_LEN = 456  # residual-peak-prominence window: 2 fs / 70 Hz (two creaky perio
 RPP_EXCLUDE = 0.2  # secondary peaks are searched outside +-20 % of the window around the main one
 
 # Logistic model over FEATURE_NAMES (standardised with FEATURE_MEAN / FEATURE_STD); fitted by
-# benchmarks/covarep_b_creak_fit.py, see the module docstring.
+# benchmarks/covarep_creak_fit.py, see the module docstring.
 FEATURE_NAMES = ("rise_db", "fall_db", "ips", "ifp", "energy_db", "zcr_per_ms", "pwp_min_db", "ips_x_pwp",
                  "res_peak_prominence", "srh_vuv", "delta_energy_db", "h2_h1_db", "creak_f0_hz")
 FEATURE_MEAN = np.array([5.02370950e00, 4.89367110e00, 4.63883398e-01, 2.68699792e-01, -2.75575400e01,

@@ -24,7 +24,8 @@ import functools
 import numpy as np
 import scipy.fft as sfft
 
-from cmbert_pipe.acoustic.covarep.sinusoidal import HarmonicFrames, mround
+from cmbert_pipe.acoustic.covarep.mcompat import mround
+from cmbert_pipe.acoustic.covarep.sinusoidal import HarmonicFrames
 
 TE_MAX_ITER = 200  # iterations of the True Envelope
 TE_PRECISION_DB = 2.0  # convergence when the envelope is within 2 dB of every peak

@@ -25,7 +25,8 @@ from scipy.ndimage import correlate1d
 from scipy.signal import filtfilt
 
 from cmbert_pipe.acoustic.covarep.envelope import hspec_to_mel_cepstrum
-from cmbert_pipe.acoustic.covarep.sinusoidal import HarmonicFrames, wrap
+from cmbert_pipe.acoustic.covarep.mcompat import wrap
+from cmbert_pipe.acoustic.covarep.sinusoidal import HarmonicFrames
 
 HMPD_DFTLEN = 1024  # frequency grid of the phase statistics: 513 bins of 15.625 Hz
 PDM_TAPS = 25  # frames of the circular-mean window (~250 ms at 10 ms frames)

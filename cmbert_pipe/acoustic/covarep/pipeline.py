@@ -24,12 +24,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cmbert_pipe.acoustic.covarep import COVAREP74_COLUMNS
+from cmbert_pipe.acoustic.covarep.creak import creak_posterior
+from cmbert_pipe.acoustic.covarep.envelope import mcep_abscissa, mcep_frames
 from cmbert_pipe.acoustic.covarep.gci import sedreams, select_gcis
 from cmbert_pipe.acoustic.covarep.grid import assemble, n_rows, on_grid, vuv_on_grid
 from cmbert_pipe.acoustic.covarep.iaif import iaif_gci
 from cmbert_pipe.acoustic.covarep.lpres import lpc_residual
 from cmbert_pipe.acoustic.covarep.mcompat import OctaveRandom, iround
+from cmbert_pipe.acoustic.covarep.hmpd import hmpd_features, hmpd_to_grid
 from cmbert_pipe.acoustic.covarep.polarity import detect_polarity
+from cmbert_pipe.acoustic.covarep.rd import rd_msp
+from cmbert_pipe.acoustic.covarep.sinusoidal import harmonic_peak_picking
 from cmbert_pipe.acoustic.covarep.srh import f0_median_voiced, pitch_srh
 from cmbert_pipe.acoustic.covarep.voicequality import vq_params
 from cmbert_pipe.acoustic.covarep.wavelets import mdq, peak_slope
@@ -46,7 +51,7 @@ DC_REMOVE_RATIO = 0.05  # |mean| / RMS above which the DC offset is subtracted
 HMPD_RNG_SEED = 1  # Octave rand('state', 1) per file, as the reference CSVs were made
 
 GLOTTAL_COLUMNS = ("NAQ", "QOQ", "H1H2", "PSP", "MDQ")
-PART_B_COLUMNS = {
+SPECTRAL_COLUMNS = {  # the groups computed from the sinusoidal frames, and creak
     "Rd": ("Rd", "Rd_conf"),
     "creak": ("creak",),
     "MCEP": tuple(f"MCEP_{i}" for i in range(25)),
@@ -182,21 +187,16 @@ def _extract(wave: np.ndarray, fs: int, keep_streams: bool) -> Covarep74Result:
         cols["peakSlope"] = on_grid(ps_x, ps_v, n)
         streams["PS"] = np.column_stack((ps_x / fs, ps_v))
 
-    missing += _part_b_streams(x, fs, srh, res18, cols, streams, cpu)
+    missing += _spectral_streams(x, fs, srh, res18, cols, streams, cpu)
     features = assemble(cols, COVAREP74_COLUMNS, n)
     return Covarep74Result(features=features, streams=streams if keep_streams else {}, cpu_s=cpu,
                            missing=tuple(missing))
 
 
-def _part_b_streams(x, fs, srh, res18, cols, streams, cpu) -> list[str]:
+def _spectral_streams(x, fs, srh, res18, cols, streams, cpu) -> list[str]:
     """Sinusoidal analysis -> Rd, MCEP, HMPD; creak. Returns the groups that stayed zero."""
     missing: list[str] = []
     n = x.size
-    try:
-        from cmbert_pipe.acoustic.covarep.sinusoidal import harmonic_peak_picking
-    except ImportError:
-        log.warning("sinusoidal analysis not available: Rd, MCEP and HMPD columns are zero")
-        return ["Rd", "MCEP", "HMPD", *_creak(x, fs, srh, res18, cols, cpu)]
     long_file = srh.centres.size > MCEP_CHUNK_FRAMES
     with _timed(cpu, "sinusoidal"):
         frames = harmonic_peak_picking(x, fs, srh.centres, srh.f0_hz, keep_spectrum=not long_file)
@@ -205,63 +205,44 @@ def _part_b_streams(x, fs, srh, res18, cols, streams, cpu) -> list[str]:
         log.warning("no sinusoidal-analysis frame fits in the signal: Rd, MCEP and HMPD are zero")
         return ["Rd", "MCEP", "HMPD", *_creak(x, fs, srh, res18, cols, cpu)]
 
-    try:
-        from cmbert_pipe.acoustic.covarep.rd import rd_msp
-    except ImportError:
-        missing.append("Rd")
-    else:
-        with _timed(cpu, "rd"):
-            rds = rd_msp(frames, fs)
-            rd_cols = on_grid(frames.centre, rds[:, 1:3], n)
-            cols["Rd"], cols["Rd_conf"] = rd_cols[:, 0], rd_cols[:, 1]
-        streams["rds"] = rds
+    with _timed(cpu, "rd"):
+        rds = rd_msp(frames, fs)
+        rd_cols = on_grid(frames.centre, rds[:, 1:3], n)
+        cols["Rd"], cols["Rd_conf"] = rd_cols[:, 0], rd_cols[:, 1]
+    streams["rds"] = rds
 
-    try:
-        from cmbert_pipe.acoustic.covarep.envelope import mcep_abscissa, mcep_frames
-    except ImportError:
-        missing.append("MCEP")
-    else:
-        with _timed(cpu, "mcep"):
-            if long_file:  # bounded memory: recompute the spectra block by block
-                blocks = []
-                for lo in range(0, srh.centres.size, MCEP_CHUNK_FRAMES):
-                    sl = slice(lo, lo + MCEP_CHUNK_FRAMES)
-                    fr = harmonic_peak_picking(x, fs, srh.centres[sl], srh.f0_hz[sl], keep_spectrum=True)
-                    blocks.append(mcep_frames(fr, fs, 24))
-                mcep = np.concatenate(blocks, axis=0)
-            else:
-                mcep = mcep_frames(frames, fs, 24)
-            mc = on_grid(mcep_abscissa(mcep.shape[0], n), mcep, n)
-            for q in range(25):
-                cols[f"MCEP_{q}"] = mc[:, q]
-        streams["MCEP_frames"] = mcep
+    with _timed(cpu, "mcep"):
+        if long_file:  # bounded memory: recompute the spectra block by block
+            blocks = []
+            for lo in range(0, srh.centres.size, MCEP_CHUNK_FRAMES):
+                sl = slice(lo, lo + MCEP_CHUNK_FRAMES)
+                fr = harmonic_peak_picking(x, fs, srh.centres[sl], srh.f0_hz[sl], keep_spectrum=True)
+                blocks.append(mcep_frames(fr, fs, 24))
+            mcep = np.concatenate(blocks, axis=0)
+        else:
+            mcep = mcep_frames(frames, fs, 24)
+        mc = on_grid(mcep_abscissa(mcep.shape[0], n), mcep, n)
+        for q in range(25):
+            cols[f"MCEP_{q}"] = mc[:, q]
+    streams["MCEP_frames"] = mcep
 
-    try:
-        from cmbert_pipe.acoustic.covarep.hmpd import hmpd_features, hmpd_to_grid
-    except ImportError:
+    if len(frames) < HMPD_MIN_FRAMES:
+        log.warning("clip shorter than ~0.82 s (%d analysis frames): HMPD columns are zero", len(frames))
         missing.append("HMPD")
     else:
-        if len(frames) < HMPD_MIN_FRAMES:
-            log.warning("clip shorter than ~0.82 s (%d analysis frames): HMPD columns are zero", len(frames))
-            missing.append("HMPD")
-        else:
-            with _timed(cpu, "hmpd"):
-                u_s, pdm, pdd = hmpd_features(frames, fs, OctaveRandom(HMPD_RNG_SEED))
-                pdm_g, pdd_g = hmpd_to_grid(u_s, pdm, pdd, n, fs)
-                for q in range(25):
-                    cols[f"HMPDM_{q}"] = pdm_g[:, q]
-                for q in range(13):
-                    cols[f"HMPDD_{q}"] = pdd_g[:, q]
-            streams.update(HMPDM_raw=pdm, HMPDD_raw=pdd, hmpd_t=u_s)
+        with _timed(cpu, "hmpd"):
+            u_s, pdm, pdd = hmpd_features(frames, fs, OctaveRandom(HMPD_RNG_SEED))
+            pdm_g, pdd_g = hmpd_to_grid(u_s, pdm, pdd, n, fs)
+            for q in range(25):
+                cols[f"HMPDM_{q}"] = pdm_g[:, q]
+            for q in range(13):
+                cols[f"HMPDD_{q}"] = pdd_g[:, q]
+        streams.update(HMPDM_raw=pdm, HMPDD_raw=pdd, hmpd_t=u_s)
     missing += _creak(x, fs, srh, res18, cols, cpu)
     return missing
 
 
 def _creak(x, fs, srh, res18, cols, cpu) -> list[str]:
-    try:
-        from cmbert_pipe.acoustic.covarep.creak import creak_posterior
-    except ImportError:
-        return ["creak"]
     with _timed(cpu, "creak"):
         try:
             col = np.asarray(creak_posterior(x, fs, res18, srh.f0_hz, srh.vuv), dtype=float)

@@ -19,7 +19,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from cmbert_pipe.acoustic.covarep.sinusoidal import HarmonicFrames, wrap
+from cmbert_pipe.acoustic.covarep.mcompat import wrap
+from cmbert_pipe.acoustic.covarep.sinusoidal import HarmonicFrames
 
 RD_MIN, RD_MAX = 0.3, 2.5  # search interval of Rd
 RD_TOLX = 0.01  # fminbnd TolX

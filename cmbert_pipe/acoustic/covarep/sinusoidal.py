@@ -5,7 +5,7 @@ DFT, partials picked at the spectral peaks nearest to the harmonics of the SRH f
 to a harmonic grid (McAulay & Quatieri 1986 peak picking, as used by Degottex & Erro 2014 for
 HMPD). The frames feed Rd (``rd.py``), MCEP (``envelope.py``) and HMPD (``hmpd.py``).
 
-Contract for the assembly (part A), stream by stream:
+Contract for the assembly (pipeline.py), stream by stream:
 
     frames = harmonic_peak_picking(x, fs, centres, f0s)
         x        polarity-corrected signal, float64, 16 kHz
@@ -41,21 +41,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cmbert_pipe.acoustic.covarep.mcompat import mround, wrap
+
 DFT_LEN = 4096  # bins of the sinusoidal-analysis DFT
 CHUNK_FRAMES = 256  # frames per batched FFT (bounds memory for long recordings)
 F0_FLOOR_HZ = 20.0  # frames with a lower SRH f0 get no partials (module docstring)
-
-
-def mround(v):
-    """MATLAB ``round``: half away from zero (numpy rounds half to even)."""
-    v = np.asarray(v, dtype=float)
-    return np.sign(v) * np.floor(np.abs(v) + 0.5)
-
-
-def wrap(p):
-    """COVAREP ``wrap``: ``p - mround(p / 2pi) * 2pi``."""
-    p = np.asarray(p, dtype=float)
-    return p - mround(p / (2 * np.pi)) * 2 * np.pi
 
 
 def v_findpeaks_q(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,6 +1,6 @@
-"""Speed and fidelity of COVAREP-74 part B stages on the reference WAVs (COVAREP74.md §9–13, §15).
+"""Speed and fidelity of COVAREP-74 spectral stages (sinusoidal analysis, Rd, MCEP, HMPD) on the reference WAVs (COVAREP74.md §9–13, §15).
 
-    OMP_NUM_THREADS=1 nice -n 10 /work/venv/bin/python benchmarks/covarep_b_stages.py [NAME ...]
+    OMP_NUM_THREADS=1 nice -n 10 /work/venv/bin/python benchmarks/covarep_spectral_stages.py [NAME ...]
 
 For each reference file, with the SRH frames and polarity of the reference intermediates as
 inputs: CPU seconds (process time, one thread) per second of audio for sinusoidal analysis,

@@ -1,4 +1,4 @@
-"""Building blocks of COVAREP-74 part B against independent oracles (scipy, numpy, numerical
+"""Building blocks of COVAREP-74's spectral stages against independent oracles (scipy, numpy, numerical
 integration) and the creak substitute's contract and validation (COVAREP74.md §9–13, §11.4)."""
 
 from __future__ import annotations
@@ -19,12 +19,8 @@ from cmbert_pipe.acoustic.covarep.envelope import (
     mcep_abscissa,
     true_envelope_log,
 )
-from cmbert_pipe.acoustic.covarep.sinusoidal import (
-    harmonic_peak_picking,
-    mround,
-    v_findpeaks_q,
-    wrap,
-)
+from cmbert_pipe.acoustic.covarep.mcompat import mround, wrap
+from cmbert_pipe.acoustic.covarep.sinusoidal import harmonic_peak_picking, v_findpeaks_q
 from cmbert_pipe.errors import FeatureError
 
 FS = 16000

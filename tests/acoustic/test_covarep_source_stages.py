@@ -1,4 +1,4 @@
-"""Per-stage tests of COVAREP-74 part A against the reference intermediates of the original
+"""Per-stage tests of COVAREP-74's source stages (polarity, SRH, GCI, IAIF, voice quality) against the reference intermediates of the original
 COVAREP (Octave) in ../shared/data/covarep-ref/<name>_intermediate.mat (COVAREP74.md §15)."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ FILES = ["arctic_a0007", "tts_a", "ravdess_03-01-05-01-01-01-04"]
 
 
 class Stages:
-    """Every part-A stage run once on one reference WAV, with the reference intermediates."""
+    """Every source stage run once on one reference WAV, with the reference intermediates."""
 
     def __init__(self, folder, name):
         x, self.fs = sf.read(folder / f"{name}.wav")

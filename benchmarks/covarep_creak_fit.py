@@ -1,6 +1,6 @@
 """Fit and validate the creak substitute (COVAREP74.md §11.4 c) against the covarep-ref column.
 
-    OMP_NUM_THREADS=2 nice -n 10 /work/venv/bin/python benchmarks/covarep_b_creak_fit.py
+    OMP_NUM_THREADS=2 nice -n 10 /work/venv/bin/python benchmarks/covarep_creak_fit.py
 
 Features come from ``cmbert_pipe.acoustic.covarep.creak.creak_features``; the target is the
 reference detector output ``creak_raw`` (``<name>_intermediate.mat``) turned into COVAREP's
