@@ -11,7 +11,7 @@ VUV = 1) for the glottal columns; the lowest per-file r; the median absolute err
 |wrap(a - b)|, for the HMPDM phase columns); the 99th-percentile absolute error; and the
 zero-mask agreement (fraction of rows where both are zero or both non-zero). For creak it also
 prints the Spearman correlation and the ROC-AUC against the reference's binary decision
-(3-point median > 0.3), COVAREP74.md §11.4.
+(3-point median > 0.3), docs/covarep74.md §11.4.
 
 With ``--base COMMIT`` (or a folder holding a ``cmbert_pipe`` package) the same table is also
 computed for that version of the extractor, in a subprocess, and every printed cell that
@@ -106,7 +106,7 @@ def fidelity_table(feats: list[tuple[str, np.ndarray]]) -> tuple[list[str], dict
         zero_agree = float(np.mean((a == 0) == (b == 0)))
         cells[name] = [_fmt(r_all), _fmt(r_voiced), _fmt(r_min), f"{np.median(err):.3g}",
                        f"{np.percentile(err, 99):.3g}", f"{zero_agree:.4f}"]
-    # HMPDD's first/last ~9 non-zero rows are numerically unstable even in Octave (COVAREP74.md
+    # HMPDD's first/last ~9 non-zero rows are numerically unstable even in Octave (docs/covarep74.md
     # §13): report the interior separately.
     dd = [j for j, c in enumerate(COVAREP74_COLUMNS) if c.startswith("HMPDD")]
     interior_err, interior_r = [], []

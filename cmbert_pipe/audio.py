@@ -6,11 +6,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
+import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
+import soxr
 
 from cmbert_pipe.errors import AudioError
 from cmbert_pipe.schema import SAMPLE_RATE
@@ -24,16 +27,12 @@ MIN_DURATION_S = 0.05  # s: shorter than this there is nothing to align or measu
 
 def _decode(path: Path) -> tuple[np.ndarray, int]:
     """Decode to (frames, channels) float32 at the file's own rate."""
-    import soundfile as sf
-
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
         return data, int(sr)
     except Exception as sf_error:  # libsndfile does not know the format: try librosa/audioread
         try:
-            import warnings
-
-            import librosa
+            import librosa  # ~1 s to import: only for the formats libsndfile cannot read
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -52,16 +51,12 @@ def resample(wave: np.ndarray, sr_in: int, sr_out: int = SAMPLE_RATE) -> np.ndar
     """Band-limited resampling (soxr, very-high quality); identity when the rates agree."""
     if sr_in == sr_out:
         return wave
-    import soxr
-
     return soxr.resample(wave, sr_in, sr_out, quality="VHQ").astype(np.float32, copy=False)
 
 
 def _wav_truncation(path: Path) -> str | None:
     """For a RIFF/WAVE file, why it is truncated (its ``data`` chunk claims more bytes than
     the file holds), else None. libsndfile silently reads what is there, so check here."""
-    import struct
-
     with open(path, "rb") as fh:
         head = fh.read(12)
         if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
@@ -114,12 +109,3 @@ def load_audio(path: str | Path, *, allow_silent: bool = False) -> np.ndarray:
     if not allow_silent and peak < SILENCE_PEAK:
         raise AudioError(f"audio is silent (peak {peak:.2e} of full scale)", path)
     return wave
-
-
-def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
-    """Hex digest of a file's bytes (content address for caches)."""
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

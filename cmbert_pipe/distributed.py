@@ -12,10 +12,11 @@ torchrun starts one process per device and sets ``RANK``/``WORLD_SIZE``/``LOCAL_
   batches is exactly the k-th batch a single process would train on;
 - the model is wrapped in ``DistributedDataParallel``: gradients are averaged over ranks, which
   for equal local batch sizes is the gradient of the global batch's mean loss;
-- statistics a model takes over its whole batch (CM-BERT's paper scaling divides by the norm
-  of the batch tensor) are summed over ranks while training (:func:`global_sq_norm`);
-- evaluation is sharded the same way and the predictions gathered in order, so metrics are
-  computed on rank 0 over the whole split; only rank 0 writes bundles and summaries.
+- a statistic a model takes over its whole batch (CM-BERT's ``reference`` scaling divides by
+  the norm of the batch tensor) is summed over the ranks while training (:func:`batch_norm`);
+- the training loss is averaged over the ranks once per epoch; rank 0 evaluates on the whole
+  dev split (the same eval batches as one process, so the same epoch is kept), computes the
+  metrics and is the only one to write bundles and summaries, while the others wait.
 
 So with the same data order, one process and W processes train the same model up to float
 reduction order (``tests/test_distributed.py`` states the tolerance). Without torchrun
@@ -27,9 +28,11 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
@@ -41,7 +44,7 @@ from cmbert_pipe.errors import ConfigError
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-TIMEOUT_S = 600.0  # s: a collective that waits this long for a dead rank gives up
+TIMEOUT_S = 1800.0  # s: a rank waits this long in a collective (rank 0 evaluating) at most
 
 
 @dataclass(frozen=True)
@@ -143,13 +146,15 @@ def wrap(model: nn.Module, device: torch.device) -> nn.Module:
     return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
 
 
-def global_sq_norm(sq_norm: torch.Tensor) -> torch.Tensor:
-    """The squared norm of a batch tensor summed over the ranks' local batches while training
-    (so batch-wide statistics match one process on the global batch); as given otherwise."""
-    if current().active and torch.is_grad_enabled():
-        sq_norm = sq_norm.clone()
-        dist.all_reduce(sq_norm)
-    return sq_norm
+def batch_norm(x: torch.Tensor) -> torch.Tensor:
+    """``‖x.flatten()‖₂`` of a batch tensor; while training under DDP, over the global batch
+    (the ranks' squared norms summed), so a batch-wide statistic matches one process. Under
+    ``no_grad`` (evaluation, run by rank 0 alone) it stays local."""
+    if not (current().active and torch.is_grad_enabled()):
+        return torch.linalg.vector_norm(x.reshape(-1))
+    sq = x.reshape(-1).float().pow(2).sum()
+    dist.all_reduce(sq)
+    return torch.sqrt(sq).to(x.dtype)
 
 
 def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:
@@ -161,23 +166,31 @@ def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:
     return value / current().world_size
 
 
-def gather_in_order(local: Any, n: int) -> list[Any]:
-    """Undo :func:`shard`: the per-item results of every rank, back in the order of ``n``
-    items (padding dropped). ``local`` is this rank's list, in its shard's order."""
-    ctx = current()
-    if not ctx.active:
-        return list(local)
-    parts: list[Any] = [None] * ctx.world_size
-    dist.all_gather_object(parts, list(local))
-    out: list[Any] = [None] * n
-    for r, part in enumerate(parts):
-        for j, value in enumerate(part):
-            i = r + j * ctx.world_size
-            if i < n:
-                out[i] = value
-    return out
-
-
 def barrier() -> None:
     if current().active:
         dist.barrier()
+
+
+def launch(nproc: int, argv: Sequence[str]) -> int:
+    """Run ``cmbert ARGV`` as ``nproc`` processes under torchrun on this host; its exit code.
+
+    ``argv`` is the command line without the launcher's own option (``--ddp N``)."""
+    if nproc < 2:
+        raise ConfigError(f"--ddp needs at least 2 processes, got {nproc}")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc-per-node={nproc}", "-m", "cmbert_pipe", *argv]
+    log.info("launching %s", " ".join(cmd))
+    return subprocess.call(cmd)
+
+
+def strip_option(argv: Sequence[str], name: str) -> list[str]:
+    """``argv`` without ``name VALUE`` / ``name=VALUE``."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == name:
+            skip = True
+        elif not a.startswith(name + "="):
+            out.append(a)
+    return out

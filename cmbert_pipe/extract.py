@@ -38,22 +38,11 @@ import numpy as np
 
 from cmbert_pipe.acoustic import extract_frames, get_feature_set, pool_words, words_without_frames
 from cmbert_pipe.align.driver import alignment_path, load_alignment, sidecar_path
-from cmbert_pipe.audio import file_digest, load_audio
+from cmbert_pipe.audio import load_audio
 from cmbert_pipe.batch import Check, Executor, ItemKey, ProgressCallback, run_stage
-from cmbert_pipe.cache import (
-    META_KEY,
-    CacheEntry,
-    FeatureCache,
-    atomic_write_bytes,
-    atomic_write_text,
-    make_key,
-)
-from cmbert_pipe.errors import (
-    AlignmentError,
-    AudioError,
-    CacheError,
-    FeatureError,
-)
+from cmbert_pipe.cache import META_KEY, CacheEntry, FeatureCache
+from cmbert_pipe.errors import AlignmentError, AudioError, CacheError, FeatureError
+from cmbert_pipe.io import atomic_write_bytes, atomic_write_text, file_digest
 from cmbert_pipe.schema import (
     FRAME_HOP_S,
     FRAME_OFFSET_S,
@@ -94,13 +83,6 @@ def alignment_key_part(alignments_dir: str | Path, utterance: Utterance) -> dict
         except (ValueError, AttributeError):
             part["sidecar_sha256"] = file_digest(side_path)
     return part
-
-
-def entry_key(audio_sha256: str, transcript: str, alignment: dict[str, Any],
-              features: dict[str, Any]) -> str:
-    """The content key of one utterance's entry (see the module docstring)."""
-    return make_key(audio_sha256=audio_sha256, transcript=transcript, alignment=alignment,
-                    features=features)
 
 
 @dataclass(frozen=True)

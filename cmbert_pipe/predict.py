@@ -38,11 +38,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from cmbert_pipe.audio import file_digest, load_audio
+from cmbert_pipe.audio import load_audio
 from cmbert_pipe.batch import Check, Executor, ItemKey, ProgressCallback, run_stage
-from cmbert_pipe.cache import atomic_write_text, canonical_json
 from cmbert_pipe.corpus import read_transcript
 from cmbert_pipe.errors import AlignmentError, ConfigError, FeatureError, ModelError
+from cmbert_pipe.io import atomic_write_text, canonical_json, file_digest
 from cmbert_pipe.metrics import class7
 from cmbert_pipe.schema import (
     SAMPLE_RATE,

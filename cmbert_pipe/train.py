@@ -1,7 +1,7 @@
 """Train and evaluate sentiment models on cached aligned tensors (or on text alone).
 
 The loop is model-agnostic: anything in :data:`cmbert_pipe.model.MODELS` trains through it.
-Published CM-BERT recipe (Yang, Xu & Gao, ACM MM 2020; DESIGN.md "CM-BERT, exactly"): MSE,
+Published CM-BERT recipe (Yang, Xu & Gao, ACM MM 2020; docs/design.md, "CM-BERT here"): MSE,
 batch 24, 3 epochs, AdamW with 10 % linear warm-up then linear decay, weight decay 0.01 except
 biases and LayerNorm, fusion head at 1e-2 and encoder at 2e-5, embeddings frozen, the epoch
 with the lowest dev loss kept, five seeds reported as mean ± std.
@@ -32,11 +32,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from cmbert_pipe.cache import FeatureCache, atomic_write_text, iter_examples
+from cmbert_pipe import __version__
+from cmbert_pipe import distributed as ddp
+from cmbert_pipe.cache import FeatureCache, iter_examples
 from cmbert_pipe.config import ModelConfig, TrainConfig
 from cmbert_pipe.errors import ConfigError, ModelError
-from cmbert_pipe.metrics import METRIC_NAMES, mean_std, sentiment_metrics
-from cmbert_pipe.model.base import SentimentModel, build_model
+from cmbert_pipe.io import atomic_write_text
+from cmbert_pipe.metrics import mean_std, sentiment_metrics
+from cmbert_pipe.model import SentimentModel, build_model
 from cmbert_pipe.model.bundle import load_bundle, save_bundle
 from cmbert_pipe.model.ema import EMA
 from cmbert_pipe.model.inputs import AudioStats, load_tokenizer, prepare_batch
@@ -210,9 +213,7 @@ class SeedResult:
 
 
 def versions() -> dict[str, str]:
-    import transformers
-
-    from cmbert_pipe import __version__
+    import transformers  # already loaded by the encoder; imported here for its version only
 
     return {"cmbert_pipe": __version__, "torch": torch.__version__,
             "transformers": transformers.__version__, "numpy": np.__version__,
@@ -241,7 +242,7 @@ def train_one(
         raise ModelError("no training examples (no utterance has split 'train')")
     if train_config.threads:
         torch.set_num_threads(train_config.threads)
-    device = pick_device(train_config.device)
+    device = ddp.rank_device(pick_device(train_config.device))
     amp_dtype = pick_amp(train_config.amp, device)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -253,12 +254,15 @@ def train_one(
              if with_audio else AudioStats.identity(model_config.audio_dim))
     model = build_model(model_config).to(device)
     model.train()
+    train_model = ddp.wrap(model, device)  # DistributedDataParallel under torchrun
+    batch_size = ddp.local_batch_size(train_config.batch_size)  # this rank's share
+    main = ddp.current().is_main  # evaluates and writes; the other ranks only train
     groups = model.param_groups(train_config.lr_head, train_config.lr_encoder,
                                 train_config.weight_decay)
     opt_kwargs = {"fused": True} if device.type == "cuda" else {}
     optimizer = torch.optim.AdamW([{k: v for k, v in g.items() if k != "name"} for g in groups],
                                   **opt_kwargs)
-    steps_per_epoch = math.ceil(len(train) / train_config.batch_size)
+    steps_per_epoch = math.ceil(len(ddp.shard(range(len(train)))) / batch_size)
     total_steps = steps_per_epoch * train_config.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, linear_warmup_decay(total_steps, train_config.warmup))
@@ -274,15 +278,14 @@ def train_one(
     try:
         for epoch in range(train_config.epochs):
             t0 = time.perf_counter()
-            order = torch.randperm(len(train), generator=gen).tolist()
-            batches = make_batches(train, tokenizer, model_config, stats,
-                                   train_config.batch_size, order)
+            order = ddp.shard(torch.randperm(len(train), generator=gen).tolist())
+            batches = make_batches(train, tokenizer, model_config, stats, batch_size, order)
             loss_sum = torch.zeros((), device=device)
             for i, batch in enumerate(batches):
                 batch = _to(batch, device)
                 with torch.autocast(device.type, dtype=amp_dtype or torch.float32,
                                     enabled=amp_dtype is not None):
-                    loss = model(**batch).loss
+                    loss = train_model(**batch).loss
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
@@ -293,11 +296,14 @@ def train_one(
                 loss_sum += loss.detach().float()
                 if on_step is not None:
                     on_step(i + 1, len(batches))
-            train_loss = float(loss_sum) / max(1, len(batches))  # one host sync per epoch
+            # one host sync per epoch (and one all-reduce under DDP)
+            train_loss = float(ddp.mean_over_ranks(loss_sum)) / max(1, len(batches))
             dt = time.perf_counter() - t0
             epoch_seconds.append(dt)
             n_trained += len(train)
             t_train += dt
+            if not main:  # rank 0 evaluates on the whole dev split and writes the bundle
+                continue
             ctx = ema.applied(model) if ema is not None else _nullcontext(model)
             with ctx:
                 dev_m = score(model, dev, tokenizer, stats, train_config.eval_batch_size,
@@ -318,7 +324,11 @@ def train_one(
         log.warning("interrupted: the best checkpoint so far is in %s", out_dir)
         raise
     finally:
-        del model, optimizer
+        del model, train_model, optimizer
+    ddp.barrier()  # the best bundle is written
+    if not main:
+        ddp.barrier()  # rank 0 scores and writes the final bundle
+        return SeedResult(seed, {}, best_epoch, epoch_seconds, float("nan"), out_dir)
     # Final scores with the best checkpoint, reloaded exactly as a user would.
     bundle = load_bundle(out_dir, device)
     metrics = {s: score(bundle.model, xs, bundle.tokenizer, bundle.audio_stats,
@@ -329,6 +339,7 @@ def train_one(
                           train_samples_per_s=rate, peak_memory=peak_memory(device))
     save_bundle(out_dir, bundle.model, bundle.tokenizer, bundle.audio_stats, final_settings,
                 dict(metrics, final=True, best_epoch=best_epoch))
+    ddp.barrier()
     return SeedResult(seed, metrics, best_epoch, epoch_seconds, rate, out_dir, interrupted)
 
 
@@ -378,6 +389,7 @@ def train_seeds(
     """Train every seed into ``out_dir/seed-N`` (skipping seeds already finished there) and
     write ``out_dir/summary.json``: metrics per split and seed, mean ± std, the effective
     configs, library versions and wall time. Returns the summary."""
+    ddp.local_batch_size(train_config.batch_size)  # under DDP: refused before any work
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -411,7 +423,8 @@ def train_seeds(
         "versions": versions(),
         "wall_s": time.perf_counter() - t0,
     }
-    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2, default=str))
+    if ddp.current().is_main:
+        atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2, default=str))
     return summary
 
 
@@ -435,5 +448,5 @@ def evaluate_bundle(bundle_dir: str | Path, examples: Sequence[Example],
     return out
 
 
-__all__ = ["Example", "TrainConfig", "METRIC_NAMES", "evaluate_bundle", "load_cache_examples",
+__all__ = ["Example", "TrainConfig", "evaluate_bundle", "load_cache_examples",
            "load_text_examples", "train_one", "train_seeds", "score", "predict_examples"]

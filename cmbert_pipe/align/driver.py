@@ -20,10 +20,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from cmbert_pipe.align.base import Aligner
-from cmbert_pipe.align.textgrid import atomic_write_text, read_textgrid, write_textgrid
-from cmbert_pipe.audio import file_digest
+from cmbert_pipe.align.textgrid import read_textgrid, write_textgrid
 from cmbert_pipe.batch import Check, Executor, ItemKey, ProgressCallback, plan_stage, run_stage
 from cmbert_pipe.errors import AlignmentError, AudioError, CmbertError
+from cmbert_pipe.io import atomic_write_text, file_digest, read_json
 from cmbert_pipe.schema import Alignment, BatchSummary, ItemFailure, Utterance
 
 log = logging.getLogger(__name__)
@@ -50,16 +50,9 @@ def item_key(audio_digest: str, transcript: str, settings: dict[str, Any]) -> It
     return ItemKey.of(audio_sha256=audio_digest, transcript=transcript, aligner=settings)
 
 
-def _read_sidecar(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def alignment_key(out_dir: str | Path, utterance: Utterance) -> str | None:
     """The key of the current alignment of ``utterance`` in ``out_dir`` (None if none recorded)."""
-    side = _read_sidecar(sidecar_path(out_dir, utterance.id))
+    side = read_json(sidecar_path(out_dir, utterance.id))
     return None if side is None else side.get("key")
 
 
@@ -73,7 +66,7 @@ def load_alignment(out_dir: str | Path, utterance: Utterance) -> Alignment:
     if not path.is_file():
         raise AlignmentError(f"no alignment for {utterance.id!r} (run `cmbert align` first)", path)
     alignment = read_textgrid(path, utterance.id)
-    side = _read_sidecar(sidecar_path(out_dir, utterance.id))
+    side = read_json(sidecar_path(out_dir, utterance.id))
     if side is not None:
         if side.get("transcript") != utterance.transcript:
             raise AlignmentError(
@@ -86,10 +79,25 @@ def load_alignment(out_dir: str | Path, utterance: Utterance) -> Alignment:
             alignment.phones,
             alignment.duration_s,
             aligner=str(side.get("aligner_name", "")),
+            method=str(side.get("method", "")),
+            quality=None if side.get("quality") is None else float(side["quality"]),
         )
     if not alignment.words:
         raise AlignmentError("TextGrid has no words", path)
     return alignment
+
+
+def method_counts(out_dir: str | Path, utterances: Sequence[Utterance]) -> dict[str, int]:
+    """How many of ``utterances`` aligned in ``out_dir`` each method produced (from the
+    sidecars; ``unknown`` for alignments that do not record one, e.g. dropped-in TextGrids)."""
+    counts: dict[str, int] = {}
+    for utt in utterances:
+        side = _read_sidecar(sidecar_path(out_dir, utt.id))
+        if side is None or not alignment_path(out_dir, utt.id).is_file():
+            continue
+        method = str(side.get("method") or "unknown")
+        counts[method] = counts.get(method, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def _save(out_dir: Path, utterance: Utterance, key: ItemKey, settings: dict,
@@ -105,6 +113,8 @@ def _save(out_dir: Path, utterance: Utterance, key: ItemKey, settings: dict,
         "aligner": settings,
         "n_words": len(ali.words),
         "duration_s": ali.duration_s,
+        "method": ali.method,
+        "quality": ali.quality,
     }
     atomic_write_text(sidecar_path(out_dir, utterance.id), json.dumps(side, indent=1) + "\n")
 
@@ -127,7 +137,7 @@ def _key_of(settings: dict[str, Any], utt: Utterance) -> ItemKey:
 
 
 def _check(out_dir: Path, utt: Utterance, key: ItemKey) -> Check:
-    side = _read_sidecar(sidecar_path(out_dir, utt.id))
+    side = read_json(sidecar_path(out_dir, utt.id))
     if side is None:
         return Check.missing()
     check = Check.against(key, side.get("key"), side.get("key_parts"))
@@ -167,7 +177,9 @@ def align_corpus(
             utterances, key, is_current, functools.partial(_align_one, aligner, out_dir),
             on_progress=on_progress, stage="align", item_id=lambda u: u.id,
             executor=executor, jobs=jobs, force=force, prior_failures=prior_failures)
-    atomic_write_text(out_dir / SUMMARY_NAME, json.dumps(summary.to_dict(), indent=2) + "\n")
+    record = summary.to_dict()
+    record["methods"] = method_counts(out_dir, utterances)
+    atomic_write_text(out_dir / SUMMARY_NAME, json.dumps(record, indent=2) + "\n")
     return summary
 
 

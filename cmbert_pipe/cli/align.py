@@ -13,7 +13,7 @@ from pathlib import Path
 import typer
 
 from cmbert_pipe.align import align_corpus, get_aligner
-from cmbert_pipe.align.driver import SUMMARY_NAME
+from cmbert_pipe.align.driver import SUMMARY_NAME, method_counts
 from cmbert_pipe.align.mfa import MfaAligner
 from cmbert_pipe.align.pocketsphinx_backend import PocketsphinxConfig
 from cmbert_pipe.batch import open_executor, parse_cluster
@@ -21,6 +21,7 @@ from cmbert_pipe.cli.app import app, console
 from cmbert_pipe.cli.common import (
     CLUSTER_HELP,
     choices,
+    corpus_or_clip,
     progress_bar,
     report_summary,
     typed_here,
@@ -28,9 +29,7 @@ from cmbert_pipe.cli.common import (
     user_errors,
 )
 from cmbert_pipe.config import ALIGNER_NAMES, AlignConfig
-from cmbert_pipe.corpus import TRANSCRIPT_EXTENSIONS, discover, single_clip
-from cmbert_pipe.errors import ConfigError, TranscriptError
-from cmbert_pipe.schema import ItemFailure
+from cmbert_pipe.errors import ConfigError
 
 AlignerName = choices("AlignerName", ALIGNER_NAMES)
 ALIGN = AlignConfig()  # the defaults the help shows
@@ -69,26 +68,8 @@ def align_command(
         backend = get_aligner(config.aligner, **config.options)
         if cluster:
             parse_cluster(cluster)  # a malformed address: refused before any work
-        prior: list[ItemFailure] = []
-        if transcript is not None:
-            if corpus.is_dir() or corpus.suffix.lower() == ".csv":
-                raise ConfigError("a transcript argument goes with a single audio clip", corpus)
-            try:
-                utterances = [single_clip(corpus, transcript)]
-            except TranscriptError as e:
-                utterances = []
-                prior.append(ItemFailure(corpus.stem, e.path, "load", e.reason, "TranscriptError"))
-        elif corpus.is_file() and corpus.suffix.lower() != ".csv":
-            raise ConfigError(
-                "a single clip needs its transcript: cmbert align CLIP TRANSCRIPT --out DIR "
-                f"(a {'/'.join(TRANSCRIPT_EXTENSIONS)} file)",
-                corpus,
-            )
-        elif not corpus.exists():
-            raise ConfigError("corpus not found", corpus)
-        else:
-            scan = discover(corpus, transcripts)
-            utterances, prior = list(scan.utterances), list(scan.failures)
+        scan = corpus_or_clip(corpus, transcript, transcripts, "align")
+        utterances, prior = list(scan.utterances), list(scan.failures)
         if isinstance(backend, MfaAligner):
             backend.executable()  # missing MFA: one clear message, before any work
         total = len(utterances) + len(prior)
@@ -100,4 +81,9 @@ def align_command(
                 prior_failures=prior, executor=executor,
             )
         console.print(f"TextGrids: {out}")
-    report_summary(summary, out / SUMMARY_NAME)
+        methods = method_counts(out, utterances)
+        if methods:
+            console.print("aligned by: " + ", ".join(f"{m} {n}" for m, n in methods.items())
+                          + "  (method and quality of each: <id>.align.json)")
+    console.print(f"summary: {out / SUMMARY_NAME}")
+    report_summary(summary)  # the driver wrote summary.json (with the method counts)

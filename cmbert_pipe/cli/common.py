@@ -21,10 +21,49 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from cmbert_pipe.audio import AUDIO_EXTENSIONS
 from cmbert_pipe.cli.app import STATE, console
 from cmbert_pipe.config import build_sections
-from cmbert_pipe.errors import CmbertError, ConfigError
-from cmbert_pipe.schema import BatchSummary
+from cmbert_pipe.corpus import TRANSCRIPT_EXTENSIONS, CorpusScan, discover, single_clip
+from cmbert_pipe.errors import CmbertError, ConfigError, TranscriptError
+from cmbert_pipe.schema import BatchSummary, ItemFailure
+
+
+def is_corpus(path: Path) -> bool:
+    """A corpus argument is a folder or a manifest CSV; anything else is one clip."""
+    return path.is_dir() or path.suffix.lower() == ".csv"
+
+
+def corpus_or_clip(corpus: Path, transcript: Path | None, transcripts: Path | None,
+                   command: str) -> CorpusScan:
+    """The ``CORPUS [TRANSCRIPT]`` arguments of ``align`` and ``extract-audio``: a folder of
+    audio with same-stem transcripts (in ``transcripts`` if given) or a manifest CSV, or one
+    clip and its transcript file. A transcript that cannot be read is the clip's failure."""
+    if transcript is not None:
+        if is_corpus(corpus) or corpus.suffix.lower() not in AUDIO_EXTENSIONS:
+            raise ConfigError("a transcript argument goes with a single audio clip "
+                              f"({'/'.join(sorted(AUDIO_EXTENSIONS))})", corpus)
+        if transcripts is not None:
+            raise ConfigError("--transcripts applies to a corpus folder, not to one clip")
+        try:
+            return CorpusScan((single_clip(corpus, transcript),), ())
+        except TranscriptError as e:
+            return CorpusScan((), (ItemFailure(corpus.stem, e.path, "load", e.reason,
+                                               type(e).__name__),))
+    if corpus.is_file() and not is_corpus(corpus):
+        raise ConfigError(f"a single clip needs its transcript: cmbert {command} CLIP "
+                          f"TRANSCRIPT ... (a {'/'.join(TRANSCRIPT_EXTENSIONS)} file)", corpus)
+    if not corpus.exists():
+        raise ConfigError("corpus not found", corpus)
+    return discover(corpus, transcripts)
+
+
+def with_load_failures(summary: BatchSummary, failures: Sequence[ItemFailure]) -> BatchSummary:
+    """``summary`` of a batch stage with the items that could not even be loaded added."""
+    if not failures:
+        return summary
+    return BatchSummary(summary.stage, summary.total + len(failures), summary.done,
+                        summary.skipped, tuple(failures) + tuple(summary.failures))
 
 
 def choices(name: str, names: Sequence[str]) -> type[Enum]:

@@ -14,18 +14,21 @@ from cmbert_pipe.cli.app import app, console, out
 from cmbert_pipe.cli.common import (
     CLUSTER_HELP,
     choices,
+    is_corpus,
     progress_bar,
     report_summary,
     user_errors,
+    with_load_failures,
 )
 from cmbert_pipe.config import ALIGNER_NAMES
+from cmbert_pipe.corpus import discover
 from cmbert_pipe.errors import ConfigError
-from cmbert_pipe.schema import BatchSummary, Prediction
+from cmbert_pipe.schema import Prediction
 
 AlignerName = choices("AlignerName", ALIGNER_NAMES)
 
 
-def _fmt(v: float | None, digits: int = 3) -> str:
+def _weight(v: float | None, digits: int = 3) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 
 
@@ -48,9 +51,9 @@ def print_prediction(p: Prediction) -> None:
     for w in p.words:
         row = [escape(w.word), f"{w.start_s:.2f}", f"{w.end_s:.2f}"]
         if has_att:
-            row += [_fmt(w.multimodal), _fmt(w.text)]
+            row += [_weight(w.multimodal), _weight(w.text)]
         if has_gate:
-            row += [_fmt(w.gate)]
+            row += [_weight(w.gate)]
         table.add_row(*row)
     out.print(table)
     if p.timings_s:
@@ -93,8 +96,7 @@ def predict_cmd(
 
     aligner = aligner.value if aligner is not None else None
     with user_errors():
-        is_corpus = audio.is_dir() or audio.suffix.lower() == ".csv"
-        if is_corpus:
+        if is_corpus(audio):
             if transcript is not None or text is not None:
                 raise ConfigError("a corpus takes no transcript argument (it has its own)", audio)
             if output is None:
@@ -127,7 +129,6 @@ def predict_cmd(
 def _predict_corpus(corpus: Path, transcripts: Path | None, model: Path, output: Path,
                     force: bool, aligner: str | None, jobs: int = 1,
                     cluster: str | None = None) -> None:
-    from cmbert_pipe.corpus import discover
     from cmbert_pipe.predict import Predictor, failures_of_scan, predict_corpus
 
     scan = discover(corpus, transcripts)
@@ -138,8 +139,6 @@ def _predict_corpus(corpus: Path, transcripts: Path | None, model: Path, output:
             progress_bar("predict", len(scan.utterances)) as bar:
         summary = predict_corpus(predictor, scan.utterances, output, force=force,
                                  on_progress=bar, executor=executor, protect=[corpus])
-    summary = BatchSummary(summary.stage, summary.total + len(scan.failures), summary.done,
-                           summary.skipped,
-                           tuple(failures_of_scan(scan.failures)) + summary.failures)
+    summary = with_load_failures(summary, failures_of_scan(scan.failures))
     console.print(f"predictions: {output}")
     report_summary(summary, output.with_name(output.stem + ".summary.json"))

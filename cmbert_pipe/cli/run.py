@@ -8,9 +8,12 @@ from pathlib import Path
 
 import typer
 
+from cmbert_pipe.batch import parse_cluster
 from cmbert_pipe.cli.app import app, console, out
 from cmbert_pipe.cli.common import progress_bar, user_errors
-from cmbert_pipe.pipeline import PipelineResult, Reporter
+from cmbert_pipe.cli.predict import print_prediction
+from cmbert_pipe.config import load_recipe
+from cmbert_pipe.pipeline import PipelineResult, Reporter, demo_recipe, run_pipeline
 
 
 class ConsoleReporter(Reporter):
@@ -29,8 +32,6 @@ class ConsoleReporter(Reporter):
 
 
 def _finish(result: PipelineResult) -> None:
-    from cmbert_pipe.cli.predict import print_prediction
-
     out.print(result.report_md.read_text(encoding="utf-8"), markup=False, highlight=False,
               soft_wrap=True)
     if result.prediction is not None:
@@ -47,10 +48,6 @@ def _finish(result: PipelineResult) -> None:
 
 def _run(recipe: Path | None, overrides: list[str], out_dir: Path | None, force: bool,
          cluster: str | None = None) -> None:
-    from cmbert_pipe.batch import parse_cluster
-    from cmbert_pipe.config import load_recipe
-    from cmbert_pipe.pipeline import run_pipeline
-
     if cluster:
         parse_cluster(cluster)  # a malformed address: refused before any work
     config = load_recipe(recipe, overrides)
@@ -98,7 +95,5 @@ def demo_cmd(
     \b
       cmbert demo --out runs/demo
     """
-    from cmbert_pipe.pipeline import demo_recipe
-
     with user_errors():
         _run(demo_recipe(), list(set_), out_dir, force)

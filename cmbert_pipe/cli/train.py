@@ -8,8 +8,10 @@ TSVs) over several seeds, and re-score a saved bundle.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
 from pathlib import Path
 
 import typer
@@ -27,15 +29,7 @@ from cmbert_pipe.config import (
     TrainConfig,
 )
 from cmbert_pipe.errors import ConfigError
-
-SHOWN = ("acc7", "acc2_has0", "f1_has0", "acc2_non0", "f1_non0", "bacc2_non0", "acc2_paper",
-         "mae", "corr")
-
-
-def _fmt(name: str, v: float) -> str:
-    if v != v:  # NaN
-        return "nan"
-    return f"{v:.3f}" if name in ("mae", "corr", "loss") else f"{100 * v:.1f}"
+from cmbert_pipe.metrics import METRIC_NAMES, format_mean_std, format_metric
 
 
 def metrics_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
@@ -44,8 +38,8 @@ def metrics_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
     table.add_column("metric")
     for split in rows:
         table.add_column(split, justify="right")
-    for name in SHOWN + ("loss",):
-        table.add_row(name, *[_fmt(name, m.get(name, float("nan"))) for m in rows.values()])
+    for name in METRIC_NAMES + ("loss",):
+        table.add_row(name, *[format_metric(name, m.get(name)) for m in rows.values()])
     return table
 
 
@@ -55,12 +49,8 @@ def mean_std_table(title: str, ms: dict[str, dict[str, dict[str, float]]]) -> Ta
     table.add_column("metric")
     for split in ms:
         table.add_column(split, justify="right")
-    for name in SHOWN:
-        cells = []
-        for m in ms.values():
-            s = m.get(name)
-            cells.append("" if s is None else f"{_fmt(name, s['mean'])} ± {_fmt(name, s['std'])}")
-        table.add_row(name, *cells)
+    for name in METRIC_NAMES:
+        table.add_row(name, *[format_mean_std(name, m.get(name)) for m in ms.values()])
     return table
 
 
@@ -102,6 +92,9 @@ def train_cmd(
     threads: int = typer.Option(TRAIN.threads, "--threads", help="torch CPU threads (0 = default)."),
     max_train: int = typer.Option(TRAIN.max_train, "--max-train", help="Use only the first N training examples (0 = all)."),
     set_: list[str] = typer.Option([], "--set", help="Any model or training key, as in a recipe: --set model.options.beta=0.5 --set train.warmup=0.2 (repeatable; see docs/configuration.md)."),
+    ddp_procs: int = typer.Option(0, "--ddp", help="Train with DistributedDataParallel on N "
+                                  "processes of this host (torchrun; gloo on CPU, one GPU each "
+                                  "on CUDA). The global batch stays --batch-size."),
 ) -> None:
     """Train MODEL on a cache (labels and splits from its corpus) or on text TSVs; one bundle per
     seed in OUT/seed-N, metrics per split and seed plus mean ± std in OUT/summary.json. Seeds
@@ -112,7 +105,10 @@ def train_cmd(
       cmbert train runs/cache --out runs/mag --model magbert --set model.options.beta=0.5
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    with user_errors():
+    if ddp_procs and int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        _launch_ddp(ddp_procs, out_dir)
+        return
+    with user_errors(), _distributed_run(device, out_dir) as dist_ctx:
         computed = {}
         if typed_here(ctx, "seeds") or typed_here(ctx, "seed_start"):
             computed["train.seeds"] = ("--seeds", list(range(seed_start, seed_start + seeds)))
@@ -137,7 +133,7 @@ def train_cmd(
         seed_list = list(tcfg.seeds)
         progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                             MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                            TimeElapsedColumn(), console=console)
+                            TimeElapsedColumn(), console=console, disable=not dist_ctx.is_main)
         state = {"task": None}
 
         def on_seed(seed: int) -> None:
@@ -166,9 +162,44 @@ def train_cmd(
         except KeyboardInterrupt:
             console.print(f"[yellow]interrupted[/]: best checkpoint so far kept in {out_dir}")
             raise typer.Exit(130) from None
+        if not dist_ctx.is_main:
+            return
         out.print(mean_std_table(f"{mcfg.model} over {len(seed_list)} seed(s), mean ± std",
                                  summary["mean_std"]))
         console.print(f"summary: {out_dir / 'summary.json'}  wall {summary['wall_s']:.0f} s")
+
+
+def _launch_ddp(nproc: int, out_dir: Path) -> None:
+    """``--ddp N``: this command again under torchrun; a failed rank ends it with one message."""
+    from cmbert_pipe import distributed  # torch: imported by the commands that need it
+
+    with user_errors():
+        code = distributed.launch(nproc, distributed.strip_option(sys.argv[1:], "--ddp"))
+    if code != 0:
+        console.print(f"[bold red]error:[/] a training process failed (exit code {code}; its "
+                      f"message is above). Finished seeds are kept in {out_dir}: run the same "
+                      "command again to resume from the last finished seed.")
+        raise typer.Exit(1)
+
+
+@contextlib.contextmanager
+def _distributed_run(device: str, out_dir: Path):
+    """Join torchrun's process group (if any) for the command; a rank that loses its peers
+    stops with one line instead of a traceback."""
+    from cmbert_pipe import distributed  # torch: imported by the commands that need it
+
+    ctx = distributed.init_from_env(device)
+    try:
+        yield ctx
+    except (RuntimeError, OSError) as e:
+        if not ctx.active:
+            raise
+        console.print(f"[bold red]error:[/] rank {ctx.rank} of {ctx.world_size}: lost another "
+                      f"training process ({type(e).__name__}: {str(e).splitlines()[0][:200]}). "
+                      f"Finished seeds are kept in {out_dir}; re-run to resume.")
+        raise typer.Exit(1) from None
+    finally:
+        distributed.shutdown()
 
 
 @app.command("evaluate", short_help="Re-score a saved model bundle on splits of a cache or TSV folder.")

@@ -28,7 +28,8 @@ from typing import Any
 import torch
 
 from cmbert_pipe.errors import ModelError
-from cmbert_pipe.model.base import ModelConfig, SentimentModel, build_model, load_encoder
+from cmbert_pipe.model import build_model
+from cmbert_pipe.model.base import ModelConfig, SentimentModel, load_encoder
 from cmbert_pipe.model.inputs import AudioStats
 
 BUNDLE_FORMAT = 1

@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cmbert_pipe.distributed import batch_norm
 from cmbert_pipe.model.base import ModelConfig, ModelOutput, SentimentModel, register
 
 NEG_INF = -1e9  # additive mask for padding columns (finite: rows never become all -inf)
@@ -39,8 +40,9 @@ def scale_paper(x: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
 
 
 def scale_reference(x: torch.Tensor) -> torch.Tensor:
-    """The released code: one detached scalar ``sqrt(‖x.flatten()‖₂)`` for the whole batch."""
-    return x / torch.sqrt(torch.linalg.vector_norm(x.detach().reshape(-1)) + EPS)
+    """The released code: one detached scalar ``sqrt(‖x.flatten()‖₂)`` for the whole batch
+    (under DDP training, the whole global batch: :func:`cmbert_pipe.distributed.batch_norm`)."""
+    return x / torch.sqrt(batch_norm(x.detach()) + EPS)
 
 
 def masked_multimodal_attention(

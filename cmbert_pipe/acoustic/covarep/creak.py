@@ -1,4 +1,4 @@
-"""Stage I of COVAREP-74: a creaky-voice posterior on the 10 ms grid (COVAREP74.md §11).
+"""Stage I of COVAREP-74: a creaky-voice posterior on the 10 ms grid (docs/covarep74.md §11).
 
 COVAREP's creak column is the output of a trained network (Kane, Drugman & Gobl 2013,
 "Improved automatic detection of creak", Computer Speech & Language; Drugman, Kane & Gobl 2014,

@@ -1,4 +1,4 @@
-"""Stage J of COVAREP-74: MCEP_0..24 from a True Envelope (COVAREP74.md §12).
+"""Stage J of COVAREP-74: MCEP_0..24 from a True Envelope (docs/covarep74.md §12).
 
 The True Envelope is the iterative cepstral upper envelope of Röbel & Rodet 2005 ("Efficient
 spectral envelope estimation and its application to pitch shifting and envelope preservation")

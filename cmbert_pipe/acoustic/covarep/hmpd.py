@@ -6,7 +6,7 @@ Process.): the vocal-tract (minimum) phase is removed from the harmonic phases, 
 distortion PD_h = phi_{h+1} - phi_h - phi_1 is put on a 1024-point frequency grid, its circular
 mean over time gives PDM and its circular standard deviation around a smoothed trend gives PDD;
 both are compressed (PDM by mel-like bin groups, PDD by a 12th-order warped cepstrum) and
-resampled to 5 ms, then to the 10 ms output grid (COVAREP74.md §13).
+resampled to 5 ms, then to the 10 ms output grid (docs/covarep74.md §13).
 
 The per-bin time filtering is vectorised over all bins at once; the random fill of bins above
 the last harmonic follows Octave's generator when ``rng`` is :class:`OctaveRandom`-like (an

@@ -4,7 +4,7 @@ COVAREP's reference outputs depend on MATLAB conventions that differ from numpy'
 half-away-from-zero rounding, ``hanning`` without zero end points, autocorrelation ``lpc``,
 ``filtfilt`` padding, ``findpeaks`` plateau rules, Octave's ``fminbnd`` control flow and its
 Mersenne-Twister ``rand``. Each helper here reproduces one of them as described in
-``COVAREP74.md`` §0.2, §2.3, §2.6 and §2.7. Everything works on float64 numpy arrays.
+docs/covarep74.md §0.2, §2.3, §2.6 and §2.7. Everything works on float64 numpy arrays.
 """
 
 from __future__ import annotations
@@ -228,7 +228,7 @@ def findpeaks_matlab(x: np.ndarray) -> np.ndarray:
 
 
 def v_findpeaks(x: np.ndarray, quadratic: bool = False, min_sep: float | None = None):
-    """VOICEBOX ``v_findpeaks(x, mode, w)`` semantics (COVAREP74.md §2.3).
+    """VOICEBOX ``v_findpeaks(x, mode, w)`` semantics (docs/covarep74.md §2.3).
 
     Returns ``(positions, values)`` with **1-based** (possibly fractional) positions. Plateau
     peaks sit at the plateau centre (lower centre for even widths). ``quadratic`` refines by a
@@ -269,7 +269,7 @@ def fminbnd_octave(
     """Octave ``fminbnd``: Brent's golden-section/parabolic search with Octave's control flow.
 
     (Brent 1973, "Algorithms for Minimization without Derivatives", ch. 5; tolerance term and
-    tie rules as in Octave, COVAREP74.md §2.7.) Returns ``(x_min, f(x_min))``.
+    tie rules as in Octave, docs/covarep74.md §2.7.) Returns ``(x_min, f(x_min))``.
     """
     c = 0.5 * (3.0 - math.sqrt(5.0))
     v = w = x = a + c * (b - a)
@@ -329,7 +329,7 @@ def fminbnd_octave(
 # ----------------------------------------------------------------------------- random numbers
 class OctaveRandom:
     """Octave's ``rand`` after ``rand('state', seed)``: MT19937 via init_by_array([seed]), 53-bit
-    doubles — the same stream as Python's ``random.Random(seed)`` (COVAREP74.md §2.6)."""
+    doubles — the same stream as Python's ``random.Random(seed)`` (docs/covarep74.md §2.6)."""
 
     def __init__(self, seed: int = 1):
         # Python's seeding (init_by_array), then numpy's MT19937 continues from that state: its

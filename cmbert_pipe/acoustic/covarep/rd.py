@@ -1,4 +1,4 @@
-"""Stage H of COVAREP-74: Rd and Rd_conf by Mean Squared Phase (COVAREP74.md §10).
+"""Stage H of COVAREP-74: Rd and Rd_conf by Mean Squared Phase (docs/covarep74.md §10).
 
 The glottal source is the Liljencrants–Fant (LF) model parametrised by Fant's Rd (Fant 1995,
 "The LF-model revisited. Transformations and frequency domain analysis"), its spectrum in the
@@ -268,7 +268,7 @@ def _msp_error_jit(rd, m_logabs, m_angle, f0, hp, fs, maps, map_of, out):  # pra
 
 
 def fminbnd_octave(fun, a, b, tolx: float = RD_TOLX, maxiter: int = RD_MAXITER):
-    """Octave's fminbnd (Brent 1973 golden-section/parabolic search, COVAREP74.md §2.7),
+    """Octave's fminbnd (Brent 1973 golden-section/parabolic search, docs/covarep74.md §2.7),
     run in lockstep on a vector of independent problems. fun maps (n,) -> (n,) and receives
     only the still-active problems' indices and points. Returns (x, f(x))."""
     a = np.asarray(a, dtype=float).copy()

@@ -1,4 +1,4 @@
-"""Stage G of COVAREP-74: harmonic peak-picking sinusoidal analysis (COVAREP74.md §9).
+"""Stage G of COVAREP-74: harmonic peak-picking sinusoidal analysis (docs/covarep74.md §9).
 
 One analysis frame per SRH pitch frame: a 3-period Blackman window, a zero-phase 4096-point
 DFT, partials picked at the spectral peaks nearest to the harmonics of the SRH f0, then forced
@@ -23,7 +23,7 @@ Contract for the assembly (pipeline.py), stream by stream:
     creak_posterior(x, fs, res18, srh_f0, srh_vuv)
                                     -> (K,) creak column already on the 10 ms grid (§11.2)
 
-Deviation from the reference (COVAREP74.md §16.1), limited to frames whose SRH f0 is below
+Deviation from the reference (docs/covarep74.md §16.1), limited to frames whose SRH f0 is below
 ``F0_FLOOR_HZ`` (20 Hz; in practice SRH's F0 = 1 Hz on digital silence): such a frame is kept or
 dropped exactly as in the reference (its 48001-sample window, truncated to the first 4096
 samples, gives the same spectrum S_j, so the frame list, MCEP and the MCEP time stamps are
@@ -49,7 +49,7 @@ F0_FLOOR_HZ = 20.0  # frames with a lower SRH f0 get no partials (module docstri
 
 
 def v_findpeaks_q(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Voicebox-semantics peaks with quadratic refinement (COVAREP74.md §2.3, mode 'q').
+    """Voicebox-semantics peaks with quadratic refinement (docs/covarep74.md §2.3, mode 'q').
 
     A peak is a plateau (maximal run of equal values, width >= 1) whose left neighbour is lower
     and whose right neighbour is lower; end points are never peaks. It is reported at the
@@ -134,7 +134,7 @@ class HarmonicFrames:
 def harmonic_peak_picking(
     x: np.ndarray, fs: float, centres, f0s, dftlen: int = DFT_LEN, keep_spectrum: bool = True
 ) -> HarmonicFrames:
-    """Harmonic peak-picking sinusoidal analysis (COVAREP74.md §9), batched over frames.
+    """Harmonic peak-picking sinusoidal analysis (docs/covarep74.md §9), batched over frames.
 
     x (L,) polarity-corrected float64 signal; centres (J,) 0-based window centres (SRH
     m_j); f0s (J,) SRH f0 in Hz. Returns the kept frames as :class:`HarmonicFrames`; with

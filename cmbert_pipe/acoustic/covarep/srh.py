@@ -1,7 +1,7 @@
 """Pitch and voicing by Summation of Residual Harmonics (SRH).
 
 Drugman & Alwan 2011, "Joint robust voicing detection and pitch estimation based on residual
-harmonics" (Interspeech); COVAREP74.md §4. The LP residual's amplitude spectrum (1 Hz bins) is
+harmonics" (Interspeech); docs/covarep74.md §4. The LP residual's amplitude spectrum (1 Hz bins) is
 scored for each candidate f0 by the energy at its harmonics minus the energy between them.
 """
 
