@@ -87,12 +87,20 @@ def load_alignment(out_dir: str | Path, utterance: Utterance) -> Alignment:
     return alignment
 
 
+def alignment_quality(out_dir: str | Path, utterance: Utterance) -> tuple[str, float | None]:
+    """(method, quality) recorded in the sidecar of ``utterance``'s alignment; ``("", None)``
+    when none is recorded (no sidecar, or an aligner that gives none)."""
+    side = read_json(sidecar_path(out_dir, utterance.id)) or {}
+    quality = side.get("quality")
+    return str(side.get("method") or ""), None if quality is None else float(quality)
+
+
 def method_counts(out_dir: str | Path, utterances: Sequence[Utterance]) -> dict[str, int]:
     """How many of ``utterances`` aligned in ``out_dir`` each method produced (from the
     sidecars; ``unknown`` for alignments that do not record one, e.g. dropped-in TextGrids)."""
     counts: dict[str, int] = {}
     for utt in utterances:
-        side = _read_sidecar(sidecar_path(out_dir, utt.id))
+        side = read_json(sidecar_path(out_dir, utt.id))
         if side is None or not alignment_path(out_dir, utt.id).is_file():
             continue
         method = str(side.get("method") or "unknown")

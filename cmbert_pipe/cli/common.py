@@ -28,6 +28,13 @@ from cmbert_pipe.corpus import TRANSCRIPT_EXTENSIONS, CorpusScan, discover, sing
 from cmbert_pipe.errors import CmbertError, ConfigError, TranscriptError
 from cmbert_pipe.schema import BatchSummary, ItemFailure
 
+# The CORPUS [TRANSCRIPT] --transcripts declarations shared by align and extract-audio.
+CORPUS_ARG = typer.Argument(..., help="Folder of audio + same-stem .txt/.lab transcripts, a "
+                            "manifest CSV, or one audio clip.")
+TRANSCRIPT_ARG = typer.Argument(None, help="With a single clip as CORPUS: its transcript file.")
+TRANSCRIPTS_OPT = typer.Option(None, "--transcripts", help="Folder holding the same-stem "
+                               "transcripts, if not beside the audio (sub-folders mirrored).")
+
 
 def is_corpus(path: Path) -> bool:
     """A corpus argument is a folder or a manifest CSV; anything else is one clip."""

@@ -16,6 +16,9 @@ from cmbert_pipe.batch import open_executor, parse_cluster
 from cmbert_pipe.cli.app import app, console, out
 from cmbert_pipe.cli.common import (
     CLUSTER_HELP,
+    CORPUS_ARG,
+    TRANSCRIPT_ARG,
+    TRANSCRIPTS_OPT,
     choices,
     corpus_or_clip,
     progress_bar,
@@ -36,19 +39,13 @@ FEATURES = FeaturesConfig()  # the defaults the help shows
 @app.command("extract-audio", short_help="Acoustic features (COVAREP-74 or openSMILE) per aligned word, into a content-addressed cache.")
 def extract_audio(
     ctx: typer.Context,
-    corpus: Path = typer.Argument(
-        ..., help="Corpus folder (audio + same-stem .txt/.lab), manifest .csv, or one audio clip."
-    ),
-    transcript: Path | None = typer.Argument(
-        None, help="Transcript file, for the single-clip form `extract-audio clip.wav clip.txt`."
-    ),
+    corpus: Path = CORPUS_ARG,
+    transcript: Path | None = TRANSCRIPT_ARG,
     alignments: Path = typer.Option(
         ..., "--alignments", "-a", help="Folder of TextGrids from `cmbert align` (<id>.TextGrid)."
     ),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Cache folder to create or update."),
-    transcripts: Path | None = typer.Option(
-        None, "--transcripts", help="Folder holding the transcripts, if not beside the audio."
-    ),
+    transcripts: Path | None = TRANSCRIPTS_OPT,
     features: FeatureSetName = typer.Option(
         FEATURES.feature_set, "--features", "-f",
         help="covarep74: COVAREP-equivalent 74 columns; egemaps / compare: openSMILE LLDs.",

@@ -20,7 +20,7 @@ from cmbert_pipe.cli.common import (
     user_errors,
     with_load_failures,
 )
-from cmbert_pipe.config import ALIGNER_NAMES
+from cmbert_pipe.config import ALIGNER_NAMES, DEFAULT_JOBS
 from cmbert_pipe.corpus import discover
 from cmbert_pipe.errors import ConfigError
 from cmbert_pipe.schema import Prediction
@@ -82,7 +82,8 @@ def predict_cmd(
     force: bool = typer.Option(False, "--force", help="Batch: rescore clips already in --out."),
     aligner: AlignerName | None = typer.Option(None, "--aligner", help="Override the "
                                                   "bundle's aligner."),
-    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Batch: worker processes."),
+    jobs: int = typer.Option(DEFAULT_JOBS, "--jobs", "-j", min=1,
+                             help="Batch: worker processes."),
     cluster: str | None = typer.Option(None, "--cluster", help="Batch: " + CLUSTER_HELP),
 ) -> None:
     """Score a clip: align it, extract its features, run the model; print score, polarity,
