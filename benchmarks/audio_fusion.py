@@ -225,6 +225,9 @@ def train_row(row: Row, examples, settings, seeds, out_dir: Path, args) -> list[
     tcfg = TrainConfig(epochs=row.epochs, patience=row.patience, lr_head=row.lr_head,
                        lr_fusion=row.lr_fusion, select_metric=row.select_metric,
                        device="cpu", threads=args.threads, seeds=tuple(seeds))
+    scored = [out_dir / f"seed-{seed}" / "test_scores.json" for seed in seeds]
+    if all(f.is_file() for f in scored):  # finished earlier (weights already deleted)
+        return [json.loads(f.read_text()) for f in scored]
     summary = train_seeds(examples, mcfg, tcfg, seeds, out_dir, settings)
     test = by_split(examples)["test"]
     labels = np.array([x.label for x in test])

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -94,7 +95,8 @@ def load_cache_examples(cache_root: str | Path, frames: bool = False
                                u.speaker or ""))
     if not out:
         raise ModelError("no labelled utterances in the cache", cache_root)
-    settings = {"source": "cache", "cache": str(cache_root), "cache_info": info}
+    settings = {"source": "cache", "cache": str(cache_root), "cache_info": info,
+                "data_sha256": _digest_files([FeatureCache(cache_root).index_path])}
     return out, settings
 
 
@@ -125,7 +127,18 @@ def load_text_examples(tsv_dir: str | Path) -> tuple[list[Example], dict[str, An
                                  path) from None
             out.append(Example(f"{split}-{lineno}", tuple(text.split()), None,
                                max(-3.0, min(3.0, label)), split))
-    return out, {"source": "text", "text_dir": str(tsv_dir)}
+    return out, {"source": "text", "text_dir": str(tsv_dir),
+                 "data_sha256": _digest_files([tsv_dir / f"{s}.tsv" for s in SPLITS])}
+
+
+def _digest_files(paths: Sequence[Path]) -> str:
+    """SHA-256 over the bytes of ``paths``: which data a model was trained on. A cache's index
+    lists every utterance with its content key, label and split, so it names the data exactly."""
+    h = hashlib.sha256()
+    for path in paths:
+        h.update(Path(path).read_bytes())
+        h.update(b"\0")
+    return h.hexdigest()
 
 
 def by_split(examples: Sequence[Example]) -> dict[str, list[Example]]:
@@ -325,6 +338,7 @@ class SeedResult:
     stopped_early: bool = False  # early stopping ended training before `epochs`
     resumed: bool = False  # finished by an earlier run; read back from its bundle
     note: str = ""  # e.g. how the audio was standardised
+    retrained_because: str = ""  # a finished seed found trained with other settings, and why
 
 
 def versions() -> dict[str, str]:
@@ -544,6 +558,41 @@ def peak_memory(device: torch.device) -> dict[str, float]:
 
 
 # -- several seeds ----------------------------------------------------------------------------
+IGNORED_ON_RESUME = ("threads", "device", "seeds")  # how fast, or which other seeds: not what
+# a seed learns
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples become lists), for comparing."""
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def seed_is_current(seed_dir: Path, model_config: ModelConfig, train_config: TrainConfig,
+                    data_sha256: str | None) -> tuple[bool, str]:
+    """Whether the finished bundle in ``seed_dir`` was trained with exactly these settings on
+    exactly this data: (True, "") or (False, what differs, in words)."""
+    try:
+        config = json.loads((seed_dir / "config.json").read_text(encoding="utf-8"))
+        settings = json.loads((seed_dir / "settings.json").read_text(encoding="utf-8"))
+        config.pop("bundle_format", None)
+    except (OSError, ValueError, AttributeError) as e:
+        return False, f"its config cannot be read ({type(e).__name__})"
+    changes = []
+    had, want = _plain(config), _plain(model_config.to_dict())
+    changes += [f"model {k}: {had.get(k)!r} -> {want.get(k)!r}"
+                for k in sorted(set(had) | set(want)) if had.get(k) != want.get(k)]
+    had = _plain(settings.get("train") or {})
+    want = _plain(train_config.to_dict())
+    changes += [f"train {k}: {had.get(k)!r} -> {want.get(k)!r}"
+                for k in sorted(set(had) | set(want))
+                if k not in IGNORED_ON_RESUME and had.get(k) != want.get(k)]
+    if settings.get("data_sha256") != data_sha256:
+        changes.append("the training data (cache index or TSVs) differ"
+                       if settings.get("data_sha256") else
+                       "the bundle does not record which data it was trained on")
+    return (not changes), "; ".join(changes)
+
+
 def completed_seed(seed_dir: Path) -> dict[str, Any] | None:
     """Metrics of a finished seed bundle (for resuming), or None."""
     path = seed_dir / "metrics.json"
@@ -591,6 +640,8 @@ class TrainSummary:
                 row.update(epoch_seconds=list(r.epoch_seconds),
                            train_samples_per_s=r.train_samples_per_s,
                            stopped_early=r.stopped_early)
+            if r.retrained_because:
+                row["retrained_because"] = r.retrained_because
             per_seed[str(r.seed)] = row
         return {"model_config": self.model_config.to_dict(),
                 "train_config": self.train_config.to_dict(), "settings": self.settings,
@@ -619,9 +670,17 @@ def train_seeds(
     results: list[SeedResult] = []
     for seed in seeds:
         seed_dir = out_dir / f"seed-{seed}"
-        done = completed_seed(seed_dir)
+        done, changed = completed_seed(seed_dir), ""
         if done is not None:
-            log.info("seed %d already trained in %s; skipping", seed, seed_dir)
+            current, changed = seed_is_current(seed_dir, model_config, train_config,
+                                               (settings or {}).get("data_sha256"))
+            if not current:
+                log.warning("seed %d in %s was trained differently (%s): training it again",
+                            seed, seed_dir, changed)
+                done = None
+        if done is not None:
+            log.info("seed %d already trained in %s with these settings; skipping", seed,
+                     seed_dir)
             note = ""
             try:
                 note = json.loads((seed_dir / "settings.json").read_text(encoding="utf-8")
@@ -634,10 +693,10 @@ def train_seeds(
             continue
         if on_seed is not None:
             on_seed(seed)
-        results.append(train_one(
-            examples, model_config, train_config, seed, seed_dir, settings,
-            on_epoch=(lambda e, m, s=seed: on_epoch(s, e, m)) if on_epoch else None,
-            on_step=on_step))
+        res = train_one(examples, model_config, train_config, seed, seed_dir, settings,
+                        on_epoch=(lambda e, m, s=seed: on_epoch(s, e, m)) if on_epoch else None,
+                        on_step=on_step)
+        results.append(dataclasses.replace(res, retrained_because=changed) if changed else res)
     mean_std_ = {split: mean_std([r.metrics[split] for r in results if split in r.metrics])
                  for split in SPLITS if any(split in r.metrics for r in results)}
     summary = TrainSummary(model_config, train_config, dict(settings or {}), tuple(seeds),

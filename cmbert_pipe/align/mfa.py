@@ -99,7 +99,8 @@ def map_words(words: Sequence[SpokenWord], mfa_words: Sequence[WordInterval]) ->
         for k in range(i, j):
             times[k] = (left + (k - i) * step, left + (k - i + 1) * step)
         i = j
-    return [WordInterval(w.text, round(t[0], 4), round(t[1], 4)) for w, t in zip(words, times)]
+    return [WordInterval(w.text, round(t[0], 4), round(t[1], 4))
+            for w, t in zip(words, times, strict=True)]
 
 
 @register("mfa")

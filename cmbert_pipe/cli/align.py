@@ -13,13 +13,16 @@ from pathlib import Path
 import typer
 
 from cmbert_pipe.align import align_corpus, get_aligner
-from cmbert_pipe.align.driver import SUMMARY_NAME
+from cmbert_pipe.align.driver import SUMMARY_NAME, method_counts
 from cmbert_pipe.align.mfa import MfaAligner
 from cmbert_pipe.align.pocketsphinx_backend import PocketsphinxConfig
 from cmbert_pipe.batch import open_executor, parse_cluster
 from cmbert_pipe.cli.app import app, console
 from cmbert_pipe.cli.common import (
     CLUSTER_HELP,
+    CORPUS_ARG,
+    TRANSCRIPT_ARG,
+    TRANSCRIPTS_OPT,
     choices,
     corpus_or_clip,
     progress_bar,
@@ -38,17 +41,10 @@ ALIGN = AlignConfig()  # the defaults the help shows
 @app.command("align")
 def align_command(
     ctx: typer.Context,
-    corpus: Path = typer.Argument(
-        ..., help="Folder of audio + same-stem .txt/.lab transcripts, a manifest CSV, or one clip."
-    ),
-    transcript: Path | None = typer.Argument(
-        None, help="With a single clip as CORPUS: its transcript file."
-    ),
+    corpus: Path = CORPUS_ARG,
+    transcript: Path | None = TRANSCRIPT_ARG,
     out: Path = typer.Option(..., "--out", "-o", help="Output folder for the TextGrids."),
-    transcripts: Path | None = typer.Option(
-        None, "--transcripts",
-        help="Folder holding the same-stem transcripts (if not beside the audio).",
-    ),
+    transcripts: Path | None = TRANSCRIPTS_OPT,
     aligner: AlignerName = typer.Option(ALIGN.aligner, "--aligner", help="Alignment backend."),
     jobs: int = typer.Option(ALIGN.jobs, "--jobs", "-j", help="Parallel worker processes."),
     cluster: str | None = typer.Option(None, "--cluster", help=CLUSTER_HELP),
@@ -81,4 +77,9 @@ def align_command(
                 prior_failures=prior, executor=executor,
             )
         console.print(f"TextGrids: {out}")
-    report_summary(summary, out / SUMMARY_NAME)
+        methods = method_counts(out, utterances)
+        if methods:
+            console.print("aligned by: " + ", ".join(f"{m} {n}" for m, n in methods.items())
+                          + "  (method and quality of each: <id>.align.json)")
+    console.print(f"summary: {out / SUMMARY_NAME}")
+    report_summary(summary)  # the driver wrote summary.json (with the method counts)

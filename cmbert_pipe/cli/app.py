@@ -5,14 +5,55 @@ Only the ``cli`` package touches argv and the terminal; library code logs and ra
 
 from __future__ import annotations
 
+import functools
 import logging
+import math
 
+import click
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from typer.core import TyperGroup
 
 from cmbert_pipe import __version__
+
+
+def _refuse_non_finite(values: dict) -> None:
+    """NaN or infinity in a numeric option is refused before any work (click's ranges let NaN
+    through: every comparison with it is false)."""
+    from cmbert_pipe.errors import ConfigError
+
+    ctx = click.get_current_context(silent=True)
+    flags = {p.name: (p.opts[0] if p.opts else p.name) for p in ctx.command.params} if ctx else {}
+    for name, value in values.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"option {flags.get(name, name)} must be a finite number, "
+                              f"got {value}")
+
+
+class GuardedTyper(typer.Typer):
+    """A Typer whose every command runs under :func:`cmbert_pipe.cli.common.user_errors`: no
+    exception leaves a command as a traceback (unless ``--debug``), whatever it is."""
+
+    def command(self, name: str | None = None, **kwargs):
+        register = super().command(name, **kwargs)
+
+        def decorator(func):
+            label = name or func.__name__.replace("_", "-")
+
+            @functools.wraps(func)
+            def guarded(*args, **kw):
+                from cmbert_pipe.cli.common import user_errors
+
+                STATE["command"] = f"running `cmbert {label}`"
+                with user_errors():
+                    _refuse_non_finite(kw)
+                    return func(*args, **kw)
+
+            register(guarded)
+            return func
+
+        return decorator
 
 
 def _flags_as_flags(params: list) -> list:
@@ -36,7 +77,7 @@ class Group(TyperGroup):
         return command
 
 
-app = typer.Typer(
+app = GuardedTyper(
     cls=Group,
     name="cmbert",
     help="Audio + transcript -> sentiment: align, extract acoustic features, train and run CM-BERT.",
@@ -47,7 +88,7 @@ app = typer.Typer(
 console = Console(stderr=True)  # progress and messages; stdout is kept for results (--json)
 out = Console()  # results
 
-STATE = {"debug": False}
+STATE: dict = {"debug": False, "command": None}
 
 
 def _version(value: bool) -> None:

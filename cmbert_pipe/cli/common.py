@@ -9,6 +9,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+import click
 import typer
 from rich.markup import escape
 from rich.progress import (
@@ -26,7 +27,15 @@ from cmbert_pipe.cli.app import STATE, console
 from cmbert_pipe.config import build_sections
 from cmbert_pipe.corpus import TRANSCRIPT_EXTENSIONS, CorpusScan, discover, single_clip
 from cmbert_pipe.errors import CmbertError, ConfigError, TranscriptError
+from cmbert_pipe.io import atomic_write_text
 from cmbert_pipe.schema import BatchSummary, ItemFailure
+
+# The CORPUS [TRANSCRIPT] --transcripts declarations shared by align and extract-audio.
+CORPUS_ARG = typer.Argument(..., help="Folder of audio + same-stem .txt/.lab transcripts, a "
+                            "manifest CSV, or one audio clip.")
+TRANSCRIPT_ARG = typer.Argument(None, help="With a single clip as CORPUS: its transcript file.")
+TRANSCRIPTS_OPT = typer.Option(None, "--transcripts", help="Folder holding the same-stem "
+                               "transcripts, if not beside the audio (sub-folders mirrored).")
 
 
 def is_corpus(path: Path) -> bool:
@@ -64,6 +73,23 @@ def with_load_failures(summary: BatchSummary, failures: Sequence[ItemFailure]) -
         return summary
     return BatchSummary(summary.stage, summary.total + len(failures), summary.done,
                         summary.skipped, tuple(failures) + tuple(summary.failures))
+
+
+def _printable_char(ch: str) -> str:
+    code = ord(ch)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte of an undecodable file name (surrogateescape)
+        return f"\\x{code - 0xDC00:02x}"
+    if code < 32 or code == 127:
+        return f"\\x{code:02x}"
+    if 0xD800 <= code <= 0xDFFF:
+        return f"\\u{code:04x}"
+    return ch
+
+
+def shown(value: object) -> str:
+    """``value`` as text safe to print: rich markup escaped, control characters and bytes that
+    are not text (undecodable file names) written as escapes."""
+    return escape("".join(_printable_char(ch) for ch in str(value)))
 
 
 def choices(name: str, names: Sequence[str]) -> type[Enum]:
@@ -106,15 +132,42 @@ def typed_options(ctx: typer.Context, keys: dict[str, str], overrides: Sequence[
 
 
 @contextlib.contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn a domain error into one red line and exit code 2 (traceback only with --debug)."""
+def doing(what: str) -> Iterator[None]:
+    """Name the step in progress: an unexpected error inside it is reported as happening
+    "while <what>" (see :func:`user_errors`)."""
     try:
         yield
+    except Exception as e:
+        if not hasattr(e, "_cmbert_doing"):
+            try:
+                e._cmbert_doing = what  # type: ignore[attr-defined]
+            except AttributeError:  # pragma: no cover - exceptions with __slots__
+                pass
+        raise
+
+
+@contextlib.contextmanager
+def user_errors(what: str | None = None) -> Iterator[None]:
+    """A domain error becomes one red line and exit code 2; any other exception one line naming
+    what was being done and its type, exit code 1. The traceback only with ``--debug``."""
+    try:
+        yield
+    except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.ClickException,
+            click.exceptions.Abort):
+        raise
     except CmbertError as e:
         if STATE["debug"]:
             console.print_exception()
-        console.print(f"[bold red]error:[/] {escape(str(e))}")
+        console.print(f"[bold red]error:[/] {shown(e)}", soft_wrap=True)
         raise typer.Exit(2) from None
+    except Exception as e:
+        if STATE["debug"]:
+            console.print_exception()
+        step = getattr(e, "_cmbert_doing", None) or what or STATE.get("command") or "working"
+        hint = "" if STATE["debug"] else "  (--debug shows the traceback)"
+        console.print(f"[bold red]error[/] while {shown(step)}: {type(e).__name__}: "
+                      f"{shown(e)}{hint}", soft_wrap=True)
+        raise typer.Exit(1) from None
 
 
 @contextlib.contextmanager
@@ -151,8 +204,8 @@ def report_summary(summary: BatchSummary, summary_path: Path | None = None) -> N
     """Print what a batch run did, list every failure with its reason, and exit non-zero
     when anything failed. Writes the machine-readable summary to ``summary_path``."""
     if summary_path is not None:
-        summary_path.parent.mkdir(parents=True, exist_ok=True)
-        summary_path.write_text(json.dumps(summary.to_dict(), indent=2), encoding="utf-8")
+        with doing(f"writing the summary {summary_path}"):
+            atomic_write_text(summary_path, json.dumps(summary.to_dict(), indent=2))
     console.print(
         f"[bold]{summary.stage}[/]: {summary.total} item(s), {summary.done} done, "
         f"{summary.skipped} already current, [red]{len(summary.failures)} failed[/]"
@@ -166,9 +219,9 @@ def report_summary(summary: BatchSummary, summary_path: Path | None = None) -> N
         table.add_column("file")
         table.add_column("reason", overflow="fold")
         for f in summary.failures:
-            table.add_row(f.item_id, f.path or "", f.reason)
+            table.add_row(shown(f.item_id), shown(f.path or ""), shown(f.reason))
         console.print(table)
     if summary_path is not None:
-        console.print(f"summary: {summary_path}")
+        console.print(f"summary: {shown(summary_path)}")
     if summary.failures:
         raise typer.Exit(1)

@@ -12,10 +12,14 @@ from pathlib import Path
 
 import typer
 
+from cmbert_pipe.audio import MAX_DURATION_S
 from cmbert_pipe.batch import open_executor, parse_cluster
 from cmbert_pipe.cli.app import app, console, out
 from cmbert_pipe.cli.common import (
     CLUSTER_HELP,
+    CORPUS_ARG,
+    TRANSCRIPT_ARG,
+    TRANSCRIPTS_OPT,
     choices,
     corpus_or_clip,
     progress_bar,
@@ -36,19 +40,13 @@ FEATURES = FeaturesConfig()  # the defaults the help shows
 @app.command("extract-audio", short_help="Acoustic features (COVAREP-74 or openSMILE) per aligned word, into a content-addressed cache.")
 def extract_audio(
     ctx: typer.Context,
-    corpus: Path = typer.Argument(
-        ..., help="Corpus folder (audio + same-stem .txt/.lab), manifest .csv, or one audio clip."
-    ),
-    transcript: Path | None = typer.Argument(
-        None, help="Transcript file, for the single-clip form `extract-audio clip.wav clip.txt`."
-    ),
+    corpus: Path = CORPUS_ARG,
+    transcript: Path | None = TRANSCRIPT_ARG,
     alignments: Path = typer.Option(
         ..., "--alignments", "-a", help="Folder of TextGrids from `cmbert align` (<id>.TextGrid)."
     ),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Cache folder to create or update."),
-    transcripts: Path | None = typer.Option(
-        None, "--transcripts", help="Folder holding the transcripts, if not beside the audio."
-    ),
+    transcripts: Path | None = TRANSCRIPTS_OPT,
     features: FeatureSetName = typer.Option(
         FEATURES.feature_set, "--features", "-f",
         help="covarep74: COVAREP-equivalent 74 columns; egemaps / compare: openSMILE LLDs.",
@@ -64,6 +62,9 @@ def extract_audio(
     jobs: int = typer.Option(FEATURES.jobs, "--jobs", "-j", help="Worker processes."),
     cluster: str | None = typer.Option(None, "--cluster", help=CLUSTER_HELP),
     force: bool = typer.Option(False, "--force", help="Recompute entries that are current."),
+    max_duration_s: float = typer.Option(
+        MAX_DURATION_S, "--max-duration", min=1.0,
+        help="Refuse recordings longer than this (seconds), as align does."),
 ) -> None:
     """Frame features for every aligned utterance, averaged per word, into a content-addressed
     cache. Resumes where a killed run stopped; exits 1 if any item failed (all are listed)."""
@@ -84,6 +85,7 @@ def extract_audio(
             summary = extract_corpus(
                 scan.utterances, alignments, out_dir, feature_set=config.feature_set, force=force,
                 keep_frames=config.keep_frames, on_progress=bar, executor=executor,
+                max_duration_s=max_duration_s,
             )
         summary = with_load_failures(summary, scan.failures)
         if export is not None:

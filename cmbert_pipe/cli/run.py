@@ -13,6 +13,7 @@ from cmbert_pipe.cli.app import app, console, out
 from cmbert_pipe.cli.common import progress_bar, user_errors
 from cmbert_pipe.cli.predict import print_prediction
 from cmbert_pipe.config import load_recipe
+from cmbert_pipe.outputs import ensure_writable_dir
 from cmbert_pipe.pipeline import PipelineResult, Reporter, demo_recipe, run_pipeline
 
 
@@ -51,7 +52,7 @@ def _run(recipe: Path | None, overrides: list[str], out_dir: Path | None, force:
     if cluster:
         parse_cluster(cluster)  # a malformed address: refused before any work
     config = load_recipe(recipe, overrides)
-    out_dir = out_dir or Path("runs") / config.name
+    out_dir = ensure_writable_dir(out_dir or Path("runs") / config.name)  # before any stage
     console.print(f"[bold]cmbert run[/] {recipe} -> {out_dir}"
                   + (f" (items on Dask: {cluster})" if cluster else ""))
     result = run_pipeline(config, out_dir, reporter=ConsoleReporter(), force=force,

@@ -37,6 +37,7 @@ from cmbert_pipe.config import (
 )
 from cmbert_pipe.errors import ConfigError
 from cmbert_pipe.metrics import METRIC_NAMES, format_mean_std, format_metric
+from cmbert_pipe.outputs import ensure_writable_dir
 
 
 def metrics_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
@@ -154,6 +155,7 @@ def train_cmd(
             train_seeds,
         )
 
+        ensure_writable_dir(out_dir)  # a read-only --out fails now, not after a whole seed
         if frames is None:  # the encoder reads frames whenever the cache has them
             frames = (mcfg.audio_head == "encoder" and cache is not None
                       and cache_has_frames(cache))
