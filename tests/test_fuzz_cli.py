@@ -149,6 +149,8 @@ TRAIN = [
                               "--seeds", "1", "--epochs", "1"), "out"),
     Case("train-negative-epochs", ("train", "{S}/cache", "--out", "{S}/out", "--epochs", "-1",
                                    "--seeds", "1"), "out"),
+    Case("train-huge-max-len", ("train", "{S}/cache", "--out", "{S}/out", "--max-len",
+                                "100000", "--seeds", "1", "--epochs", "1"), "out"),
     Case("train-out-is-a-file", ("train", "{S}/cache", "--out", "{S}/in/a_file"), ""),
     Case("train-text-binary", ("train", "--text-only", "{S}/in", "--out", "{S}/out"), "out"),
 ]

@@ -15,7 +15,6 @@ from typer.testing import CliRunner
 from cmbert_pipe.cli import app
 from cmbert_pipe.errors import CacheError, ConfigError
 from cmbert_pipe.io import file_digest
-from cmbert_pipe.outputs import PathClaims, id_path, unsafe_id_reason
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "assets" / "demo"
@@ -57,12 +56,16 @@ def rewrite_index(cache: Path, edit) -> None:
 @pytest.mark.parametrize("bad", ["../../x", "/abs/x", "a/../b", "a//b", "a\\b", "nul\x00x",
                                  "", ".", "tab\tx"])
 def test_unsafe_ids_are_refused(bad, tmp_path):
+    from cmbert_pipe.outputs import id_path, unsafe_id_reason
+
     assert unsafe_id_reason(bad) is not None
     with pytest.raises(ConfigError):
         id_path(tmp_path, bad, ".csv")
 
 
 def test_id_through_a_link_out_of_the_folder_is_refused(tmp_path):
+    from cmbert_pipe.outputs import id_path
+
     out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
     out.mkdir()
     elsewhere.mkdir()
@@ -73,6 +76,8 @@ def test_id_through_a_link_out_of_the_folder_is_refused(tmp_path):
 
 
 def test_two_ids_for_one_file_are_refused():
+    from cmbert_pipe.outputs import PathClaims
+
     claims = PathClaims()
     claims.claim("spk/Clip")
     claims.claim("spk/Clip")  # the same id twice is the same owner
@@ -445,3 +450,32 @@ def test_train_resume_retrains_a_seed_made_with_other_settings_or_data(demo_work
                   "--cls-audio", "zero")
     assert data.exit_code == 0, data.output
     assert "training data" in data.output and "epoch 1/1" in data.output
+
+
+# -- 10: every command has the length limit, and the refusal names an option it has ------------
+
+def test_over_long_recordings_are_refused_naming_an_option_the_command_has(demo_workspace,
+                                                                           tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    long_wav = tmp_path / "pos01.wav"  # 301 s: refused from the header, never decoded
+    rng = np.random.default_rng(0)
+    with sf.SoundFile(long_wav, "w", 8000, 1, subtype="PCM_16") as fh:
+        for _ in range(301):
+            fh.write((0.1 * rng.standard_normal(8000)).astype(np.float32))
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"id,audio,transcript\npos01,{long_wav},{'I really loved this movie'}\n",
+                        encoding="utf-8")
+    (tmp_path / "align").mkdir()  # a TextGrid dropped in without a sidecar (as from MFA)
+    shutil.copy(demo_workspace / "align" / "pos01.TextGrid", tmp_path / "align")
+    extract = invoke("extract-audio", manifest, "--alignments", tmp_path / "align",
+                     "--out", tmp_path / "cache", "--features", "egemaps")
+    predict = invoke("predict", long_wav, "--text", "I really loved this movie", "--model",
+                     demo_workspace / "model" / "seed-0")
+    for command, result in (("extract-audio", extract), ("predict", predict)):
+        no_traceback(result)
+        assert result.exit_code != 0 and "301 s long" in result.output, result.output
+        assert "--max-duration" in result.output
+        help_text = invoke(command, "--help").output
+        assert "--max-duration" in help_text, command  # the option the message names exists

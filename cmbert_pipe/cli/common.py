@@ -9,9 +9,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-import click
 import typer
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -23,10 +21,10 @@ from rich.progress import (
 from rich.table import Table
 
 from cmbert_pipe.audio import AUDIO_EXTENSIONS
-from cmbert_pipe.cli.app import STATE, console
+from cmbert_pipe.cli.app import STATE, console, shown, user_errors  # noqa: F401 (re-exported)
 from cmbert_pipe.config import build_sections
 from cmbert_pipe.corpus import TRANSCRIPT_EXTENSIONS, CorpusScan, discover, single_clip
-from cmbert_pipe.errors import CmbertError, ConfigError, TranscriptError
+from cmbert_pipe.errors import ConfigError, TranscriptError
 from cmbert_pipe.io import atomic_write_text
 from cmbert_pipe.schema import BatchSummary, ItemFailure
 
@@ -73,23 +71,6 @@ def with_load_failures(summary: BatchSummary, failures: Sequence[ItemFailure]) -
         return summary
     return BatchSummary(summary.stage, summary.total + len(failures), summary.done,
                         summary.skipped, tuple(failures) + tuple(summary.failures))
-
-
-def _printable_char(ch: str) -> str:
-    code = ord(ch)
-    if 0xDC80 <= code <= 0xDCFF:  # a byte of an undecodable file name (surrogateescape)
-        return f"\\x{code - 0xDC00:02x}"
-    if code < 32 or code == 127:
-        return f"\\x{code:02x}"
-    if 0xD800 <= code <= 0xDFFF:
-        return f"\\u{code:04x}"
-    return ch
-
-
-def shown(value: object) -> str:
-    """``value`` as text safe to print: rich markup escaped, control characters and bytes that
-    are not text (undecodable file names) written as escapes."""
-    return escape("".join(_printable_char(ch) for ch in str(value)))
 
 
 def choices(name: str, names: Sequence[str]) -> type[Enum]:
@@ -144,30 +125,6 @@ def doing(what: str) -> Iterator[None]:
             except AttributeError:  # pragma: no cover - exceptions with __slots__
                 pass
         raise
-
-
-@contextlib.contextmanager
-def user_errors(what: str | None = None) -> Iterator[None]:
-    """A domain error becomes one red line and exit code 2; any other exception one line naming
-    what was being done and its type, exit code 1. The traceback only with ``--debug``."""
-    try:
-        yield
-    except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.ClickException,
-            click.exceptions.Abort):
-        raise
-    except CmbertError as e:
-        if STATE["debug"]:
-            console.print_exception()
-        console.print(f"[bold red]error:[/] {shown(e)}", soft_wrap=True)
-        raise typer.Exit(2) from None
-    except Exception as e:
-        if STATE["debug"]:
-            console.print_exception()
-        step = getattr(e, "_cmbert_doing", None) or what or STATE.get("command") or "working"
-        hint = "" if STATE["debug"] else "  (--debug shows the traceback)"
-        console.print(f"[bold red]error[/] while {shown(step)}: {type(e).__name__}: "
-                      f"{shown(e)}{hint}", soft_wrap=True)
-        raise typer.Exit(1) from None
 
 
 @contextlib.contextmanager

@@ -24,6 +24,7 @@ from cmbert_pipe.cli.common import (
     corpus_or_clip,
     progress_bar,
     report_summary,
+    shown,
     typed_options,
     user_errors,
     with_load_failures,
@@ -90,8 +91,8 @@ def extract_audio(
         summary = with_load_failures(summary, scan.failures)
         if export is not None:
             written = export_frames(out_dir, out_dir / f"frames-{export}", export)
-            console.print(f"exported {len(written)} frame file(s) to {out_dir / f'frames-{export}'}")
-    out.print(f"cache: {out_dir}")
+            console.print(f"exported {len(written)} frame file(s) to {shown(out_dir / f'frames-{export}')}")
+    out.print(f"cache: {shown(out_dir)}")
     report_summary(summary, out_dir / "extract_summary.json")
 
 
@@ -105,4 +106,4 @@ def export_frames_cmd(
     order (COVAREP's for covarep74), frame k centred at 5 ms + 10 ms·k."""
     with user_errors():
         written = export_frames(cache, out_dir, ExportFormat(fmt).value)
-    out.print(f"wrote {len(written)} file(s) to {out_dir}")
+    out.print(f"wrote {len(written)} file(s) to {shown(out_dir)}")

@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cmbert_pipe.cli.app import app, console, out
-from cmbert_pipe.cli.common import choices, typed_here, typed_options, user_errors
+from cmbert_pipe.cli.common import choices, shown, typed_here, typed_options, user_errors
 from cmbert_pipe.config import (
     AMP_MODES,
     AUDIO_HEADS,
@@ -195,7 +195,7 @@ def train_cmd(
                 summary = train_seeds(examples, mcfg, tcfg, seed_list, out_dir, settings,
                                       on_seed=on_seed, on_epoch=on_epoch, on_step=on_step)
         except KeyboardInterrupt:
-            console.print(f"[yellow]interrupted[/]: best checkpoint so far kept in {out_dir}")
+            console.print(f"[yellow]interrupted[/]: best checkpoint so far kept in {shown(out_dir)}")
             raise typer.Exit(130) from None
         if not dist_ctx.is_main:
             return
@@ -203,7 +203,7 @@ def train_cmd(
                                  summary.mean_std))
         for note in summary.notes:
             console.print(f"note: {note}")
-        console.print(f"summary: {out_dir / 'summary.json'}  wall {summary.wall_s:.0f} s")
+        console.print(f"summary: {shown(out_dir / 'summary.json')}  wall {summary.wall_s:.0f} s")
 
 
 def _launch_ddp(nproc: int, out_dir: Path) -> None:
