@@ -11,7 +11,8 @@ Two worker processes extract the same files in turn, one importing this tree and
 both see the same machine load: figures are CPU seconds per audio second (``time.process_time``,
 threads pinned to 1), and each is also given as a ratio, base / this tree, and as a multiple
 of a same-process yardstick for machine speed: a 25 ms / 10 ms Hann log-magnitude STFT
-(512-point rfft) of the same audio. The files are the reference WAVs of
+(512-point rfft) of the same audio; this tree is also given as a multiple of openSMILE's
+ComParE-2016 low-level descriptors on the same audio (the ``compare`` feature set). The files are the reference WAVs of
 ``../shared/data/covarep-ref`` and clean read speech from ``../shared/data/mfa-test``; the worst
 file is named. Every file's (K, 74) matrices from both trees are compared column by column
 (largest absolute difference, rows differing by more than 1e-4 relative). Each worker's first
@@ -71,6 +72,22 @@ def stft_reference(x: np.ndarray, fs: int) -> float:
     return time.process_time() - t0
 
 
+def compare_reference(x: np.ndarray) -> float | None:
+    """CPU seconds of openSMILE ComParE-2016 LLDs on ``x`` (best of 2), None without opensmile."""
+    try:
+        from cmbert_pipe.acoustic import extract_frames
+    except ImportError:
+        return None
+    extract_frames(x[:16000].astype(np.float32), 16000, "compare")  # warm: config, plugins
+    best = None
+    for _ in range(2):
+        t0 = time.process_time()
+        extract_frames(x.astype(np.float32), 16000, "compare")
+        spent = time.process_time() - t0
+        best = spent if best is None else min(best, spent)
+    return best
+
+
 def hwm_mb() -> float:
     """Peak resident memory of this process (VmHWM), MB."""
     with open("/proc/self/status") as fh:
@@ -103,6 +120,7 @@ def worker(repeat: int) -> None:
             if best is None or spent < best[0]:
                 best = (spent, result.cpu_s)
         stft = min(stft_reference(x, 16000) for _ in range(3))
+        compare = compare_reference(x) if cmd.get("compare") else None
         np.save(cmd["out"], result.features)
         print(
             json.dumps(
@@ -110,6 +128,7 @@ def worker(repeat: int) -> None:
                     "cpu_s": best[0],
                     "stages": best[1],
                     "stft_s": stft,
+                    "compare_s": compare,
                     "audio_s": x.size / 16000,
                     "first_call_s": first,
                     "version": COVAREP74_VERSION,
@@ -192,7 +211,7 @@ def speed_run(args) -> None:
             rec = {"set": set_name, "file": name}
             feats = {}
             for k, w in workers.items():
-                r = w.ask(path=str(path), out=str(tmp / f"{k}.npy"))
+                r = w.ask(path=str(path), out=str(tmp / f"{k}.npy"), compare=k == "this tree")
                 feats[k] = np.load(tmp / f"{k}.npy")
                 rec[k] = r
                 info[k] = {
@@ -275,6 +294,8 @@ def speed_run(args) -> None:
                 "worst_cpu_s_per_audio_s": worst[k]["cpu_s"] / worst[k]["audio_s"],
                 "worst_stft_multiple": worst[k]["cpu_s"] / worst[k]["stft_s"],
             }
+            if all(r[k].get("compare_s") for r in sel):
+                t[k]["compare_multiple"] = cpu / sum(r[k]["compare_s"] for r in sel)
         totals[set_name] = t
         a = t[new]
         row = [set_name, len(sel), f"{a['audio_s']:.1f}"]
@@ -284,13 +305,14 @@ def speed_run(args) -> None:
             f"{a['cpu_s_per_audio_s']:.4f} ({a['stft_multiple']:.0f}×)",
             f"{a['worst_file']} {a['worst_cpu_s_per_audio_s']:.4f} ({a['worst_stft_multiple']:.0f}×)",
         ]
+        row += [f"{a['compare_multiple']:.1f}×" if "compare_multiple" in a else "–"]
         if has_base:
             row += [f"{t['base']['cpu_s_per_audio_s'] / a['cpu_s_per_audio_s']:.2f}×"]
         summary_rows.append(row)
     sh = (
         ["set", "files", "audio s"]
         + (["base s/s (× STFT)"] if has_base else [])
-        + ["this tree s/s (× STFT)", "worst file (× STFT)"]
+        + ["this tree s/s (× STFT)", "worst file (× STFT)", "× openSMILE ComParE"]
         + (["speed-up"] if has_base else [])
     )
     body = [
