@@ -27,6 +27,7 @@ from cmbert_pipe.cli.common import (
     corpus_or_clip,
     progress_bar,
     report_summary,
+    shown,
     typed_here,
     typed_options,
     user_errors,
@@ -76,10 +77,10 @@ def align_command(
                 utterances, out, backend, force=force, on_progress=progress,
                 prior_failures=prior, executor=executor,
             )
-        console.print(f"TextGrids: {out}")
+        console.print(f"TextGrids: {shown(out)}")
         methods = method_counts(out, utterances)
         if methods:
             console.print("aligned by: " + ", ".join(f"{m} {n}" for m, n in methods.items())
                           + "  (method and quality of each: <id>.align.json)")
-    console.print(f"summary: {out / SUMMARY_NAME}")
+    console.print(f"summary: {shown(out / SUMMARY_NAME)}")
     report_summary(summary)  # the driver wrote summary.json (with the method counts)

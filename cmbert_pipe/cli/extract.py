@@ -12,6 +12,7 @@ from pathlib import Path
 
 import typer
 
+from cmbert_pipe.audio import MAX_DURATION_S
 from cmbert_pipe.batch import open_executor, parse_cluster
 from cmbert_pipe.cli.app import app, console, out
 from cmbert_pipe.cli.common import (
@@ -23,6 +24,7 @@ from cmbert_pipe.cli.common import (
     corpus_or_clip,
     progress_bar,
     report_summary,
+    shown,
     typed_options,
     user_errors,
     with_load_failures,
@@ -61,6 +63,9 @@ def extract_audio(
     jobs: int = typer.Option(FEATURES.jobs, "--jobs", "-j", help="Worker processes."),
     cluster: str | None = typer.Option(None, "--cluster", help=CLUSTER_HELP),
     force: bool = typer.Option(False, "--force", help="Recompute entries that are current."),
+    max_duration_s: float = typer.Option(
+        MAX_DURATION_S, "--max-duration", min=1.0,
+        help="Refuse recordings longer than this (seconds), as align does."),
 ) -> None:
     """Frame features for every aligned utterance, averaged per word, into a content-addressed
     cache. Resumes where a killed run stopped; exits 1 if any item failed (all are listed)."""
@@ -81,12 +86,13 @@ def extract_audio(
             summary = extract_corpus(
                 scan.utterances, alignments, out_dir, feature_set=config.feature_set, force=force,
                 keep_frames=config.keep_frames, on_progress=bar, executor=executor,
+                max_duration_s=max_duration_s,
             )
         summary = with_load_failures(summary, scan.failures)
         if export is not None:
             written = export_frames(out_dir, out_dir / f"frames-{export}", export)
-            console.print(f"exported {len(written)} frame file(s) to {out_dir / f'frames-{export}'}")
-    out.print(f"cache: {out_dir}")
+            console.print(f"exported {len(written)} frame file(s) to {shown(out_dir / f'frames-{export}')}")
+    out.print(f"cache: {shown(out_dir)}")
     report_summary(summary, out_dir / "extract_summary.json")
 
 
@@ -100,4 +106,4 @@ def export_frames_cmd(
     order (COVAREP's for covarep74), frame k centred at 5 ms + 10 ms·k."""
     with user_errors():
         written = export_frames(cache, out_dir, ExportFormat(fmt).value)
-    out.print(f"wrote {len(written)} file(s) to {out_dir}")
+    out.print(f"wrote {len(written)} file(s) to {shown(out_dir)}")

@@ -30,7 +30,12 @@ def build_model(config: ModelConfig, encoder: nn.Module | None = None) -> Sentim
     ``encoder`` is given)."""
     if config.model not in MODELS:
         raise ConfigError(f"unknown model {config.model!r}; known: {', '.join(sorted(MODELS))}")
-    return MODELS[config.model](config, encoder=encoder)
+    model = MODELS[config.model](config, encoder=encoder)
+    positions = getattr(getattr(model.encoder, "config", None), "max_position_embeddings", None)
+    if isinstance(positions, int) and config.max_len > positions:
+        raise ConfigError(f"max_len {config.max_len} is more word-pieces than the encoder has "
+                          f"positions ({positions})")
+    return model
 
 
 __all__ = [
