@@ -69,7 +69,7 @@ def _overhead_per_item(executor, n: int = 200) -> float:
 
 
 def _run(stage: str, utterances, out: Path, align_dir: Path | None, executor, features: str):
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     if stage == "align":
         summary = align_corpus(utterances, out, get_aligner("pocketsphinx"), executor=executor)
     else:
@@ -77,7 +77,7 @@ def _run(stage: str, utterances, out: Path, align_dir: Path | None, executor, fe
                                  executor=executor)
     wall = time.perf_counter() - t0
     assert summary.ok, summary.failures
-    return wall, summary
+    return wall, time.process_time() - c0, summary
 
 
 def main() -> None:
@@ -103,12 +103,13 @@ def main() -> None:
                 for stage in ("align", "extract"):
                     out = work / f"{stage}-{name.replace(' ', '').replace(':', '')}"
                     align_dir = align_ref if stage == "extract" else None
-                    wall, _ = _run(stage, utts, out, align_dir, ex, args.features)
+                    wall, cpu, _ = _run(stage, utts, out, align_dir, ex, args.features)
                     if stage == "align" and not align_ref.exists():
                         shutil.copytree(out, align_ref)
-                    resume, summary = _run(stage, utts, out, align_dir, ex, args.features)
+                    resume, _, summary = _run(stage, utts, out, align_dir, ex, args.features)
                     assert summary.skipped == len(utts)
                     res[stage] = {"wall_s": wall, "items_per_s": len(utts) / wall,
+                                  "client_cpu_s": cpu,
                                   "resume_s_per_item": resume / len(utts)}
                     print(f"{name:9s} {stage:7s} {wall:7.1f} s  {len(utts) / wall:5.2f} items/s")
                 data["runs"][name] = res
@@ -121,9 +122,10 @@ def main() -> None:
         eff = {s: data["runs"]["local:1"][s]["wall_s"] / (2 * data["runs"]["local:2"][s]["wall_s"])
                for s in ("align", "extract")}
         data["scaling_efficiency_local2"] = eff
-        # per-item cost of the real work, from the serial run
-        per_item = {s: ref[s]["wall_s"] / len(utts) for s in ("align", "extract")}
-        per_audio_s = {s: ref[s]["wall_s"] / audio_s for s in ("align", "extract")}
+        # per-item cost of the real work: CPU seconds of the serial run (all in this process;
+        # wall time on a loaded shared machine would inflate it by the load)
+        per_item = {s: ref[s]["client_cpu_s"] / len(utts) for s in ("align", "extract")}
+        per_audio_s = {s: ref[s]["client_cpu_s"] / audio_s for s in ("align", "extract")}
         keying = {s: ref[s]["resume_s_per_item"] for s in ("align", "extract")}
         dask_oh = data["runs"]["local:2"]["overhead_s_per_item"]
         data.update(per_item_s=per_item, per_audio_s=per_audio_s, client_keying_s=keying)
@@ -146,20 +148,20 @@ def main() -> None:
         body = [
             f"{len(utts)} RAVDESS clips ({audio_s:.0f} s of audio), pocketsphinx alignment and "
             f"{args.features} extraction, each run into an empty folder; the speed-up is "
-            "against the serial run of the same command.\n",
+            "against the serial run of the same command.\n\n",
             markdown_table(["executor", "align (speed-up)", "extract (speed-up)",
                             "overhead per empty item"], rows),
             f"\nScaling efficiency of `--cluster local:2` over `local:1` "
             f"(T1 / 2·T2): align {eff['align']:.2f}, extract {eff['extract']:.2f} — on 2 shared "
             "cores with other jobs running (see the load in the stamp), so below 1 by "
             "construction here.\n",
-            f"\nPer item (serial): align {per_item['align']:.2f} s, extract "
+            f"\nCPU per item (serial, this process): align {per_item['align']:.2f} s, extract "
             f"{per_item['extract']:.2f} s; that is {per_audio_s['align']:.3f} and "
-            f"{per_audio_s['extract']:.3f} s per audio second. The client's own cost per item "
+            f"{per_audio_s['extract']:.3f} CPU-s per audio second. The client's wall time per item "
             f"when everything is current (hashing audio and TextGrid to key it): align "
             f"{1000 * keying['align']:.1f} ms, extract {1000 * keying['extract']:.1f} ms.\n",
             "\n## Paper plan: CMU-MOSEI (23 k segments, ~65 h) on a Dask cluster\n\n"
-            "Compute = 65 h × (align + extract cost per audio second) / workers, plus the "
+            "Compute = 65 h × (align + extract CPU per audio second) / workers, plus the "
             "client's keying of every item (serial, in the client) and the scheduler overhead "
             "measured above. COVAREP-74 uses its measured 0.148 CPU-s per audio second.\n\n",
             markdown_table(["features", "workers", "wall time", "items/s", "file ops/s",
