@@ -18,7 +18,7 @@ from cmbert_pipe.cli import app
 
 STATEMENTS = {"01": "Kids are talking by the door", "02": "Dogs are sitting by the door"}
 CLIPS = ("Actor_01/03-01-01-01-01-01-01", "Actor_01/03-01-03-01-02-01-01",
-         "Actor_02/03-01-05-02-02-02-02")
+         "Actor_02/03-01-02-01-02-01-02")
 
 
 @pytest.fixture(scope="module")
