@@ -1,4 +1,4 @@
-"""Fit and validate the creak substitute (COVAREP74.md §11.4 c) against the covarep-ref column.
+"""Fit and validate the creak substitute (docs/covarep74.md §11.4 c) against the covarep-ref column.
 
     OMP_NUM_THREADS=2 nice -n 10 /work/venv/bin/python benchmarks/covarep_creak_fit.py
 

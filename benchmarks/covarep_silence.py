@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 python benchmarks/covarep_silence.py
     OMP_NUM_THREADS=1 python benchmarks/covarep_silence.py --clips arctic_a0007:1.46:0.5
 
-Runs of exact zeros make SRH return F0 = 1 Hz (COVAREP74.md §16.1). Each case is a reference
+Runs of exact zeros make SRH return F0 = 1 Hz (docs/covarep74.md §16.1). Each case is a reference
 WAV from ``../shared/data/covarep-ref`` with ``SECONDS`` of zeros inserted at ``AT`` seconds
 (rounded to the 10 ms grid); the script prints CPU seconds of the clean and the silence clip,
 CPU seconds per audio second of each, their ratio, and the per-stage CPU of the silence clip.

@@ -1,4 +1,4 @@
-"""Speed and fidelity of COVAREP-74 spectral stages (sinusoidal analysis, Rd, MCEP, HMPD) on the reference WAVs (COVAREP74.md §9–13, §15).
+"""Speed and fidelity of COVAREP-74 spectral stages (sinusoidal analysis, Rd, MCEP, HMPD) on the reference WAVs (docs/covarep74.md §9–13, §15).
 
     OMP_NUM_THREADS=1 nice -n 10 /work/venv/bin/python benchmarks/covarep_spectral_stages.py [NAME ...]
 

@@ -147,7 +147,7 @@ def test_predictions(seed_dir: Path, test, split: str = "test") -> np.ndarray:
         d = json.loads(cached.read_text())
         if d.get("ids") == ids:
             return np.asarray(d["pred"])
-    from cmbert_pipe.cache import atomic_write_text
+    from cmbert_pipe.io import atomic_write_text
     from cmbert_pipe.model.bundle import load_bundle
     from cmbert_pipe.train import predict_examples
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import hashlib
 import logging
 import os
 import re
@@ -46,8 +45,8 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from cmbert_pipe.cache import canonical_json, make_key
 from cmbert_pipe.errors import CmbertError, ConfigError
+from cmbert_pipe.io import content_key, short_key
 from cmbert_pipe.schema import BatchSummary, ItemFailure
 
 log = logging.getLogger(__name__)
@@ -75,12 +74,11 @@ class ItemKey:
     @classmethod
     def of(cls, **parts: Any) -> ItemKey:
         """The key of ``parts`` (JSON-able values: digests, transcript, settings dicts)."""
-        return cls(make_key(**parts), part_digests(parts))
+        return cls(content_key(**parts), part_digests(parts))
 
 
 def part_digests(parts: Mapping[str, Any]) -> dict[str, str]:
-    return {name: hashlib.sha256(canonical_json(v).encode("utf-8")).hexdigest()[:16]
-            for name, v in sorted(parts.items())}
+    return {name: short_key(v) for name, v in sorted(parts.items())}
 
 
 @dataclass(frozen=True)

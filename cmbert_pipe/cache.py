@@ -8,13 +8,13 @@ Layout of a cache folder::
       entries/ab/abcdef....npz   one entry per content key (word_features, words, intervals, ...)
 
 A key is the SHA-256 of the audio bytes, the transcript, and the aligner and extractor
-settings and versions (:func:`make_key`); changing any of them changes exactly the keys it
+settings and versions (:func:`cmbert_pipe.io.content_key`); changing any of them changes exactly the keys it
 touches. Entries are written atomically (temporary file in the same folder, fsync, rename),
 so a killed run never leaves a half-written entry under a real name; every entry carries a
 checksum of its arrays, and a corrupt entry raises :class:`CacheError` on read.
 
     >>> cache = FeatureCache("cache/")
-    >>> key = make_key(audio_sha256="...", transcript="hello", aligner={...}, features={...})
+    >>> key = content_key(audio_sha256="...", transcript="hello", aligner={...}, features={...})
     >>> cache.put(key, {"word_features": feats}, meta={"feature_set": "covarep74"})
     >>> entry = cache.get(key); entry.arrays["word_features"].shape   # (n_words, 74)
 """
@@ -23,8 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
+import re
 import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -34,19 +33,17 @@ from typing import Any
 import numpy as np
 
 from cmbert_pipe.errors import CacheError
+from cmbert_pipe.io import atomic_write_bytes, atomic_write_text, canonical_json
+from cmbert_pipe.outputs import unsafe_id_reason
 from cmbert_pipe.schema import FeatureRecord, Utterance
 
 CACHE_FORMAT = 1
 META_KEY = "__meta__"
 
 
-def canonical_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-
-
-def make_key(**parts: Any) -> str:
-    """SHA-256 over the canonical JSON of ``parts`` (audio digest, transcript, settings...)."""
-    return hashlib.sha256(canonical_json(parts).encode("utf-8")).hexdigest()
+def _is_key(key: object) -> bool:
+    """A content key is a plain token (hex digest): never a path with separators or dots."""
+    return isinstance(key, str) and re.fullmatch(r"[0-9A-Za-z_-]{8,128}", key) is not None
 
 
 def _arrays_checksum(arrays: dict[str, np.ndarray]) -> str:
@@ -58,29 +55,6 @@ def _arrays_checksum(arrays: dict[str, np.ndarray]) -> str:
         h.update(str(a.shape).encode())
         h.update(a.tobytes())
     return h.hexdigest()
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 @dataclass(frozen=True)
@@ -98,6 +72,8 @@ class FeatureCache:
 
     # -- entries ----------------------------------------------------------------------------
     def entry_path(self, key: str) -> Path:
+        if not _is_key(key):  # a key read from a file must not become an arbitrary path
+            raise CacheError(f"not a cache key: {key!r} (expected a hex digest)", self.root)
         return self.root / "entries" / key[:2] / f"{key}.npz"
 
     def relpath(self, key: str) -> str:
@@ -105,7 +81,7 @@ class FeatureCache:
 
     def has(self, key: str) -> bool:
         """True if a readable, uncorrupted entry exists for ``key``."""
-        if not self.entry_path(key).is_file():
+        if not _is_key(key) or not self.entry_path(key).is_file():
             return False
         try:
             self.get(key)
@@ -184,11 +160,16 @@ class FeatureCache:
                 continue
             try:
                 d = json.loads(line)
-                rows.append((Utterance.from_dict(d["utterance"]),
-                             FeatureRecord.from_dict(d["record"])))
-            except (ValueError, KeyError, TypeError) as e:
+                utt = Utterance.from_dict(d["utterance"])
+                rec = FeatureRecord.from_dict(d["record"])
+            except (ValueError, KeyError, TypeError, AttributeError) as e:
                 raise CacheError(f"index line {lineno + 1} unreadable: {e}",
                                  self.index_path) from None
+            bad = unsafe_id_reason(utt.id) or (None if _is_key(rec.key) else "bad cache key")
+            if bad is not None:
+                raise CacheError(f"index line {lineno + 1}: utterance {utt.id!r} refused: {bad}",
+                                 self.index_path)
+            rows.append((utt, rec))
         return rows
 
 

@@ -1,4 +1,4 @@
-"""Sentiment regression metrics with the CMU-MOSI conventions (DESIGN.md, "Metrics").
+"""Sentiment regression metrics with the CMU-MOSI conventions (docs/design.md, "Metrics").
 
 Rounding follows ``numpy.round`` (half to even), as the MOSI evaluation scripts do: a label of
 2.5 is class 2, 1.5 is class 2, -0.5 is class 0.
@@ -19,8 +19,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-METRIC_NAMES = ("acc7", "acc2_has0", "f1_has0", "acc2_non0", "f1_non0", "bacc2_non0",
-                "acc2_paper", "mae", "corr")
+# Every metric, in the order tables show them.
+METRIC_NAMES = ("acc2_has0", "f1_has0", "acc2_non0", "f1_non0", "bacc2_non0", "acc7", "mae",
+                "corr", "acc2_paper")
+# The pipeline report's columns: all but acc2_paper (the released CM-BERT script's convention,
+# label 0 counted as negative), which stays in summary.json and the `cmbert train` table.
+REPORT_METRICS = METRIC_NAMES[:-1]
+UNSCALED = ("mae", "corr", "loss")  # shown as they are; every other metric is a fraction, in %
 
 
 def class7(x):
@@ -81,6 +86,24 @@ def sentiment_metrics(preds: Sequence[float], labels: Sequence[float]) -> dict[s
     out["mae"] = float(np.mean(np.abs(p - y)))
     out["corr"] = pearson(p, y)
     return out
+
+
+def format_metric(name: str, value: float | None) -> str:
+    """One metric for a table: fractions in % with one decimal, ``mae``/``corr``/``loss`` with
+    three; "–" for a missing or NaN value."""
+    if value is None or value != value:
+        return "–"
+    return f"{value:.3f}" if name in UNSCALED else f"{100.0 * value:.1f}"
+
+
+def format_mean_std(name: str, stat: dict[str, float] | None) -> str:
+    """A :func:`mean_std` entry as "mean ± std" (just the mean over one seed; "–" over none)."""
+    if not stat or stat.get("n", 0) == 0 or stat["mean"] != stat["mean"]:
+        return "–"
+    text = format_metric(name, stat["mean"])
+    if stat.get("n", 0) > 1:
+        text += f" ± {format_metric(name, stat['std'])}"
+    return text
 
 
 def mean_std(runs: Sequence[dict[str, float]]) -> dict[str, dict[str, float]]:

@@ -108,6 +108,8 @@ class Alignment:
     phones: tuple[PhoneInterval, ...] = ()
     duration_s: float = 0.0
     aligner: str = ""  # backend name and version, e.g. "pocketsphinx-5.0.4"
+    method: str = ""  # how it was found, e.g. "viterbi", "anchored" (align.quality.METHODS)
+    quality: float | None = None  # per-frame acoustic fit normalised to (0, 1]; None: unknown
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -116,6 +118,8 @@ class Alignment:
             "phones": [p.to_dict() for p in self.phones],
             "duration_s": self.duration_s,
             "aligner": self.aligner,
+            "method": self.method,
+            "quality": self.quality,
         }
 
     @classmethod
@@ -126,6 +130,8 @@ class Alignment:
             phones=tuple(PhoneInterval.from_dict(p) for p in d.get("phones", [])),
             duration_s=float(d.get("duration_s", 0.0)),
             aligner=str(d.get("aligner", "")),
+            method=str(d.get("method", "")),
+            quality=None if d.get("quality") is None else float(d["quality"]),
         )
 
 

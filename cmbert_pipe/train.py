@@ -1,7 +1,7 @@
 """Train and evaluate sentiment models on cached aligned tensors (or on text alone).
 
 The loop is model-agnostic: anything in :data:`cmbert_pipe.model.MODELS` trains through it.
-Published CM-BERT recipe (Yang, Xu & Gao, ACM MM 2020; DESIGN.md "CM-BERT, exactly"): MSE,
+Published CM-BERT recipe (Yang, Xu & Gao, ACM MM 2020; docs/design.md, "CM-BERT here"): MSE,
 batch 24, 3 epochs, AdamW with 10 % linear warm-up then linear decay, weight decay 0.01 except
 biases and LayerNorm, fusion head at 1e-2 and encoder at 2e-5, embeddings frozen, the epoch
 with the lowest dev loss kept, five seeds reported as mean ± std.
@@ -17,6 +17,7 @@ host inside a step: losses are summed on the device and read once per epoch.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import math
@@ -32,12 +33,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from cmbert_pipe import __version__
 from cmbert_pipe import distributed as ddp
-from cmbert_pipe.cache import FeatureCache, atomic_write_text, iter_examples
+from cmbert_pipe.cache import FeatureCache, iter_examples
 from cmbert_pipe.config import ModelConfig, TrainConfig
 from cmbert_pipe.errors import ConfigError, ModelError
-from cmbert_pipe.metrics import METRIC_NAMES, mean_std, sentiment_metrics
-from cmbert_pipe.model.base import SentimentModel, build_model
+from cmbert_pipe.io import atomic_write_text
+from cmbert_pipe.metrics import mean_std, sentiment_metrics
+from cmbert_pipe.model import SentimentModel, build_model
 from cmbert_pipe.model.bundle import load_bundle, save_bundle
 from cmbert_pipe.model.ema import EMA
 from cmbert_pipe.model.inputs import AudioStats, load_tokenizer, prepare_batch
@@ -69,7 +72,8 @@ def load_cache_examples(cache_root: str | Path) -> tuple[list[Example], dict[str
         out.append(Example(u.id, ex.words, ex.word_features, float(u.label), u.split or ""))
     if not out:
         raise ModelError("no labelled utterances in the cache", cache_root)
-    settings = {"source": "cache", "cache": str(cache_root), "cache_info": info}
+    settings = {"source": "cache", "cache": str(cache_root), "cache_info": info,
+                "data_sha256": _digest_files([FeatureCache(cache_root).index_path])}
     return out, settings
 
 
@@ -93,7 +97,18 @@ def load_text_examples(tsv_dir: str | Path) -> tuple[list[Example], dict[str, An
                                  path) from None
             out.append(Example(f"{split}-{lineno}", tuple(text.split()), None,
                                max(-3.0, min(3.0, label)), split))
-    return out, {"source": "text", "text_dir": str(tsv_dir)}
+    return out, {"source": "text", "text_dir": str(tsv_dir),
+                 "data_sha256": _digest_files([tsv_dir / f"{s}.tsv" for s in SPLITS])}
+
+
+def _digest_files(paths: Sequence[Path]) -> str:
+    """SHA-256 over the bytes of ``paths``: which data a model was trained on. A cache's index
+    lists every utterance with its content key, label and split, so it names the data exactly."""
+    h = hashlib.sha256()
+    for path in paths:
+        h.update(Path(path).read_bytes())
+        h.update(b"\0")
+    return h.hexdigest()
 
 
 def by_split(examples: Sequence[Example]) -> dict[str, list[Example]]:
@@ -211,9 +226,7 @@ class SeedResult:
 
 
 def versions() -> dict[str, str]:
-    import transformers
-
-    from cmbert_pipe import __version__
+    import transformers  # already loaded by the encoder; imported here for its version only
 
     return {"cmbert_pipe": __version__, "torch": torch.__version__,
             "transformers": transformers.__version__, "numpy": np.__version__,
@@ -363,6 +376,41 @@ def peak_memory(device: torch.device) -> dict[str, float]:
 
 
 # -- several seeds ----------------------------------------------------------------------------
+IGNORED_ON_RESUME = ("threads", "device", "seeds")  # how fast, or which other seeds: not what
+# a seed learns
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples become lists), for comparing."""
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def seed_is_current(seed_dir: Path, model_config: ModelConfig, train_config: TrainConfig,
+                    data_sha256: str | None) -> tuple[bool, str]:
+    """Whether the finished bundle in ``seed_dir`` was trained with exactly these settings on
+    exactly this data: (True, "") or (False, what differs, in words)."""
+    try:
+        config = json.loads((seed_dir / "config.json").read_text(encoding="utf-8"))
+        settings = json.loads((seed_dir / "settings.json").read_text(encoding="utf-8"))
+        config.pop("bundle_format", None)
+    except (OSError, ValueError, AttributeError) as e:
+        return False, f"its config cannot be read ({type(e).__name__})"
+    changes = []
+    had, want = _plain(config), _plain(model_config.to_dict())
+    changes += [f"model {k}: {had.get(k)!r} -> {want.get(k)!r}"
+                for k in sorted(set(had) | set(want)) if had.get(k) != want.get(k)]
+    had = _plain(settings.get("train") or {})
+    want = _plain(train_config.to_dict())
+    changes += [f"train {k}: {had.get(k)!r} -> {want.get(k)!r}"
+                for k in sorted(set(had) | set(want))
+                if k not in IGNORED_ON_RESUME and had.get(k) != want.get(k)]
+    if settings.get("data_sha256") != data_sha256:
+        changes.append("the training data (cache index or TSVs) differ"
+                       if settings.get("data_sha256") else
+                       "the bundle does not record which data it was trained on")
+    return (not changes), "; ".join(changes)
+
+
 def completed_seed(seed_dir: Path) -> dict[str, Any] | None:
     """Metrics of a finished seed bundle (for resuming), or None."""
     path = seed_dir / "metrics.json"
@@ -396,9 +444,17 @@ def train_seeds(
     per_seed: dict[str, Any] = {}
     for seed in seeds:
         seed_dir = out_dir / f"seed-{seed}"
-        done = completed_seed(seed_dir)
+        done, changed = completed_seed(seed_dir), ""
         if done is not None:
-            log.info("seed %d already trained in %s; skipping", seed, seed_dir)
+            current, changed = seed_is_current(seed_dir, model_config, train_config,
+                                               (settings or {}).get("data_sha256"))
+            if not current:
+                log.warning("seed %d in %s was trained differently (%s): training it again",
+                            seed, seed_dir, changed)
+                done = None
+        if done is not None:
+            log.info("seed %d already trained in %s with these settings; skipping", seed,
+                     seed_dir)
             per_seed[str(seed)] = {"metrics": {k: v for k, v in done.items() if k in SPLITS},
                                    "best_epoch": done.get("best_epoch"), "resumed": True}
             continue
@@ -410,6 +466,8 @@ def train_seeds(
         per_seed[str(seed)] = {"metrics": res.metrics, "best_epoch": res.best_epoch,
                                "epoch_seconds": res.epoch_seconds,
                                "train_samples_per_s": res.train_samples_per_s}
+        if changed:
+            per_seed[str(seed)]["retrained_because"] = changed
     summary = {
         "model_config": model_config.to_dict(),
         "train_config": train_config.to_dict(),
@@ -448,5 +506,5 @@ def evaluate_bundle(bundle_dir: str | Path, examples: Sequence[Example],
     return out
 
 
-__all__ = ["Example", "TrainConfig", "METRIC_NAMES", "evaluate_bundle", "load_cache_examples",
+__all__ = ["Example", "TrainConfig", "evaluate_bundle", "load_cache_examples",
            "load_text_examples", "train_one", "train_seeds", "score", "predict_examples"]

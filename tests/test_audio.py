@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from cmbert_pipe.audio import file_digest, load_audio, resample
+from cmbert_pipe.audio import load_audio, resample
 from cmbert_pipe.errors import AudioError
+from cmbert_pipe.io import file_digest
 from cmbert_pipe.schema import SAMPLE_RATE
 
 

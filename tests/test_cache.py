@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cmbert_pipe.cache import FeatureCache, make_key
+from cmbert_pipe.cache import FeatureCache
 from cmbert_pipe.errors import CacheError
+from cmbert_pipe.io import content_key as make_key
 from cmbert_pipe.schema import FeatureRecord, Utterance
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,7 +75,8 @@ def test_entry_under_the_wrong_key_is_corrupt(cache):
 
 _WRITER = r"""
 import sys, numpy as np
-from cmbert_pipe.cache import FeatureCache, make_key
+from cmbert_pipe.cache import FeatureCache
+from cmbert_pipe.io import content_key as make_key
 cache = FeatureCache(sys.argv[1])
 big = {"word_features": np.ones((2000, 1000), np.float32)}  # 8 MB per entry
 print("ready", flush=True)

@@ -242,7 +242,7 @@ def test_ema_formula():
 
 def test_models_without_options_reject_them_by_name():
     from cmbert_pipe.errors import ConfigError
-    from cmbert_pipe.model import ModelConfig, build_model
+    from cmbert_pipe.model import ModelConfig
 
     for name in ("cmbert", "tbert"):
         with pytest.raises(ConfigError, match="takes no options, got beta"):

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from cmbert_pipe.errors import ConfigError
 from cmbert_pipe.config import (
     PipelineConfig,
     config_from_dict,
@@ -15,6 +14,7 @@ from cmbert_pipe.config import (
     parse_override,
     to_toml,
 )
+from cmbert_pipe.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = sorted((REPO / "pipelines").glob("*.toml"))

@@ -57,7 +57,7 @@ def bundle_dir(tmp_path_factory):
     import torch
 
     from cmbert_pipe.acoustic import get_feature_set
-    from cmbert_pipe.model.base import ModelConfig, build_model
+    from cmbert_pipe.model import ModelConfig, build_model
     from cmbert_pipe.model.bundle import save_bundle
     from cmbert_pipe.model.inputs import AudioStats, load_tokenizer
 
@@ -166,7 +166,7 @@ def test_attention_png(predictor, tmp_path):
 
 def test_text_only_bundle_aligns_for_times_and_has_no_attention(tmp_path):
     """A T-BERT bundle trained on text TSVs: no features are computed, words still get times."""
-    from cmbert_pipe.model.base import ModelConfig, build_model
+    from cmbert_pipe.model import ModelConfig, build_model
     from cmbert_pipe.model.bundle import save_bundle
     from cmbert_pipe.model.inputs import AudioStats, load_tokenizer
 

@@ -151,7 +151,7 @@ def _opensmile_set(name: str) -> FeatureSet:
 # -- COVAREP-equivalent -----------------------------------------------------------------------
 
 def _covarep_extract(wave: np.ndarray) -> np.ndarray:
-    from cmbert_pipe.acoustic.covarep import extract_covarep74
+    from cmbert_pipe.acoustic.covarep.pipeline import extract_covarep74
 
     return np.asarray(extract_covarep74(wave, fs=SAMPLE_RATE), dtype=np.float32)
 

@@ -1,5 +1,8 @@
 """The aligner interface and the registry of backends (keys feed ``cmbert align --aligner``).
 
+Backends import this module and register themselves; ``cmbert_pipe.align`` imports every
+backend and builds one by name (``get_aligner``), so nothing here imports a backend.
+
     >>> aligner = get_aligner("pocketsphinx", max_duration_s=120)
     >>> aligner.settings()        # backend, version and every parameter: part of cache keys
     >>> alignment = aligner.align(utterance)      # schema.Alignment, or a domain error
@@ -15,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from cmbert_pipe.config import ALIGNER_NAMES
-from cmbert_pipe.errors import CmbertError, ConfigError
+from cmbert_pipe.errors import CmbertError
 from cmbert_pipe.schema import Alignment, Utterance
 
 
@@ -66,15 +69,3 @@ def register(name: str) -> Callable[[type[Aligner]], type[Aligner]]:
         return cls
 
     return deco
-
-
-def get_aligner(name: str, **options: Any) -> Aligner:
-    """The backend registered as ``name`` built with ``options`` (unknown ones are rejected)."""
-    from cmbert_pipe.align import mfa, pocketsphinx_backend  # noqa: F401  (fills ALIGNERS)
-
-    if name not in ALIGNERS:
-        raise ConfigError(f"unknown aligner {name!r} (choose from: {', '.join(sorted(ALIGNERS))})")
-    try:
-        return ALIGNERS[name](**options)
-    except TypeError as e:
-        raise ConfigError(f"aligner {name!r}: {e}") from None

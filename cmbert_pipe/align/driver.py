@@ -16,14 +16,23 @@ import functools
 import json
 import logging
 from collections.abc import Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from cmbert_pipe.align.base import Aligner
-from cmbert_pipe.align.textgrid import atomic_write_text, read_textgrid, write_textgrid
-from cmbert_pipe.audio import file_digest
-from cmbert_pipe.batch import Check, Executor, ItemKey, ProgressCallback, plan_stage, run_stage
+from cmbert_pipe.align.textgrid import read_textgrid, write_textgrid
+from cmbert_pipe.batch import (
+    Check,
+    Executor,
+    ItemKey,
+    ProgressCallback,
+    part_digests,
+    plan_stage,
+    run_stage,
+)
 from cmbert_pipe.errors import AlignmentError, AudioError, CmbertError
+from cmbert_pipe.io import atomic_write_text, file_digest, read_json
+from cmbert_pipe.outputs import PathClaims, ensure_writable_dir, id_path, unsafe_id_reason
 from cmbert_pipe.schema import Alignment, BatchSummary, ItemFailure, Utterance
 
 log = logging.getLogger(__name__)
@@ -34,10 +43,11 @@ SUMMARY_NAME = "summary.json"
 
 def alignment_path(out_dir: str | Path, utterance_id: str) -> Path:
     """``out_dir/<utterance_id>.TextGrid``; the id may hold ``/`` (sub-folders) but not ``..``."""
-    rel = PurePosixPath(utterance_id)
-    if not utterance_id or rel.is_absolute() or ".." in rel.parts:
-        raise AlignmentError(f"utterance id {utterance_id!r} is not a safe relative path")
-    return Path(out_dir).joinpath(*rel.parts[:-1], rel.name + ".TextGrid")
+    reason = unsafe_id_reason(utterance_id)
+    if reason is not None:
+        raise AlignmentError(f"utterance id {utterance_id!r} is not a safe relative path: "
+                             f"{reason}")
+    return id_path(out_dir, utterance_id, ".TextGrid")
 
 
 def sidecar_path(out_dir: str | Path, utterance_id: str) -> Path:
@@ -50,46 +60,87 @@ def item_key(audio_digest: str, transcript: str, settings: dict[str, Any]) -> It
     return ItemKey.of(audio_sha256=audio_digest, transcript=transcript, aligner=settings)
 
 
-def _read_sidecar(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def alignment_key(out_dir: str | Path, utterance: Utterance) -> str | None:
     """The key of the current alignment of ``utterance`` in ``out_dir`` (None if none recorded)."""
-    side = _read_sidecar(sidecar_path(out_dir, utterance.id))
+    side = read_json(sidecar_path(out_dir, utterance.id))
     return None if side is None else side.get("key")
 
 
-def load_alignment(out_dir: str | Path, utterance: Utterance) -> Alignment:
+def stale_reason(side: dict[str, Any], utterance: Utterance,
+                 audio_sha256: str | None) -> str | None:
+    """Why the alignment a sidecar describes no longer fits ``utterance`` (None if it does):
+    another transcript, or audio whose bytes changed since it was aligned."""
+    if side.get("transcript") != utterance.transcript:
+        return "alignment is stale: it was made for another transcript (re-run `cmbert align`)"
+    if audio_sha256 is None:
+        return None
+    parts = side.get("key_parts") if isinstance(side.get("key_parts"), dict) else {}
+    if side.get("audio_sha256") is not None:
+        same = side["audio_sha256"] == audio_sha256
+    elif parts.get("audio_sha256") is not None:
+        same = parts["audio_sha256"] == part_digests({"audio_sha256": audio_sha256})[
+            "audio_sha256"]
+    elif side.get("key") and isinstance(side.get("aligner"), dict):  # the oldest sidecars
+        same = item_key(audio_sha256, utterance.transcript, side["aligner"]).digest == side["key"]
+    else:
+        return None  # nothing recorded about the audio (a TextGrid dropped in by hand)
+    if not same:
+        return (f"alignment is stale: the audio {utterance.audio} changed since it was aligned "
+                "(its SHA-256 differs); re-run `cmbert align`")
+    return None
+
+
+def load_alignment(out_dir: str | Path, utterance: Utterance,
+                   audio_sha256: str | None = None) -> Alignment:
     """The alignment of ``utterance`` written by :func:`align_corpus` (or dropped in from MFA).
 
     Raises :class:`AlignmentError` naming the TextGrid when it is missing, unreadable, or was
-    made for a different transcript.
+    made for a different transcript or (given ``audio_sha256``) for other audio bytes.
     """
     path = alignment_path(out_dir, utterance.id)
     if not path.is_file():
         raise AlignmentError(f"no alignment for {utterance.id!r} (run `cmbert align` first)", path)
     alignment = read_textgrid(path, utterance.id)
-    side = _read_sidecar(sidecar_path(out_dir, utterance.id))
+    side = read_json(sidecar_path(out_dir, utterance.id))
     if side is not None:
-        if side.get("transcript") != utterance.transcript:
-            raise AlignmentError(
-                "alignment is stale: it was made for another transcript (re-run `cmbert align`)",
-                path,
-            )
+        stale = stale_reason(side, utterance, audio_sha256)
+        if stale is not None:
+            raise AlignmentError(stale, path)
         alignment = Alignment(
             alignment.utterance_id,
             alignment.words,
             alignment.phones,
             alignment.duration_s,
             aligner=str(side.get("aligner_name", "")),
+            method=str(side.get("method", "")),
+            quality=None if side.get("quality") is None else float(side["quality"]),
         )
     if not alignment.words:
         raise AlignmentError("TextGrid has no words", path)
     return alignment
+
+
+def alignment_quality(out_dir: str | Path, utterance: Utterance) -> tuple[str, float | None]:
+    """(method, quality) recorded in the sidecar of ``utterance``'s alignment; ``("", None)``
+    when none is recorded (no sidecar, or an aligner that gives none)."""
+    side = read_json(sidecar_path(out_dir, utterance.id)) or {}
+    quality = side.get("quality")
+    return str(side.get("method") or ""), None if quality is None else float(quality)
+
+
+def method_counts(out_dir: str | Path, utterances: Sequence[Utterance]) -> dict[str, int]:
+    """How many of ``utterances`` aligned in ``out_dir`` each method produced (from the
+    sidecars; ``unknown`` for alignments that do not record one, e.g. dropped-in TextGrids)."""
+    counts: dict[str, int] = {}
+    for utt in utterances:
+        if unsafe_id_reason(utt.id) is not None:  # refused: it has no alignment to count
+            continue
+        side = read_json(sidecar_path(out_dir, utt.id))
+        if side is None or not alignment_path(out_dir, utt.id).is_file():
+            continue
+        method = str(side.get("method") or "unknown")
+        counts[method] = counts.get(method, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def _save(out_dir: Path, utterance: Utterance, key: ItemKey, settings: dict,
@@ -105,6 +156,8 @@ def _save(out_dir: Path, utterance: Utterance, key: ItemKey, settings: dict,
         "aligner": settings,
         "n_words": len(ali.words),
         "duration_s": ali.duration_s,
+        "method": ali.method,
+        "quality": ali.quality,
     }
     atomic_write_text(sidecar_path(out_dir, utterance.id), json.dumps(side, indent=1) + "\n")
 
@@ -116,7 +169,8 @@ def _align_one(aligner: Aligner, out_dir: Path, utterance: Utterance, key: ItemK
     return len(ali.words)
 
 
-def _key_of(settings: dict[str, Any], utt: Utterance) -> ItemKey:
+def _key_of(settings: dict[str, Any], claims: PathClaims, utt: Utterance) -> ItemKey:
+    claims.claim(utt.id)  # two ids for one TextGrid (names differing in case): the second fails
     if not Path(utt.audio).is_file():
         raise AudioError("audio file not found", utt.audio)
     try:
@@ -127,7 +181,7 @@ def _key_of(settings: dict[str, Any], utt: Utterance) -> ItemKey:
 
 
 def _check(out_dir: Path, utt: Utterance, key: ItemKey) -> Check:
-    side = _read_sidecar(sidecar_path(out_dir, utt.id))
+    side = read_json(sidecar_path(out_dir, utt.id))
     if side is None:
         return Check.missing()
     check = Check.against(key, side.get("key"), side.get("key_parts"))
@@ -154,10 +208,9 @@ def align_corpus(
     ``executor`` (see :func:`cmbert_pipe.batch.open_executor`), else on ``jobs`` local
     processes. The summary is also written to ``out_dir/summary.json``.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = ensure_writable_dir(out_dir)  # a read-only --out fails now, not after the work
     settings = aligner.settings()
-    key = functools.partial(_key_of, settings)
+    key = functools.partial(_key_of, settings, PathClaims())
     is_current = functools.partial(_check, out_dir)
     if aligner.corpus_level:
         summary = _align_corpus_level(utterances, out_dir, aligner, key, is_current, force,
@@ -167,7 +220,9 @@ def align_corpus(
             utterances, key, is_current, functools.partial(_align_one, aligner, out_dir),
             on_progress=on_progress, stage="align", item_id=lambda u: u.id,
             executor=executor, jobs=jobs, force=force, prior_failures=prior_failures)
-    atomic_write_text(out_dir / SUMMARY_NAME, json.dumps(summary.to_dict(), indent=2) + "\n")
+    record = summary.to_dict()
+    record["methods"] = method_counts(out_dir, utterances)
+    atomic_write_text(out_dir / SUMMARY_NAME, json.dumps(record, indent=2) + "\n")
     return summary
 
 

@@ -28,9 +28,10 @@ import numpy as np
 
 from cmbert_pipe.align.base import Aligner, register
 from cmbert_pipe.align.normalize import NORMALIZER_VERSION, SpokenWord, spoken_words
-from cmbert_pipe.align.textgrid import atomic_write_text, read_textgrid
+from cmbert_pipe.align.textgrid import read_textgrid
 from cmbert_pipe.audio import load_audio
 from cmbert_pipe.errors import AlignmentError, CmbertError
+from cmbert_pipe.io import atomic_write_text
 from cmbert_pipe.schema import SAMPLE_RATE, Alignment, Utterance, WordInterval
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,8 @@ def map_words(words: Sequence[SpokenWord], mfa_words: Sequence[WordInterval]) ->
         for k in range(i, j):
             times[k] = (left + (k - i) * step, left + (k - i + 1) * step)
         i = j
-    return [WordInterval(w.text, round(t[0], 4), round(t[1], 4)) for w, t in zip(words, times)]
+    return [WordInterval(w.text, round(t[0], 4), round(t[1], 4))
+            for w, t in zip(words, times, strict=True)]
 
 
 @register("mfa")

@@ -6,25 +6,33 @@
 
 How: the transcript is normalised (:mod:`.normalize`); every word gets a dictionary entry
 (CMUdict, or the offline neural G2P for the rest, parts of hyphenated or numeric words
-concatenated; bracketed annotations get the model's ``+SPN+`` noise phone). PocketSphinx then
-runs its word-level Viterbi alignment against the word sequence, with optional silences and
-fillers between words, and a second, state-level pass that yields phone boundaries
-(the ``set_align_text`` / ``set_alignment`` API). When the beam search loses the path (speech
-the transcript does not mention, e.g. an unwritten "uh") it retries with a wide search, then
-both searches once more on the frame grid shifted by half a hop (5 ms); if all fail, or the
-acoustic fit of the path is very poor, the transcript does not match the audio.
+concatenated; bracketed annotations get the model's ``+SPN+`` noise phone). Before any search,
+the evidence that needs no search is checked (:mod:`.quality`): the transcript looks English,
+the audio holds speech, and the transcript's phones can fit the speech (neither too many for the
+audio nor far too few for the speech in it). Then the methods of :data:`.quality.METHODS`, in
+order, each only where the one before found no path:
+
+1. ``viterbi``: PocketSphinx's word-level Viterbi alignment against the word sequence, optional
+   silences and fillers between words, then a state-level pass for phone boundaries
+   (``set_align_text`` / ``set_alignment``), default beams;
+2. ``viterbi-wide``: the same with far wider beams and more Gaussians per frame, also on the
+   frame grid shifted by half a hop (5 ms);
+3. ``garbage``: a grammar of the words with an optional garbage word (noise phones) between them;
+4. ``anchored``: the words the wide pass placed before it lost its way, those that fit, as
+   anchors; the rest placed between them by phone counts over the voiced audio;
+5. ``proportional``: every word over the voiced audio by phone counts, only for voices beyond
+   what the model can score (screams, singing: median F0 above 450 Hz), quality 0.
+
+Every result carries ``method`` and ``quality`` (per-frame acoustic fit normalised to (0, 1],
+:func:`.quality.quality_from_fit`). A transcript is refused, with the evidence named, when the
+fit is very poor overall, when a large share of the words' time fits poorly (another sentence),
+or when the fallbacks find too few of its words in a voice the model can score.
 
 Times: PocketSphinx analyses 25.6 ms windows every 10 ms; a boundary before frame ``k`` is
-reported at ``k * 10 ms + boundary_offset_s``. The offset is a setting because the best value
-is empirical: against MFA's reference TextGrids, 0 gives the best 10 and 20 ms shares and
-mean error among -10, -5, 0, +5, +10 ms (``benchmarks/align_accuracy.py --offsets ...``).
-Likewise ``silprob``: PocketSphinx's default 0.005 makes pauses costly, so words swallow the
-silences around them; 1.0 lets the optional silence between words take them (20 ms agreement 62.3 % -> 68.6 %, 50 ms 77.9 % -> 84.4 %;
-0.05, 0.2 and 0.5 lie between). Measured and not kept (README, align section): averaging with
-an alignment on the grid shifted by 5 ms (MFA's reference boundaries lie on the same 10 ms
-grid as ours, and the shifted search sometimes takes another path: 68.6 % -> 65.6 %), fixed
-moves of word edges next to pauses, and energy or spectral-change snapping of the boundaries
-(no gain on a held-out file).
+reported at ``k * 10 ms + boundary_offset_s`` (0 measured best among -10..+10 ms).
+``silprob`` 1.0 (PocketSphinx's default is 0.005) lets the optional silence between words
+take the pauses instead of the words swallowing them (20 ms agreement with MFA's reference
+62.3 % -> 68.6 %). Ideas measured and not kept are listed in docs/alignment.md.
 """
 
 from __future__ import annotations
@@ -43,6 +51,14 @@ import numpy as np
 from cmbert_pipe.align.base import Aligner, register
 from cmbert_pipe.align.g2p import g2p
 from cmbert_pipe.align.normalize import NORMALIZER_VERSION, SpokenWord, spoken_words
+from cmbert_pipe.align.quality import (
+    check_fits,
+    clip_segments,
+    median_f0_hz,
+    place_by_phones,
+    quality_from_fit,
+    speech_segments,
+)
 from cmbert_pipe.audio import load_audio
 from cmbert_pipe.errors import AlignmentError, AudioError, ConfigError, TranscriptError
 from cmbert_pipe.schema import SAMPLE_RATE, Alignment, PhoneInterval, Utterance, WordInterval
@@ -51,6 +67,7 @@ log = logging.getLogger(__name__)
 
 PS_FRAME_S = 0.010  # s: PocketSphinx frame hop at its default 100 frames/s
 NOISE_WORD = "zzspnzz"  # dictionary entry for bracketed annotations (noise pronunciations)
+GARBAGE_WORD = "zzgarbagezz"  # optional filler between words in the grammar passes
 NOISE_PHONE = "+SPN+"
 # a bracketed annotation may be speech-like noise (+SPN+) or other noise (+NSN+), short or long
 NOISE_PRONUNCIATIONS = ("+SPN+", "+NSN+", "+SPN+ +SPN+", "+NSN+ +NSN+", "+NSN+ +SPN+")
@@ -68,8 +85,18 @@ class PocketsphinxConfig:
     #   (half a hop): the search is fragile enough that a 5 ms shift can decide success
     silprob: float = 1.0  # optional-silence insertion probability (PocketSphinx default 0.005)
     boundary_offset_s: float = 0.0  # s added to every frame boundary (0 measured best, README)
+    frame_rate_hz: int = 100  # analysis frames per second (the acoustic model was trained at 100)
+    cmn: str = "live"  # cepstral mean normalisation: "live" (running estimate) or "batch"
     max_duration_s: float = 300.0  # s: longer recordings are refused (split them first)
-    min_fit_per_frame: float = -4.0  # mean log acoustic score per speech frame; below: mismatch
+    min_quality: float = 0.135  # below: the transcript does not match (exp(-4 / 2): fit -4)
+    min_word_quality: float = 0.2  # a word whose own fit is below this fits poorly
+    max_poor_share: float = 0.3  # more of the words' time fitting poorly: transcript mismatch
+    min_anchor_share: float = 0.5  # anchoring: at least this share of the words must be found
+    min_anchor_quality: float = 0.15  # ... each with a fit of at least this quality
+    unscorable_f0_hz: float = 450.0  # Hz: proportional placement only for voices whose median
+    #   F0 lies above this (screams, singing): beyond the read speech the model was trained on
+    phone_count_ratio: tuple[float, float] = (0.5, 2.0)  # ... and when a free phone recognition
+    #   hears between these multiples of the transcript's phone count
     max_oov_fraction: float = 0.5  # more words than this missing from CMUdict -> not English
     min_words_for_oov_check: int = 4  # the OOV check needs at least this many words
 
@@ -126,7 +153,7 @@ def _decoder(config: PocketsphinxConfig, wide: bool, lexicon: dict[str, tuple[st
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write("\n".join(lines) + "\n")
         return Decoder(loglevel="FATAL", silprob=config.silprob, lm=None, dict=dict_path,
-                       **options)
+                       frate=config.frame_rate_hz, cmn=config.cmn, **options)
     finally:
         os.unlink(dict_path)
 
@@ -197,33 +224,58 @@ class PocketsphinxAligner(Aligner):
         return keys, lexicon, n_oov
 
     # -- alignment ----------------------------------------------------------------------------
-    def _run(self, decoder, keys: list[str], pcm: bytes):
-        """Word pass then phone pass -> (word segments, phone segments or None, fit), segments
-        as (name, start_frame, end_frame); None when no path runs through all the words.
+    def _run(self, decoder, keys: list[str], pcm: bytes, partial: bool = False) -> _Path | None:
+        """Word pass then phone pass over exactly ``keys`` (``set_align_text``): None when no
+        path runs through all the words, unless ``partial``: then the best path so far (the
+        words before the search lost its way)."""
+        try:
+            decoder.set_align_text(" ".join(keys))
+        except RuntimeError as e:
+            log.debug("pocketsphinx align text: %s", e)
+            return None
+        return self._passes(decoder, keys, pcm, require_all=not partial)
 
-        ``fit`` is the mean log acoustic score per frame inside words. PocketSphinx scores each
+    def _run_grammar(self, decoder, keys: list[str], pcm: bytes):
+        """Word pass over a grammar of the words by position (``w0 w1 ...``) with an optional
+        garbage word (noise phones) before and after each, then the phone pass."""
+        slots = [f"w{i} [ {GARBAGE_WORD} ]" for i in range(len(keys))]
+        grammar = ("#JSGF V1.0;\ngrammar ali;\npublic <utt> = [ " + GARBAGE_WORD + " ] "
+                   + " ".join(slots) + ";\n")
+        try:
+            decoder.add_jsgf_string("ali", grammar)
+            decoder.activate_search("ali")
+        except RuntimeError as e:
+            log.debug("pocketsphinx grammar: %s", e)
+            return None
+        return self._passes(decoder, [f"w{i}" for i in range(len(keys))], pcm)
+
+    def _passes(self, decoder, keys: list[str], pcm: bytes, require_all: bool = True):
+        """The word pass with the search already set up, then the phone pass; see :class:`_Path`.
+
+        The fit is the mean log acoustic score per frame inside words. PocketSphinx scores each
         frame relative to its best-scoring senone, so this is a log-likelihood ratio against
         the best free phone sequence: near 0 when the words fit the sound, very negative when
         the transcript forces phones that are not there.
         """
         try:
-            decoder.set_align_text(" ".join(keys))
             decoder.start_utt()
             decoder.process_raw(pcm, full_utt=True)
             decoder.end_utt()
             if decoder.hyp() is None:
                 return None
             segments = list(decoder.seg())
-            words = [(s.word, s.start_frame, s.end_frame + 1) for s in segments]
-            spoken = [s for s in segments
-                      if not s.word.startswith(("<", "[")) and _base(s.word) != NOISE_WORD]
-            frames = sum(s.end_frame + 1 - s.start_frame for s in spoken)
-            fit = sum(math.log(max(s.ascore, 1e-300)) for s in spoken) / max(frames, 1)
         except RuntimeError as e:
             log.debug("pocketsphinx word pass: %s", e)
             return None
-        if _n_matched(words, keys) != len(keys):  # a word lost on the way: no usable path
+        words = [(s.word, s.start_frame, s.end_frame + 1) for s in segments]
+        scores = [(s.word, s.start_frame, s.end_frame + 1, math.log(max(s.ascore, 1e-300)))
+                  for s in segments]
+        n_found = _n_matched(words, keys)
+        if require_all and n_found != len(keys):  # a word lost on the way: no usable path
             return None
+        path = _Path(words, None, scores)
+        if n_found != len(keys):
+            return path
         try:
             decoder.set_alignment()
             decoder.start_utt()
@@ -234,10 +286,10 @@ class PocketsphinxAligner(Aligner):
             phones = [(p.name, p.start, p.start + p.duration) for p in ali.phones()]
         except (RuntimeError, AttributeError) as e:  # the state-level pass lost its path
             log.debug("pocketsphinx phone pass: %s", e)
-            return words, None, fit
+            return path
         if _n_matched(state_words, keys) != len(keys):
-            return words, None, fit
-        return state_words, phones, fit
+            return path
+        return _Path(state_words, phones, scores)
 
     def align(self, utterance: Utterance, wave: np.ndarray | None = None) -> Alignment:
         cfg = self.config
@@ -258,36 +310,123 @@ class PocketsphinxAligner(Aligner):
                 "the transcript does not look English (the en-us aligner only knows English)",
                 source,
             )
-        ali, shift_s = None, 0.0
-        for shift_s in (0.0, cfg.retry_shift_s) if cfg.retry_shift_s > 0 else (0.0,):
-            pcm = _pcm16(wave[round(shift_s * SAMPLE_RATE) :])
-            ali = self._run(_decoder(cfg, False, lexicon), keys, pcm)
-            if ali is None or ali[1] is None:
-                log.info("%s: retrying with the wide search", utterance.id)
-                retry = self._run(_decoder(cfg, True, lexicon), keys, pcm)
-                if retry is not None and (ali is None or retry[1] is not None):
-                    ali = retry
-            if ali is not None:
-                break
-            log.info("%s: retrying on a frame grid shifted by %g s", utterance.id,
-                     cfg.retry_shift_s)
-        if ali is None:
-            raise AlignmentError(
-                "the transcript does not match the audio (no alignment of all "
-                f"{len(words)} words found, even with a wide search on two frame grids)",
-                utterance.audio,
-            )
-        if ali[2] < cfg.min_fit_per_frame:
-            raise AlignmentError(
-                f"the transcript does not match the audio (acoustic fit {ali[2]:.2f} per frame, "
-                f"below {cfg.min_fit_per_frame:.2f})",
-                utterance.audio,
-            )
-        return self._to_alignment(utterance, words, keys, ali, duration_s, shift_s)
+        n_phones = [0 if k == NOISE_WORD else len(lexicon[k][0].split()) for k in keys]
+        segments = speech_segments(wave)
+        why = check_fits(sum(n_phones), duration_s, sum(e - s for s, e in segments))
+        if why is not None:
+            raise AlignmentError(why, utterance.audio)
 
-    def _to_alignment(self, utterance, words, keys, ali, duration_s, shift_s=0.0) -> Alignment:
-        off, hop = self.config.boundary_offset_s + shift_s, PS_FRAME_S
-        word_segments, phone_segments, _ = ali
+        found = self._search(utterance, keys, lexicon, wave)
+        if isinstance(found, tuple):
+            method, path, shift_s = found
+            fit = path.fit(keys)
+            quality = quality_from_fit(fit)
+            if quality < cfg.min_quality:
+                raise AlignmentError(
+                    f"the transcript does not match the audio: acoustic fit {fit:.2f} nats per "
+                    f"frame (quality {quality:.3f}, below {cfg.min_quality}) with method "
+                    f"{method}", utterance.audio)
+            poor, share = path.poor_words(keys, cfg.min_word_quality)
+            if share > cfg.max_poor_share:
+                raise AlignmentError(
+                    "the transcript does not match the audio: "
+                    + ", ".join(repr(words[i].text) for i in poor)
+                    + f" ({share:.0%} of the words' time, more than {cfg.max_poor_share:.0%}) "
+                    f"fit the sound poorly (quality below {cfg.min_word_quality})",
+                    utterance.audio)
+            return self._to_alignment(utterance, words, keys, path, duration_s, shift_s,
+                                      method=method, quality=quality)
+        return self._fallback(utterance, words, keys, found, wave, n_phones, segments,
+                              duration_s)
+
+    def _search(self, utterance, keys, lexicon, wave):
+        """(method, path, grid shift in s) of the first full path found, or None: default
+        beams, wide beams (on two frame grids), then the garbage grammar."""
+        cfg = self.config
+        shifts = (0.0, cfg.retry_shift_s) if cfg.retry_shift_s > 0 else (0.0,)
+        pcm0 = _pcm16(wave)
+        path = self._run(_decoder(cfg, False, lexicon), keys, pcm0)
+        if path is not None and path.phones is not None:
+            return "viterbi", path, 0.0
+        best = ("viterbi", path, 0.0) if path is not None else None
+        partial = None
+        for shift_s in shifts:
+            log.info("%s: retrying with the wide search (grid shift %g s)", utterance.id, shift_s)
+            pcm = pcm0 if shift_s == 0 else _pcm16(wave[round(shift_s * SAMPLE_RATE):])
+            wide = self._run(_decoder(cfg, True, lexicon), keys, pcm, partial=shift_s == 0)
+            if wide is not None and _n_matched(wide.words, keys) < len(keys):
+                partial, wide = wide, None  # the words placed before the search lost its way
+            if wide is not None and (best is None or wide.phones is not None):
+                best = ("viterbi-wide", wide, shift_s)
+            if best is not None:
+                return best
+        log.info("%s: retrying with optional garbage between the words", utterance.id)
+        positional = _positional_lexicon(keys, lexicon)
+        garbage = self._run_grammar(_decoder(cfg, False, positional), keys, pcm0)
+        if garbage is not None:
+            return "garbage", garbage.renamed(keys), 0.0
+        return partial
+
+    def _fallback(self, utterance, words, keys, partial, wave, n_phones, segments, duration_s):
+        """No full path. ``anchored``: the words the wide word pass placed before it lost its
+        way (``partial``; the last of them, cut off where the search ended, is not trusted)
+        with a fit of quality ``min_anchor_quality`` or more are kept, the others are placed
+        between them by phone counts; it needs ``min_anchor_share`` of the words so kept and
+        at most ``max_poor_share`` of the placed time fitting poorly. ``proportional``: every
+        word over the voiced region by phone counts, only for voices beyond what the model
+        can score (median F0 above ``unscorable_f0_hz``: screams, singing) and when a free
+        phone recognition hears about as many phones as the transcript has. Otherwise the
+        evidence says the transcript is wrong: refuse, saying which evidence."""
+        cfg = self.config
+        anchors, placed = {}, {}
+        if partial is not None:
+            placed = partial.anchors(keys)
+            placed.pop(max(placed, default=None), None)
+            anchors = {i: a for i, a in placed.items()
+                       if quality_from_fit(a[2]) >= cfg.min_anchor_quality}
+        share = len(anchors) / len(keys)
+        frames = sum(e - s for s, e, _ in placed.values()) if partial is not None else 0
+        poor = sum(e - s for i, (s, e, _) in placed.items() if i not in anchors) / max(frames, 1)
+        if share >= cfg.min_anchor_share and poor <= cfg.max_poor_share:
+            hop = 1.0 / cfg.frame_rate_hz
+            spans: list[tuple[float, float] | None] = [None] * len(keys)
+            for i, (start, end, _) in anchors.items():
+                spans[i] = (start * hop, end * hop)
+            _fill_gaps(spans, n_phones, segments, duration_s)
+            quality = round(sum(quality_from_fit(a[2]) for a in anchors.values()) / len(keys), 4)
+            method = "anchored"
+        else:
+            found = (f"the word pass placed {len(anchors)} of the {len(keys)} words with a "
+                     f"fit of quality {cfg.min_anchor_quality} or more")
+            f0_hz = median_f0_hz(wave, segments)
+            if f0_hz < cfg.unscorable_f0_hz:
+                raise AlignmentError(
+                    f"the transcript does not match the audio: no alignment path, and {found} "
+                    f"(a right transcript has at least {cfg.min_anchor_share:.0%}); the voice "
+                    f"(median F0 {f0_hz:.0f} Hz) is in the range the acoustic model scores",
+                    utterance.audio)
+            n_heard, n_want = _count_phones(wave, segments), sum(n_phones)
+            lo, hi = cfg.phone_count_ratio
+            if not lo * n_want <= n_heard <= hi * n_want:
+                raise AlignmentError(
+                    f"the transcript does not match the audio: {found}, and a free phone "
+                    f"recognition hears {n_heard} phones where the transcript has {n_want}",
+                    utterance.audio)
+            log.warning("%s: median F0 %.0f Hz (screamed or sung) is beyond what the acoustic "
+                        "model scores: words placed by phone counts, unverified", utterance.id,
+                        f0_hz)
+            spans = place_by_phones(n_phones, segments)
+            quality, method = 0.0, "proportional"
+        log.warning("%s: aligned by %s (quality %.3f)", utterance.id, method, quality)
+        out = tuple(WordInterval(w.text, round(float(s), 4), round(float(e), 4))
+                    for w, (s, e) in zip(words, spans, strict=True))
+        return Alignment(utterance.id, out, (), duration_s=round(duration_s, 6),
+                         aligner=f"pocketsphinx-{_version()}", method=method, quality=quality)
+
+    def _to_alignment(self, utterance, words, keys, path, duration_s, shift_s=0.0, *,
+                      method: str = "viterbi", quality: float | None = None) -> Alignment:
+        off, hop = self.config.boundary_offset_s + shift_s, 1.0 / self.config.frame_rate_hz
+        word_segments, phone_segments = path.words, path.phones
 
         def t(frame: int) -> float:
             return round(min(max(frame * hop + off, 0.0), duration_s), 4)
@@ -303,7 +442,7 @@ class PocketsphinxAligner(Aligner):
                 f"aligner returned {i} of {len(keys)} words (unexpected decoder output)",
                 utterance.audio,
             )
-        noise_starts = {w.start_s for w, k in zip(out_words, keys) if k == NOISE_WORD}
+        noise_starts = {w.start_s for w, k in zip(out_words, keys, strict=True) if k == NOISE_WORD}
         phones = tuple(
             PhoneInterval(name, t(start), t(end))
             for name, start, end in (phone_segments or ())
@@ -317,7 +456,109 @@ class PocketsphinxAligner(Aligner):
             phones,
             duration_s=round(duration_s, 6),
             aligner=f"pocketsphinx-{_version()}",
+            method=method,
+            quality=quality,
         )
+
+
+@dataclass
+class _Path:
+    """One search result: ``words`` and ``phones`` as (name, start_frame, end_frame), phones
+    None when the phone pass failed; ``scores``: the word pass's segments as (name,
+    start_frame, end_frame, log acoustic score)."""
+
+    words: list[tuple[str, int, int]]
+    phones: list[tuple[str, int, int]] | None
+    scores: list[tuple[str, int, int, float]]
+
+    def renamed(self, keys: list[str]) -> _Path:
+        """Positional names ``w3`` back to the dictionary keys."""
+        def name(n: str) -> str:
+            b = _base(n)
+            return keys[int(b[1:])] if b.startswith("w") and b[1:].isdigit() else n
+
+        return _Path([(name(n), s, e) for n, s, e in self.words], self.phones,
+                     [(name(n), s, e, v) for n, s, e, v in self.scores])
+
+    def anchors(self, keys: list[str]) -> dict[int, tuple[int, int, float]]:
+        """Word index -> (start_frame, end_frame, fit per frame) of the words placed in order."""
+        out, i = {}, 0
+        for name, start, end, score in self.scores:
+            base = _base(name)
+            if base.startswith(("<", "[")) or base == GARBAGE_WORD:
+                continue
+            while i < len(keys) and keys[i] != base:
+                i += 1
+            if i == len(keys):
+                break
+            out[i] = (start, end, score / max(end - start, 1))
+            i += 1
+        return out
+
+    def poor_words(self, keys: list[str], min_quality: float) -> tuple[list[int], float]:
+        """(indices of the words whose own fit is below ``min_quality``, their share of the
+        frames of all words); noise words are left out."""
+        anchors = {i: a for i, a in self.anchors(keys).items() if keys[i] != NOISE_WORD}
+        frames = sum(e - s for s, e, _ in anchors.values())
+        poor = [i for i, (_, _, f) in anchors.items() if quality_from_fit(f) < min_quality]
+        return poor, sum(anchors[i][1] - anchors[i][0] for i in poor) / max(frames, 1)
+
+    def fit(self, keys: list[str]) -> float:
+        """Mean log acoustic score per frame over the transcript's words (noise words out)."""
+        anchors = self.anchors(keys)
+        spoken = [a for i, a in anchors.items() if keys[i] != NOISE_WORD]
+        frames = sum(e - s for s, e, _ in spoken)
+        return sum(f * (e - s) for s, e, f in spoken) / max(frames, 1)
+
+
+def _count_phones(wave: np.ndarray, segments) -> int:
+    """Speech phones (silence and noise left out) a free phone-loop recognition (the model's
+    phonetic language model) finds in the voiced ``segments`` of ``wave``."""
+    import pocketsphinx
+    from pocketsphinx import Decoder
+
+    model = Path(pocketsphinx.get_model_path()) / "en-us" / "en-us-phone.lm.bin"
+    decoder = Decoder(loglevel="FATAL", allphone=str(model), lm=None, beam=1e-20, pbeam=1e-20,
+                      lw=2.0)
+    n = 0
+    for start_s, end_s in segments:
+        pcm = _pcm16(wave[round(start_s * SAMPLE_RATE):round(end_s * SAMPLE_RATE)])
+        try:
+            decoder.start_utt()
+            decoder.process_raw(pcm, full_utt=True)
+            decoder.end_utt()
+        except RuntimeError:
+            continue
+        n += sum(1 for s in decoder.seg() if s.word not in FILLER_PHONES and
+                 not s.word.startswith(("+", "<")))
+    return n
+
+
+def _positional_lexicon(keys: list[str], lexicon: dict[str, tuple[str, ...]]):
+    """Dictionary of ``w<i>`` -> pronunciations of word i, plus the garbage word."""
+    out = {f"w{i}": lexicon[k] for i, k in enumerate(keys)}
+    out[GARBAGE_WORD] = NOISE_PRONUNCIATIONS
+    return out
+
+
+def _fill_gaps(spans: list, n_phones: list[int], segments, duration_s: float) -> None:
+    """Give every ``None`` in ``spans`` a place: runs of unplaced words share the voiced time
+    between their placed neighbours (the speech edges at the ends) by phone counts."""
+    first = segments[0][0] if segments else 0.0
+    last = segments[-1][1] if segments else duration_s
+    i = 0
+    while i < len(spans):
+        if spans[i] is not None:
+            i += 1
+            continue
+        j = i
+        while j < len(spans) and spans[j] is None:
+            j += 1
+        lo = spans[i - 1][1] if i > 0 else min(first, spans[j][0] if j < len(spans) else last)
+        hi = spans[j][0] if j < len(spans) else max(last, lo)
+        inside = clip_segments(segments, lo, hi)
+        spans[i:j] = place_by_phones(n_phones[i:j], inside)
+        i = j
 
 
 def _n_matched(segments: list[tuple[str, int, int]], keys: list[str]) -> int:

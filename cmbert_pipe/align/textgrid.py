@@ -12,13 +12,12 @@ byte-order mark) are read too. Empty-label intervals are silences, never words.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from cmbert_pipe.errors import AlignmentError
+from cmbert_pipe.io import atomic_write_text
 from cmbert_pipe.schema import Alignment, PhoneInterval, WordInterval
 
 WORDS_TIER = "words"
@@ -207,22 +206,6 @@ def textgrid_text(alignment: Alignment) -> str:
                 f"            text = {_quote(label)}",
             ]
     return "\n".join(lines) + "\n"
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` via a temporary file and a rename: never half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_textgrid(alignment: Alignment, path: str | Path) -> Path:

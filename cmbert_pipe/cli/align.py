@@ -13,24 +13,27 @@ from pathlib import Path
 import typer
 
 from cmbert_pipe.align import align_corpus, get_aligner
-from cmbert_pipe.align.driver import SUMMARY_NAME
+from cmbert_pipe.align.driver import SUMMARY_NAME, method_counts
 from cmbert_pipe.align.mfa import MfaAligner
 from cmbert_pipe.align.pocketsphinx_backend import PocketsphinxConfig
 from cmbert_pipe.batch import open_executor, parse_cluster
 from cmbert_pipe.cli.app import app, console
 from cmbert_pipe.cli.common import (
     CLUSTER_HELP,
+    CORPUS_ARG,
+    TRANSCRIPT_ARG,
+    TRANSCRIPTS_OPT,
     choices,
+    corpus_or_clip,
     progress_bar,
     report_summary,
+    shown,
     typed_here,
     typed_options,
     user_errors,
 )
 from cmbert_pipe.config import ALIGNER_NAMES, AlignConfig
-from cmbert_pipe.corpus import TRANSCRIPT_EXTENSIONS, discover, single_clip
-from cmbert_pipe.errors import ConfigError, TranscriptError
-from cmbert_pipe.schema import ItemFailure
+from cmbert_pipe.errors import ConfigError
 
 AlignerName = choices("AlignerName", ALIGNER_NAMES)
 ALIGN = AlignConfig()  # the defaults the help shows
@@ -39,17 +42,10 @@ ALIGN = AlignConfig()  # the defaults the help shows
 @app.command("align")
 def align_command(
     ctx: typer.Context,
-    corpus: Path = typer.Argument(
-        ..., help="Folder of audio + same-stem .txt/.lab transcripts, a manifest CSV, or one clip."
-    ),
-    transcript: Path | None = typer.Argument(
-        None, help="With a single clip as CORPUS: its transcript file."
-    ),
+    corpus: Path = CORPUS_ARG,
+    transcript: Path | None = TRANSCRIPT_ARG,
     out: Path = typer.Option(..., "--out", "-o", help="Output folder for the TextGrids."),
-    transcripts: Path | None = typer.Option(
-        None, "--transcripts",
-        help="Folder holding the same-stem transcripts (if not beside the audio).",
-    ),
+    transcripts: Path | None = TRANSCRIPTS_OPT,
     aligner: AlignerName = typer.Option(ALIGN.aligner, "--aligner", help="Alignment backend."),
     jobs: int = typer.Option(ALIGN.jobs, "--jobs", "-j", help="Parallel worker processes."),
     cluster: str | None = typer.Option(None, "--cluster", help=CLUSTER_HELP),
@@ -69,26 +65,8 @@ def align_command(
         backend = get_aligner(config.aligner, **config.options)
         if cluster:
             parse_cluster(cluster)  # a malformed address: refused before any work
-        prior: list[ItemFailure] = []
-        if transcript is not None:
-            if corpus.is_dir() or corpus.suffix.lower() == ".csv":
-                raise ConfigError("a transcript argument goes with a single audio clip", corpus)
-            try:
-                utterances = [single_clip(corpus, transcript)]
-            except TranscriptError as e:
-                utterances = []
-                prior.append(ItemFailure(corpus.stem, e.path, "load", e.reason, "TranscriptError"))
-        elif corpus.is_file() and corpus.suffix.lower() != ".csv":
-            raise ConfigError(
-                "a single clip needs its transcript: cmbert align CLIP TRANSCRIPT --out DIR "
-                f"(a {'/'.join(TRANSCRIPT_EXTENSIONS)} file)",
-                corpus,
-            )
-        elif not corpus.exists():
-            raise ConfigError("corpus not found", corpus)
-        else:
-            scan = discover(corpus, transcripts)
-            utterances, prior = list(scan.utterances), list(scan.failures)
+        scan = corpus_or_clip(corpus, transcript, transcripts, "align")
+        utterances, prior = list(scan.utterances), list(scan.failures)
         if isinstance(backend, MfaAligner):
             backend.executable()  # missing MFA: one clear message, before any work
         total = len(utterances) + len(prior)
@@ -99,5 +77,10 @@ def align_command(
                 utterances, out, backend, force=force, on_progress=progress,
                 prior_failures=prior, executor=executor,
             )
-        console.print(f"TextGrids: {out}")
-    report_summary(summary, out / SUMMARY_NAME)
+        console.print(f"TextGrids: {shown(out)}")
+        methods = method_counts(out, utterances)
+        if methods:
+            console.print("aligned by: " + ", ".join(f"{m} {n}" for m, n in methods.items())
+                          + "  (method and quality of each: <id>.align.json)")
+    console.print(f"summary: {shown(out / SUMMARY_NAME)}")
+    report_summary(summary)  # the driver wrote summary.json (with the method counts)

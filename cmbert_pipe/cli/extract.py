@@ -12,21 +12,26 @@ from pathlib import Path
 
 import typer
 
-from cmbert_pipe.audio import AUDIO_EXTENSIONS
+from cmbert_pipe.audio import MAX_DURATION_S
 from cmbert_pipe.batch import open_executor, parse_cluster
 from cmbert_pipe.cli.app import app, console, out
 from cmbert_pipe.cli.common import (
     CLUSTER_HELP,
+    CORPUS_ARG,
+    TRANSCRIPT_ARG,
+    TRANSCRIPTS_OPT,
     choices,
+    corpus_or_clip,
     progress_bar,
     report_summary,
+    shown,
     typed_options,
     user_errors,
+    with_load_failures,
 )
 from cmbert_pipe.config import FEATURE_SET_NAMES, FeaturesConfig
 from cmbert_pipe.errors import ConfigError
-from cmbert_pipe.extract import EXPORT_FORMATS
-from cmbert_pipe.schema import BatchSummary
+from cmbert_pipe.extract import EXPORT_FORMATS, export_frames, extract_corpus
 
 FeatureSetName = choices("FeatureSetName", FEATURE_SET_NAMES)
 ExportFormat = choices("ExportFormat", EXPORT_FORMATS)
@@ -36,19 +41,13 @@ FEATURES = FeaturesConfig()  # the defaults the help shows
 @app.command("extract-audio", short_help="Acoustic features (COVAREP-74 or openSMILE) per aligned word, into a content-addressed cache.")
 def extract_audio(
     ctx: typer.Context,
-    corpus: Path = typer.Argument(
-        ..., help="Corpus folder (audio + same-stem .txt/.lab), manifest .csv, or one audio clip."
-    ),
-    transcript: Path | None = typer.Argument(
-        None, help="Transcript file, for the single-clip form `extract-audio clip.wav clip.txt`."
-    ),
+    corpus: Path = CORPUS_ARG,
+    transcript: Path | None = TRANSCRIPT_ARG,
     alignments: Path = typer.Option(
         ..., "--alignments", "-a", help="Folder of TextGrids from `cmbert align` (<id>.TextGrid)."
     ),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Cache folder to create or update."),
-    transcripts: Path | None = typer.Option(
-        None, "--transcripts", help="Folder holding the transcripts, if not beside the audio."
-    ),
+    transcripts: Path | None = TRANSCRIPTS_OPT,
     features: FeatureSetName = typer.Option(
         FEATURES.feature_set, "--features", "-f",
         help="covarep74: COVAREP-equivalent 74 columns; egemaps / compare: openSMILE LLDs.",
@@ -64,12 +63,12 @@ def extract_audio(
     jobs: int = typer.Option(FEATURES.jobs, "--jobs", "-j", help="Worker processes."),
     cluster: str | None = typer.Option(None, "--cluster", help=CLUSTER_HELP),
     force: bool = typer.Option(False, "--force", help="Recompute entries that are current."),
+    max_duration_s: float = typer.Option(
+        MAX_DURATION_S, "--max-duration", min=1.0,
+        help="Refuse recordings longer than this (seconds), as align does."),
 ) -> None:
     """Frame features for every aligned utterance, averaged per word, into a content-addressed
     cache. Resumes where a killed run stopped; exits 1 if any item failed (all are listed)."""
-    from cmbert_pipe.corpus import discover, single_clip
-    from cmbert_pipe.extract import export_frames, extract_corpus
-
     export = ExportFormat(export).value if export is not None else None
     with user_errors():
         computed = {"features.keep_frames": ("--export", True)} if export is not None else {}
@@ -79,33 +78,21 @@ def extract_audio(
             features=FeaturesConfig)["features"]
         if cluster:
             parse_cluster(cluster)  # a malformed address: refused before any work
-        if transcript is not None:
-            if corpus.suffix.lower() not in AUDIO_EXTENSIONS:
-                raise ConfigError("the two-argument form takes an audio clip and its transcript",
-                                  corpus)
-            if transcripts is not None:
-                raise ConfigError("--transcripts applies to a corpus folder, not to one clip")
-            utterances, load_failures = (single_clip(corpus, transcript),), ()
-        else:
-            scan = discover(corpus, transcripts)
-            utterances, load_failures = scan.utterances, scan.failures
+        scan = corpus_or_clip(corpus, transcript, transcripts, "extract-audio")
         if not alignments.is_dir():
             raise ConfigError("alignments folder not found; run `cmbert align` first", alignments)
         with open_executor(config.jobs, cluster) as executor, \
-                progress_bar(f"extract {config.feature_set}", len(utterances)) as bar:
+                progress_bar(f"extract {config.feature_set}", len(scan.utterances)) as bar:
             summary = extract_corpus(
-                utterances, alignments, out_dir, feature_set=config.feature_set, force=force,
+                scan.utterances, alignments, out_dir, feature_set=config.feature_set, force=force,
                 keep_frames=config.keep_frames, on_progress=bar, executor=executor,
+                max_duration_s=max_duration_s,
             )
-        if load_failures:
-            summary = BatchSummary(
-                summary.stage, summary.total + len(load_failures), summary.done, summary.skipped,
-                tuple(load_failures) + summary.failures,
-            )
+        summary = with_load_failures(summary, scan.failures)
         if export is not None:
             written = export_frames(out_dir, out_dir / f"frames-{export}", export)
-            console.print(f"exported {len(written)} frame file(s) to {out_dir / f'frames-{export}'}")
-    out.print(f"cache: {out_dir}")
+            console.print(f"exported {len(written)} frame file(s) to {shown(out_dir / f'frames-{export}')}")
+    out.print(f"cache: {shown(out_dir)}")
     report_summary(summary, out_dir / "extract_summary.json")
 
 
@@ -117,8 +104,6 @@ def export_frames_cmd(
 ) -> None:
     """Write the cached frame matrices, one file per utterance, columns in the feature set's
     order (COVAREP's for covarep74), frame k centred at 5 ms + 10 ms·k."""
-    from cmbert_pipe.extract import export_frames
-
     with user_errors():
         written = export_frames(cache, out_dir, ExportFormat(fmt).value)
-    out.print(f"wrote {len(written)} file(s) to {out_dir}")
+    out.print(f"wrote {len(written)} file(s) to {shown(out_dir)}")

@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cmbert_pipe.cli.app import app, console, out
-from cmbert_pipe.cli.common import choices, typed_here, typed_options, user_errors
+from cmbert_pipe.cli.common import choices, shown, typed_here, typed_options, user_errors
 from cmbert_pipe.config import (
     AMP_MODES,
     CLS_AUDIO,
@@ -29,15 +29,8 @@ from cmbert_pipe.config import (
     TrainConfig,
 )
 from cmbert_pipe.errors import ConfigError
-
-SHOWN = ("acc7", "acc2_has0", "f1_has0", "acc2_non0", "f1_non0", "bacc2_non0", "acc2_paper",
-         "mae", "corr")
-
-
-def _fmt(name: str, v: float) -> str:
-    if v != v:  # NaN
-        return "nan"
-    return f"{v:.3f}" if name in ("mae", "corr", "loss") else f"{100 * v:.1f}"
+from cmbert_pipe.metrics import METRIC_NAMES, format_mean_std, format_metric
+from cmbert_pipe.outputs import ensure_writable_dir
 
 
 def metrics_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
@@ -46,8 +39,8 @@ def metrics_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
     table.add_column("metric")
     for split in rows:
         table.add_column(split, justify="right")
-    for name in SHOWN + ("loss",):
-        table.add_row(name, *[_fmt(name, m.get(name, float("nan"))) for m in rows.values()])
+    for name in METRIC_NAMES + ("loss",):
+        table.add_row(name, *[format_metric(name, m.get(name)) for m in rows.values()])
     return table
 
 
@@ -57,12 +50,8 @@ def mean_std_table(title: str, ms: dict[str, dict[str, dict[str, float]]]) -> Ta
     table.add_column("metric")
     for split in ms:
         table.add_column(split, justify="right")
-    for name in SHOWN:
-        cells = []
-        for m in ms.values():
-            s = m.get(name)
-            cells.append("" if s is None else f"{_fmt(name, s['mean'])} ± {_fmt(name, s['std'])}")
-        table.add_row(name, *cells)
+    for name in METRIC_NAMES:
+        table.add_row(name, *[format_mean_std(name, m.get(name)) for m in ms.values()])
     return table
 
 
@@ -136,6 +125,7 @@ def train_cmd(
             train_seeds,
         )
 
+        ensure_writable_dir(out_dir)  # a read-only --out fails now, not after a whole seed
         if text_only is not None:
             examples, settings = load_text_examples(text_only)
         else:
@@ -172,13 +162,13 @@ def train_cmd(
                 summary = train_seeds(examples, mcfg, tcfg, seed_list, out_dir, settings,
                                       on_seed=on_seed, on_epoch=on_epoch, on_step=on_step)
         except KeyboardInterrupt:
-            console.print(f"[yellow]interrupted[/]: best checkpoint so far kept in {out_dir}")
+            console.print(f"[yellow]interrupted[/]: best checkpoint so far kept in {shown(out_dir)}")
             raise typer.Exit(130) from None
         if not dist_ctx.is_main:
             return
         out.print(mean_std_table(f"{mcfg.model} over {len(seed_list)} seed(s), mean ± std",
                                  summary["mean_std"]))
-        console.print(f"summary: {out_dir / 'summary.json'}  wall {summary['wall_s']:.0f} s")
+        console.print(f"summary: {shown(out_dir / 'summary.json')}  wall {summary['wall_s']:.0f} s")
 
 
 def _launch_ddp(nproc: int, out_dir: Path) -> None:

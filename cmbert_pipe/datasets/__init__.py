@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from cmbert_pipe.corpus import CorpusScan, discover_folder, discover_manifest
+from cmbert_pipe.datasets.mosi import load_mosi
+from cmbert_pipe.datasets.ravdess import RavdessSplits, load_ravdess
 from cmbert_pipe.config import DATASET_KINDS
 from cmbert_pipe.errors import ConfigError
 from cmbert_pipe.schema import Utterance
@@ -44,14 +46,10 @@ def load_dataset(kind: str, path: str | Path, options: dict[str, Any] | None = N
     if kind == "manifest":
         return discover_manifest(path)
     if kind == "ravdess":
-        from cmbert_pipe.datasets.ravdess import RavdessSplits, load_ravdess
-
         defaults = RavdessSplits()
         splits = RavdessSplits(**{name: tuple(int(a) for a in options.get(name, getattr(defaults, name)))
                                   for name in ("train", "dev", "test")})
         return load_ravdess(path, splits)
-    from cmbert_pipe.datasets.mosi import load_mosi
-
     return load_mosi(path, options.get("folds") or None)
 
 

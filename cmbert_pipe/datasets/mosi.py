@@ -22,8 +22,8 @@ import csv
 import json
 from pathlib import Path
 
+import cmbert_pipe.datasets.mosi_folds as mosi_folds
 from cmbert_pipe.corpus import CorpusScan
-from cmbert_pipe.datasets import mosi_folds
 from cmbert_pipe.errors import ConfigError
 from cmbert_pipe.schema import SPLITS, ItemFailure, Utterance
 

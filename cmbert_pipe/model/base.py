@@ -2,7 +2,7 @@
 
 A model maps BERT word-pieces plus word-aligned audio to one sentiment score in [-3, 3]::
 
-    >>> from cmbert_pipe.model import ModelConfig, build_model
+    >>> from cmbert_pipe.model import ModelConfig, build_model   # build_model: model/__init__.py
     >>> model = build_model(ModelConfig(model="cmbert"))
     >>> out = model(input_ids, attention_mask, token_type_ids, audio, labels)   # ModelOutput
     >>> out.pred.shape, out.loss, out.extras["W_m"].shape                        # (B,), (), (B, L, L)
@@ -16,14 +16,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from cmbert_pipe.config import MODEL_OPTIONS, ModelConfig
-from cmbert_pipe.errors import ConfigError, ModelError
+from cmbert_pipe.errors import ModelError
 
 log = logging.getLogger(__name__)
 
@@ -151,22 +150,3 @@ def register(name: str) -> Callable[[type], type]:
         return cls
 
     return deco
-
-
-def build_model(config: ModelConfig, encoder: nn.Module | None = None) -> SentimentModel:
-    """Instantiate the registered model ``config.model`` (loading the pretrained encoder unless
-    ``encoder`` is given)."""
-    from cmbert_pipe import model as _models  # noqa: F401  (imports register every model)
-
-    if config.model not in MODELS:
-        raise ConfigError(f"unknown model {config.model!r}; known: {', '.join(sorted(MODELS))}")
-    return MODELS[config.model](config, encoder=encoder)
-
-
-def encoder_config_dict(model: SentimentModel) -> dict[str, Any]:
-    """The encoder's HF config as a JSON-able dict (saved in bundles)."""
-    return model.encoder.config.to_dict()
-
-
-def is_local_checkpoint(name: str) -> bool:
-    return not name or Path(name).is_dir()

@@ -2,8 +2,8 @@
 
 Every word-piece carries the (standardised) audio vector of the word it belongs to, found with
 the fast tokenizer's ``word_ids()``; ``[CLS]``, ``[SEP]`` and padding carry zeros, except that
-``cls_audio="mean"`` puts the mean of the utterance's word vectors at ``[CLS]`` (DESIGN.md,
-"CM-BERT, exactly"). The released CM-BERT code paired audio row *i* with word-piece *i*, which
+``cls_audio="mean"`` puts the mean of the utterance's word vectors at ``[CLS]`` (docs/design.md,
+"CM-BERT here"). The released CM-BERT code paired audio row *i* with word-piece *i*, which
 is wrong for every word split into several pieces.
 
     >>> batch = prepare_batch(tokenizer, [(("hello", "world"), feats)], config, stats)
@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from cmbert_pipe.errors import ModelError
+from cmbert_pipe.io import atomic_write_text
 from cmbert_pipe.model.base import ModelConfig, resolve_encoder
 
 STD_FLOOR = 1e-6  # columns with (near) zero spread in training are centred, not blown up
@@ -68,8 +69,6 @@ class AudioStats:
                    int(d.get("n_words", 0)))
 
     def save(self, path) -> None:
-        from cmbert_pipe.cache import atomic_write_text
-
         atomic_write_text(path, json.dumps(self.to_dict(), indent=1))
 
 

@@ -7,8 +7,8 @@ import pytest
 import scipy.signal
 import soundfile as sf
 
-from cmbert_pipe.acoustic.covarep import COVAREP74_COLUMNS, COVAREP74_VERSION, extract_covarep74
-from cmbert_pipe.acoustic.covarep.pipeline import SPECTRAL_COLUMNS, extract
+from cmbert_pipe.acoustic.covarep import COVAREP74_COLUMNS, COVAREP74_VERSION
+from cmbert_pipe.acoustic.covarep.pipeline import SPECTRAL_COLUMNS, extract, extract_covarep74
 from cmbert_pipe.errors import FeatureError
 
 FILES = ["arctic_a0007", "ravdess_03-01-03-01-01-01-02"]

@@ -1,4 +1,4 @@
-"""COVAREP-74 on a real clip with inserted digital silence (COVAREP74.md §16.1).
+"""COVAREP-74 on a real clip with inserted digital silence (docs/covarep74.md §16.1).
 
 SRH gives F0 = 1 Hz on runs of exact zeros. Stage G keeps or drops those frames as the reference
 does but gives them no harmonic partials (``sinusoidal.F0_FLOOR_HZ``, documented deviation), so

@@ -1,5 +1,5 @@
 """Per-stage tests of COVAREP-74's source stages (polarity, SRH, GCI, IAIF, voice quality) against the reference intermediates of the original
-COVAREP (Octave) in ../shared/data/covarep-ref/<name>_intermediate.mat (COVAREP74.md §15)."""
+COVAREP (Octave) in ../shared/data/covarep-ref/<name>_intermediate.mat (docs/covarep74.md §15)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """COVAREP-74 spectral stages against the original COVAREP (Octave) reference intermediates and CSVs in
-../shared/data/covarep-ref (COVAREP74.md §15): sinusoidal frames -> Rd/Rd_conf, MCEP, HMPD.
+../shared/data/covarep-ref (docs/covarep74.md §15): sinusoidal frames -> Rd/Rd_conf, MCEP, HMPD.
 
 Inputs (SRH frames, polarity) are taken from the .mat so these tests do not depend on the source stages (polarity, SRH, GCI, IAIF).
 """
@@ -13,8 +13,8 @@ import soundfile as sf
 
 from cmbert_pipe.acoustic.covarep.envelope import mcep_abscissa, mcep_frames
 from cmbert_pipe.acoustic.covarep.hmpd import hmpd_features, hmpd_to_grid
-from cmbert_pipe.acoustic.covarep.rd import rd_msp
 from cmbert_pipe.acoustic.covarep.mcompat import mround, wrap
+from cmbert_pipe.acoustic.covarep.rd import rd_msp
 from cmbert_pipe.acoustic.covarep.sinusoidal import harmonic_peak_picking
 
 FILES = ["arctic_a0007", "ravdess_03-01-05-01-01-01-12", "tts_a"]
@@ -22,7 +22,7 @@ HMPD_EDGE_ROWS = 18  # 5 ms rows (= 9 analysis frames) at each end where HMPDD i
 
 
 class Octave:
-    """The Octave-compatible generator of COVAREP74.md §2.6 (kept local: no source-stage import)."""
+    """The Octave-compatible generator of docs/covarep74.md §2.6 (kept local: no source-stage import)."""
 
     def __init__(self, seed=1):
         import random

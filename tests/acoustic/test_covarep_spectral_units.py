@@ -1,5 +1,5 @@
 """Building blocks of COVAREP-74's spectral stages against independent oracles (scipy, numpy, numerical
-integration) and the creak substitute's contract and validation (COVAREP74.md §9–13, §11.4)."""
+integration) and the creak substitute's contract and validation (docs/covarep74.md §9–13, §11.4)."""
 
 from __future__ import annotations
 

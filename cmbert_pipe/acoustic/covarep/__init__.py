@@ -4,15 +4,16 @@ The column set is the one CMU-MOSI/MOSEI distribute and CM-BERT was published on
 QOQ, H1H2, PSP, MDQ, peakSlope, Rd, Rd_conf, creak, MCEP_0-24, HMPDM_0-24, HMPDD_0-12), computed
 as COVAREP's ``COVAREP_feature_extraction`` does (Degottex, Kane, Drugman, Raitio & Scherer 2014,
 "COVAREP - A collaborative voice analysis repository for speech technologies"), following the
-specification in ``COVAREP74.md``.
+specification summarised in docs/covarep74.md. This package's ``__init__`` holds the column
+names and the version (cheap to import); :mod:`.pipeline` runs the stages.
 
-    >>> from cmbert_pipe.acoustic.covarep import extract_covarep74
+    >>> from cmbert_pipe.acoustic.covarep.pipeline import extract_covarep74
     >>> frames = extract_covarep74(wave, 16000)   # (K, 74) float32, rows at 5 ms + 10 ms * k
 """
 
 from __future__ import annotations
 
-COVAREP74_VERSION = "1.0.1"  # bump whenever the numbers change: it goes into cache keys
+COVAREP74_VERSION = "1.0.2"  # bump whenever the numbers change: it goes into cache keys
 
 COVAREP74_COLUMNS: tuple[str, ...] = (
     ("F0", "VUV", "NAQ", "QOQ", "H1H2", "PSP", "MDQ", "peakSlope", "Rd", "Rd_conf", "creak")
@@ -22,11 +23,5 @@ COVAREP74_COLUMNS: tuple[str, ...] = (
 )
 
 
-def extract_covarep74(wave, fs: int = 16000):
-    """(N,) waveform at ``fs`` Hz -> (K, 74) float32 COVAREP-74 frames (see :mod:`.pipeline`)."""
-    from cmbert_pipe.acoustic.covarep.pipeline import extract_covarep74 as _extract
 
-    return _extract(wave, fs)
-
-
-__all__ = ["COVAREP74_COLUMNS", "COVAREP74_VERSION", "extract_covarep74"]
+__all__ = ["COVAREP74_COLUMNS", "COVAREP74_VERSION"]

@@ -1,7 +1,7 @@
 """Glottal closure instants by SEDREAMS, and their selection by voicing.
 
 Drugman, Thomas, Gudnason, Naylor & Dutoit 2012, "Detection of glottal closure instants from
-speech signals: a quantitative review" (IEEE TASLP 20(3)); COVAREP74.md §5. A mean-based signal
+speech signals: a quantitative review" (IEEE TASLP 20(3)); docs/covarep74.md §5. A mean-based signal
 (a Blackman-weighted moving average of ~1.7 mean periods) brackets each cycle; the GCI is the
 LP-residual peak inside the interval where GCIs usually fall relative to that cycle.
 """
@@ -20,7 +20,7 @@ from cmbert_pipe.acoustic.covarep.mcompat import (
     mround,
 )
 
-# Octave ellip(5, 3, 60, 50/8000, 'high') coefficients (COVAREP74.md §2.5).
+# Octave ellip(5, 3, 60, 50/8000, 'high') coefficients (docs/covarep74.md §2.5).
 SEDREAMS_HP_B = np.array([
     0.94744849173055601, -4.7370269254373341, 9.473838328110892, -9.473838328110892,
     4.7370269254373341, -0.9474484917305559,
@@ -96,7 +96,7 @@ def sedreams(x: np.ndarray, fs: int, f0_mean_hz: float, res: np.ndarray) -> np.n
 
 
 def select_gcis(gci_samples: np.ndarray, srh_centres: np.ndarray, srh_vuv: np.ndarray, n_samples: int) -> np.ndarray:
-    """The G list of COVAREP74.md §5: G = gci - 1 kept where the interpolated SRH voicing >= 0.5.
+    """The G list of docs/covarep74.md §5: G = gci - 1 kept where the interpolated SRH voicing >= 0.5.
 
     Returns sorted unique ints, used downstream *as if* 1-based sample numbers (a reference quirk).
     """

@@ -1,4 +1,4 @@
-"""Putting COVAREP streams on the 10 ms output grid (COVAREP74.md §1.4 and §14).
+"""Putting COVAREP streams on the 10 ms output grid (docs/covarep74.md §1.4 and §14).
 
 Each stream has its own time stamps ("abscissa") in sample-number or second units; the output
 grid is row k at sample number s_k = 80 + 160 k (about 5 ms + 10 ms k at 16 kHz). Values are
@@ -24,11 +24,6 @@ def n_rows(n_samples: int) -> int:
 def output_grid(n_samples: int) -> np.ndarray:
     """(K,) row positions s_k = 80 + 160 k as sample numbers."""
     return GRID_FIRST + GRID_HOP * np.arange(n_rows(n_samples), dtype=float)
-
-
-def grid_seconds(n_samples: int, fs: int = 16000) -> np.ndarray:
-    """(K,) row times tau_k = (s_k - 1) / fs in seconds (the HMPD abscissa convention)."""
-    return (output_grid(n_samples) - 1.0) / fs
 
 
 def on_grid(abscissa, values, n_samples: int) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Glottal flow by GCI-synchronous Iterative Adaptive Inverse Filtering (IAIF).
 
 Alku 1992, "Glottal wave analysis with Pitch Synchronous Iterative Adaptive Inverse Filtering"
-(Speech Communication 11); COVAREP's variant as specified in COVAREP74.md §6: two-period
+(Speech Communication 11); COVAREP's variant as specified in docs/covarep74.md §6: two-period
 Hann-windowed frames around each GCI, vocal-tract order 20, glottal order 8, leaky integrator
 d = 0.99, a 301-tap linear-phase high-pass, overlap-added into flow and flow-derivative signals.
 """

@@ -1,4 +1,4 @@
-"""Linear-prediction residual by frame-wise inverse filtering and overlap-add (COVAREP74.md §2.1-2.2).
+"""Linear-prediction residual by frame-wise inverse filtering and overlap-add (docs/covarep74.md §2.1-2.2).
 
 The residual (the "excitation" left after removing the LPC vocal-tract envelope) drives polarity
 detection, SRH pitch, SEDREAMS GCIs, MDQ and creak. Autocorrelation LPC per frame (Makhoul 1975,

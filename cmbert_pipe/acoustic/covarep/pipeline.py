@@ -1,4 +1,4 @@
-"""COVAREP-74 assembly: every stage in order, each stream on the 10 ms grid (COVAREP74.md §1, §14).
+"""COVAREP-74 assembly: every stage in order, each stream on the 10 ms grid (docs/covarep74.md §1, §14).
 
     polarity -> SRH (F0, VUV) -> SEDREAMS GCIs -> IAIF -> NAQ/QOQ/H1H2/PSP, MDQ, peakSlope
              -> sinusoidal frames -> Rd/Rd_conf, MCEP, HMPD;  creak from the residual + SRH
@@ -8,7 +8,7 @@ Usage::
     from cmbert_pipe.acoustic.covarep.pipeline import extract_covarep74
     frames = extract_covarep74(wave, 16000)  # (K, 74) float32, row k at 5 ms + 10 ms k
 
-Deviation from the reference: on digital silence (SRH F0 = 1 Hz, COVAREP74.md §16.1) the
+Deviation from the reference: on digital silence (SRH F0 = 1 Hz, docs/covarep74.md §16.1) the
 sinusoidal frames below 20 Hz get no partials, so their Rd/Rd_conf are 0 and their HMPD phase
 rows are the random fill (see ``sinusoidal.py``); everything else follows the reference.
 """
@@ -28,10 +28,10 @@ from cmbert_pipe.acoustic.covarep.creak import creak_posterior
 from cmbert_pipe.acoustic.covarep.envelope import mcep_abscissa, mcep_frames
 from cmbert_pipe.acoustic.covarep.gci import sedreams, select_gcis
 from cmbert_pipe.acoustic.covarep.grid import assemble, n_rows, on_grid, vuv_on_grid
+from cmbert_pipe.acoustic.covarep.hmpd import hmpd_features, hmpd_to_grid
 from cmbert_pipe.acoustic.covarep.iaif import iaif_gci
 from cmbert_pipe.acoustic.covarep.lpres import lpc_residual
 from cmbert_pipe.acoustic.covarep.mcompat import OctaveRandom, iround
-from cmbert_pipe.acoustic.covarep.hmpd import hmpd_features, hmpd_to_grid
 from cmbert_pipe.acoustic.covarep.polarity import detect_polarity
 from cmbert_pipe.acoustic.covarep.rd import rd_msp
 from cmbert_pipe.acoustic.covarep.sinusoidal import harmonic_peak_picking

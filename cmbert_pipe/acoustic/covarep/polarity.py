@@ -1,7 +1,7 @@
 """Speech polarity by residual excitation skewness (RESKEW).
 
 Drugman 2013, "Residual excitation skewness for automatic speech polarity detection"
-(IEEE SPL 20(4)); COVAREP74.md §3. The sign of skew(plain residual) - skew(residual whose
+(IEEE SPL 20(4)); docs/covarep74.md §3. The sign of skew(plain residual) - skew(residual whose
 LPC was estimated on a high-passed copy) gives the polarity.
 """
 
@@ -12,7 +12,7 @@ import numpy as np
 from cmbert_pipe.acoustic.covarep.lpres import lpc_residual, lpc_residual_two
 from cmbert_pipe.acoustic.covarep.mcompat import filtfilt_m, iround
 
-# Octave ellip(9, 3, 60, 480/8000, 'high') coefficients (COVAREP74.md §2.5).
+# Octave ellip(9, 3, 60, 480/8000, 'high') coefficients (docs/covarep74.md §2.5).
 POLARITY_HP_B = np.array([
     0.57313844774461864, -5.1030023942091578, 20.248184171747752, -46.993013489984868,
     70.300890471909469, -70.300890471909483, 46.993013489984875, -20.248184171747752,

@@ -3,7 +3,7 @@
 NAQ: Alku, Bäckström & Vilkman 2002, "Normalized amplitude quotient for parametrization of the
 glottal flow" (JASA 112(2)). QOQ: quasi-open quotient, Hacki 1989 / Airas & Alku 2007. H1-H2:
 difference of the first two harmonic levels of the flow derivative. PSP: Alku, Strik & Vilkman
-1997, "Parabolic spectral parameter" (Speech Communication 22). Conventions: COVAREP74.md §7.
+1997, "Parabolic spectral parameter" (Speech Communication 22). Conventions: docs/covarep74.md §7.
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def _psp_a_max(t0: int) -> float:
 
 
 def vq_params(g: np.ndarray, dg: np.ndarray, fs: int, gcis: np.ndarray) -> VoiceQuality:
-    """NAQ, QOQ, H1H2, HRF, PSP for each GCI (COVAREP74.md §7); (L,), (L,), G list -> per-GCI arrays.
+    """NAQ, QOQ, H1H2, HRF, PSP for each GCI (docs/covarep74.md §7); (L,), (L,), G list -> per-GCI arrays.
 
     Cycles with F0 outside (20, 500) Hz keep 0 for every parameter.
     """

@@ -1,7 +1,7 @@
 """Wavelet-based glottal measures: MDQ and peakSlope.
 
 Both use the Mexican-hat-like filter bank of d'Alessandro & Sturmel / Kane & Gobl
-(COVAREP74.md §2.4): h_j(t) = -cos(2 pi f_o t / s) exp(-(t/s)^2 / (2 tau^2)), s = 2^j,
+(docs/covarep74.md §2.4): h_j(t) = -cos(2 pi f_o t / s) exp(-(t/s)^2 / (2 tau^2)), s = 2^j,
 f_o = fs/2, tau = 1/fs, 2001 taps, centre frequency fs/2 / 2^j.
 MDQ: Kane & Gobl 2013, "Wavelet maxima dispersion for breathy to tense voice discrimination"
 (IEEE TASLP 21(6)). peakSlope: Kane & Gobl 2011, "Identifying regions of non-modal phonation
@@ -41,11 +41,6 @@ def iter_wavelet_bands(x: np.ndarray, scales, fs: int = 16000):
     for j in scales:
         full = scipy.signal.oaconvolve(x, daless_kernel(j, fs), mode="full")  # (L + 2000,)
         yield full[KERNEL_HALF : KERNEL_HALF + n]  # a view: no second signal-length copy
-
-
-def wavelet_bank(x: np.ndarray, scales, fs: int = 16000) -> np.ndarray:
-    """All bands of ``scales`` at once: (len(scales), L)."""
-    return np.stack(list(iter_wavelet_bands(x, scales, fs)))
 
 
 def mdq(res: np.ndarray, fs: int, gcis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
