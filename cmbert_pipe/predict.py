@@ -149,6 +149,7 @@ class PredictorSpec:
     aligner: str | None = None  # override of the bundle's aligner
     feature_set: str | None = None  # override of the bundle's feature set
     device: str = "cpu"
+    min_align_quality: float | None = None  # refuse clips whose alignment quality is lower
 
 
 def bundle_digest(path: str | Path) -> str:
@@ -175,7 +176,8 @@ class Predictor:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, aligner: str | None = None,
-                        feature_set: str | None = None, device: str = "cpu") -> Predictor:
+                        feature_set: str | None = None, device: str = "cpu",
+                        min_align_quality: float | None = None) -> Predictor:
         """Load the bundle at ``path``; ``aligner``/``feature_set`` override what it recorded
         (a different feature set than the one trained on is refused by dimension)."""
         from cmbert_pipe.model.bundle import load_bundle
@@ -185,7 +187,8 @@ class Predictor:
         if aligner is not None and aligner != name:
             name, options = aligner, {}
         fs = feature_set or _settings_feature_set(bundle.settings)
-        spec = PredictorSpec(str(Path(path).resolve()), aligner, feature_set, str(device))
+        spec = PredictorSpec(str(Path(path).resolve()), aligner, feature_set, str(device),
+                             min_align_quality)
         predictor = cls(bundle, name, options, fs, spec)
         _PREDICTORS[spec] = predictor
         return predictor
@@ -217,6 +220,13 @@ class Predictor:
         alignment = self.aligner.align(utterance, wave=wave)
         if not alignment.words:
             raise AlignmentError("the aligner placed no word", utterance.audio)
+        from cmbert_pipe.align.quality import passes
+
+        least = self.spec.min_align_quality if self.spec else None
+        if not passes(alignment.quality, least):
+            raise AlignmentError(f"alignment quality {alignment.quality} (method "
+                                 f"{alignment.method or 'unknown'}) is below "
+                                 f"--min-align-quality {least}", utterance.audio)
         return alignment
 
     def _features(self, wave: np.ndarray, intervals) -> np.ndarray:
@@ -316,7 +326,7 @@ class Predictor:
             utterance_id=utt.id, audio=str(audio), transcript=text, score=score,
             polarity=polarity_of(score), class7=k, class7_name=SENTIMENT_CLASSES[k + 3],
             words=word_records, model=self.bundle.config.model, label=label,
-            timings_s=timings)
+            timings_s=timings, align_method=alignment.method, align_quality=alignment.quality)
         maps = AttentionMaps(("[CLS]", *words, "[SEP]"), w_m, alpha_text)
         return prediction, maps
 
@@ -334,7 +344,8 @@ def _predict_item(spec: PredictorSpec, utt: Utterance, _key: ItemKey) -> Predict
     predictor = _PREDICTORS.get(spec)
     if predictor is None:
         predictor = Predictor.from_pretrained(spec.path, aligner=spec.aligner,
-                                              feature_set=spec.feature_set, device=spec.device)
+                                              feature_set=spec.feature_set, device=spec.device,
+                                              min_align_quality=spec.min_align_quality)
     return predictor.predict(utt.audio, utt.transcript, utterance_id=utt.id, label=utt.label)
 
 

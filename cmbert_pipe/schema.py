@@ -153,6 +153,8 @@ class FeatureRecord:
     n_words: int
     n_frames: int = 0
     frame_hop_s: float = FRAME_HOP_S
+    align_method: str = ""  # how the words were aligned (Alignment.method)
+    align_quality: float | None = None  # Alignment.quality; None when the aligner gave none
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -260,6 +262,8 @@ class Prediction:
     model: str = ""  # model type of the bundle, e.g. "cmbert"
     label: float | None = None  # the gold label, where the corpus gives one
     timings_s: dict = field(default_factory=dict)  # stage -> seconds (align, features, model)
+    align_method: str = ""  # how the clip was aligned (Alignment.method)
+    align_quality: float | None = None  # Alignment.quality
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

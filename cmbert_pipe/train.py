@@ -60,18 +60,37 @@ class Example:
 
 
 # -- data -------------------------------------------------------------------------------------
-def load_cache_examples(cache_root: str | Path) -> tuple[list[Example], dict[str, Any]]:
-    """Labelled examples of a feature cache, and the pipeline settings of its ``cache.json``."""
-    info = FeatureCache(cache_root).info()
-    out = []
+def load_cache_examples(cache_root: str | Path, min_align_quality: float | None = None
+                        ) -> tuple[list[Example], dict[str, Any]]:
+    """Labelled examples of a feature cache, and the pipeline settings of its ``cache.json``.
+
+    With ``min_align_quality``, utterances whose alignment quality is lower (or unknown) are
+    left out; ``settings["align_methods"]`` counts the alignment methods of those used."""
+    from cmbert_pipe.align.quality import describe_methods, passes
+
+    cache = FeatureCache(cache_root)
+    info = cache.info()
+    records = {u.id: rec for u, rec in cache.read_index()}
+    out, methods, left_out = [], [], 0
     for ex in iter_examples(cache_root):
         u = ex.utterance
         if u.label is None:
             continue
+        rec = records.get(u.id)
+        if not passes(rec.align_quality if rec else None, min_align_quality):
+            left_out += 1
+            continue
+        methods.append(rec.align_method if rec else "")
         out.append(Example(u.id, ex.words, ex.word_features, float(u.label), u.split or ""))
     if not out:
-        raise ModelError("no labelled utterances in the cache", cache_root)
-    settings = {"source": "cache", "cache": str(cache_root), "cache_info": info}
+        raise ModelError("no labelled utterances in the cache"
+                         + (f" with alignment quality >= {min_align_quality}"
+                            if min_align_quality is not None else ""), cache_root)
+    settings = {"source": "cache", "cache": str(cache_root), "cache_info": info,
+                "align_methods": describe_methods(methods), "min_align_quality": min_align_quality,
+                "left_out_for_align_quality": left_out}
+    log.info("alignments used: %s; %d left out by --min-align-quality", settings["align_methods"],
+             left_out)
     return out, settings
 
 

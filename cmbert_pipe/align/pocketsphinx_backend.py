@@ -79,6 +79,7 @@ class PocketsphinxConfig:
     """Everything that changes a PocketSphinx alignment (all of it goes into cache keys)."""
 
     beam: float = 1e-48  # state beam of the first try (PocketSphinx default)
+    topn: int = 4  # Gaussians scored per frame in the first try (PocketSphinx default)
     retry_beam: float = 1e-100  # wider beam for the single retry when the first try fails
     retry_topn: int = 16  # Gaussians scored per frame in the retry (default 4: coarser)
     retry_shift_s: float = 0.005  # s: last resort, both searches on the frame grid shifted so
@@ -105,6 +106,7 @@ class PocketsphinxConfig:
             raise ConfigError(f"max_duration_s must be positive, got {self.max_duration_s}")
 
 
+@functools.lru_cache(maxsize=1)
 def _version() -> str:
     from importlib.metadata import version
 
@@ -144,7 +146,7 @@ def _decoder(config: PocketsphinxConfig, wide: bool, lexicon: dict[str, tuple[st
         options = {"beam": b, "pbeam": b, "wbeam": b * 1e20, "topn": config.retry_topn,
                    "maxhmmpf": -1}
     else:
-        options = {"beam": config.beam, "pbeam": config.beam}
+        options = {"beam": config.beam, "pbeam": config.beam, "topn": config.topn}
     lines = []
     for key, prons in sorted(lexicon.items()):
         lines += [f"{key if i == 0 else f'{key}({i + 1})'} {p}" for i, p in enumerate(prons)]

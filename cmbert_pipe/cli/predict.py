@@ -83,6 +83,9 @@ def predict_cmd(
     aligner: AlignerName | None = typer.Option(None, "--aligner", help="Override the "
                                                   "bundle's aligner."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Batch: worker processes."),
+    min_align_quality: float | None = typer.Option(
+        None, "--min-align-quality",
+        help="Refuse clips whose alignment quality (0-1, docs/alignment.md) is below this."),
     cluster: str | None = typer.Option(None, "--cluster", help="Batch: " + CLUSTER_HELP),
 ) -> None:
     """Score a clip: align it, extract its features, run the model; print score, polarity,
@@ -103,12 +106,14 @@ def predict_cmd(
                 raise ConfigError("batch scoring needs --out predictions.csv (or .jsonl)")
             if cluster:
                 parse_cluster(cluster)  # a malformed address: refused before any work
-            _predict_corpus(audio, transcripts, model, output, force, aligner, jobs, cluster)
+            _predict_corpus(audio, transcripts, model, output, force, aligner, jobs, cluster,
+                            min_align_quality)
             return
         if (transcript is None) == (text is None):
             raise ConfigError("give the transcript as a file argument or with --text (one)")
         console.print(f"loading {model} ...")
-        predictor = Predictor.from_pretrained(model, aligner=aligner)
+        predictor = Predictor.from_pretrained(model, aligner=aligner,
+                                              min_align_quality=min_align_quality)
         prediction, maps = predictor.analyse(audio, text if text is not None else transcript)
         if attention_png is not None:
             from cmbert_pipe.plots import attention_png as draw
@@ -128,13 +133,14 @@ def predict_cmd(
 
 def _predict_corpus(corpus: Path, transcripts: Path | None, model: Path, output: Path,
                     force: bool, aligner: str | None, jobs: int = 1,
-                    cluster: str | None = None) -> None:
+                    cluster: str | None = None, min_align_quality: float | None = None) -> None:
     from cmbert_pipe.predict import Predictor, failures_of_scan, predict_corpus
 
     scan = discover(corpus, transcripts)
     console.print(f"{len(scan.utterances)} clip(s) in {corpus}, {len(scan.failures)} unusable; "
                   f"loading {model} ...")
-    predictor = Predictor.from_pretrained(model, aligner=aligner)
+    predictor = Predictor.from_pretrained(model, aligner=aligner,
+                                          min_align_quality=min_align_quality)
     with open_executor(jobs, cluster) as executor, \
             progress_bar("predict", len(scan.utterances)) as bar:
         summary = predict_corpus(predictor, scan.utterances, output, force=force,

@@ -92,6 +92,7 @@ def train_cmd(
     threads: int = typer.Option(TRAIN.threads, "--threads", help="torch CPU threads (0 = default)."),
     max_train: int = typer.Option(TRAIN.max_train, "--max-train", help="Use only the first N training examples (0 = all)."),
     set_: list[str] = typer.Option([], "--set", help="Any model or training key, as in a recipe: --set model.options.beta=0.5 --set train.warmup=0.2 (repeatable; see docs/configuration.md)."),
+    min_align_quality: float | None = typer.Option(None, "--min-align-quality", help="Leave out utterances whose alignment quality (0-1, see docs/alignment.md) is below this."),
     ddp_procs: int = typer.Option(0, "--ddp", help="Train with DistributedDataParallel on N "
                                   "processes of this host (torchrun; gloo on CPU, one GPU each "
                                   "on CUDA). The global batch stays --batch-size."),
@@ -127,7 +128,12 @@ def train_cmd(
         if text_only is not None:
             examples, settings = load_text_examples(text_only)
         else:
-            examples, settings = load_cache_examples(cache)
+            examples, settings = load_cache_examples(cache, min_align_quality)
+            if dist_ctx.is_main:
+                console.print(f"alignments: {settings['align_methods']}"
+                              + (f"; {settings['left_out_for_align_quality']} left out (quality "
+                                 f"below {min_align_quality})" if min_align_quality is not None
+                                 else ""))
         mcfg = mcfg.replace(audio_dim=audio_dim_of(examples, mcfg.audio_dim))
         epochs = tcfg.epochs
         seed_list = list(tcfg.seeds)
