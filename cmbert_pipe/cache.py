@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -33,10 +34,16 @@ import numpy as np
 
 from cmbert_pipe.errors import CacheError
 from cmbert_pipe.io import atomic_write_bytes, atomic_write_text, canonical_json
+from cmbert_pipe.outputs import unsafe_id_reason
 from cmbert_pipe.schema import FeatureRecord, Utterance
 
 CACHE_FORMAT = 1
 META_KEY = "__meta__"
+
+
+def _is_key(key: object) -> bool:
+    """A content key is a plain token (hex digest): never a path with separators or dots."""
+    return isinstance(key, str) and re.fullmatch(r"[0-9A-Za-z_-]{8,128}", key) is not None
 
 
 def _arrays_checksum(arrays: dict[str, np.ndarray]) -> str:
@@ -65,6 +72,8 @@ class FeatureCache:
 
     # -- entries ----------------------------------------------------------------------------
     def entry_path(self, key: str) -> Path:
+        if not _is_key(key):  # a key read from a file must not become an arbitrary path
+            raise CacheError(f"not a cache key: {key!r} (expected a hex digest)", self.root)
         return self.root / "entries" / key[:2] / f"{key}.npz"
 
     def relpath(self, key: str) -> str:
@@ -72,7 +81,7 @@ class FeatureCache:
 
     def has(self, key: str) -> bool:
         """True if a readable, uncorrupted entry exists for ``key``."""
-        if not self.entry_path(key).is_file():
+        if not _is_key(key) or not self.entry_path(key).is_file():
             return False
         try:
             self.get(key)
@@ -151,11 +160,16 @@ class FeatureCache:
                 continue
             try:
                 d = json.loads(line)
-                rows.append((Utterance.from_dict(d["utterance"]),
-                             FeatureRecord.from_dict(d["record"])))
-            except (ValueError, KeyError, TypeError) as e:
+                utt = Utterance.from_dict(d["utterance"])
+                rec = FeatureRecord.from_dict(d["record"])
+            except (ValueError, KeyError, TypeError, AttributeError) as e:
                 raise CacheError(f"index line {lineno + 1} unreadable: {e}",
                                  self.index_path) from None
+            bad = unsafe_id_reason(utt.id) or (None if _is_key(rec.key) else "bad cache key")
+            if bad is not None:
+                raise CacheError(f"index line {lineno + 1}: utterance {utt.id!r} refused: {bad}",
+                                 self.index_path)
+            rows.append((utt, rec))
         return rows
 
 

@@ -41,6 +41,7 @@ import tomllib
 from cmbert_pipe.errors import ConfigError
 from cmbert_pipe.schema import ACOUSTIC_DIM, MAX_SEQ_LEN
 
+MAX_JOBS = 256  # worker processes: a pool forks them all at once, so a typo must not fork more
 DEFAULT_JOBS = 1  # worker processes of the batch stages (align, extract), CLI and recipes alike
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)  # the published recipe reports five seeds as mean ± std
 
@@ -99,6 +100,7 @@ class AlignConfig:
     def __post_init__(self) -> None:
         _choice("aligner", self.aligner, ALIGNER_NAMES)
         _require(self.jobs >= 1, f"jobs must be at least 1, got {self.jobs}")
+        _require(self.jobs <= MAX_JOBS, f"jobs must be at most {MAX_JOBS}, got {self.jobs}")
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,7 @@ class FeaturesConfig:
     def __post_init__(self) -> None:
         _choice("feature_set", self.feature_set, FEATURE_SET_NAMES)
         _require(self.jobs >= 1, f"jobs must be at least 1, got {self.jobs}")
+        _require(self.jobs <= MAX_JOBS, f"jobs must be at most {MAX_JOBS}, got {self.jobs}")
 
 
 # -- models and their options -----------------------------------------------------------------

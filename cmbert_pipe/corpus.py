@@ -11,7 +11,11 @@ come back as :class:`~cmbert_pipe.schema.ItemFailure` so a batch run can report 
 
 from __future__ import annotations
 
+import codecs
 import csv
+import math
+import os
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +24,7 @@ from cmbert_pipe.errors import ConfigError, TranscriptError
 from cmbert_pipe.schema import SPLITS, ItemFailure, Utterance
 
 TRANSCRIPT_EXTENSIONS = (".txt", ".lab")
+MAX_MANIFEST_BYTES = 1 << 30  # a manifest larger than this is not one (likely a wrong file)
 MANIFEST_COLUMNS = ("id", "audio", "transcript")
 OPTIONAL_COLUMNS = ("label", "split", "speaker")
 
@@ -30,18 +35,49 @@ class CorpusScan:
     failures: tuple[ItemFailure, ...]
 
 
+MAX_TRANSCRIPT_BYTES = 1 << 20  # a transcript of one utterance; more is not a transcript
+_BOMS = (  # longest first: the UTF-32 LE mark begins with the UTF-16 LE one
+    (codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+
+
+def decode_transcript(data: bytes, path: str | Path | None = None) -> str:
+    """Bytes of a transcript file -> text: the encoding its byte-order mark names (UTF-8/16/32),
+    else UTF-8, else Latin-1. Data holding NUL or other control bytes is refused as not text."""
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            try:
+                text = data[len(bom):].decode(encoding)
+            except UnicodeDecodeError as e:
+                raise TranscriptError(f"transcript starts with a {encoding.upper()} byte-order "
+                                      f"mark but is not valid {encoding.upper()} ({e.reason} at "
+                                      f"byte {e.start})", path) from None
+            break
+    else:
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            text = data.decode("latin-1")  # decodes any byte; checked below
+    control = [ch for ch in text if unicodedata.category(ch) == "Cc" and ch not in "\t\n\r\f\v"]
+    if control:
+        raise TranscriptError(
+            f"transcript is not text: it holds {len(control)} control byte(s) such as "
+            f"{control[0]!r} (a binary file, or UTF-16 without a byte-order mark?)", path)
+    return text
+
+
 def read_transcript(path: str | Path) -> str:
-    """Read a transcript file as text (UTF-8, BOM tolerated), whitespace collapsed."""
+    """Read a transcript file as text (see :func:`decode_transcript`), whitespace collapsed."""
     path = Path(path)
     if not path.is_file():
         raise TranscriptError("transcript file not found", path)
-    try:
-        raw = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError:
-        try:
-            raw = path.read_bytes().decode("latin-1")
-        except Exception as e:  # pragma: no cover - latin-1 decodes any byte
-            raise TranscriptError(f"cannot decode transcript: {e}", path) from None
+    size = path.stat().st_size
+    if size > MAX_TRANSCRIPT_BYTES:
+        raise TranscriptError(f"transcript file is {size} bytes, more than the "
+                              f"{MAX_TRANSCRIPT_BYTES} one utterance may have", path)
+    raw = decode_transcript(path.read_bytes(), path)
     text = " ".join(raw.split())
     if not text:
         raise TranscriptError("transcript is empty", path)
@@ -66,6 +102,51 @@ def _utterance_id(audio: Path, root: Path) -> str:
     return rel.with_suffix("").as_posix()
 
 
+def _walk_audio(root: Path) -> tuple[list[Path], list[ItemFailure]]:
+    """Audio files under ``root``, following linked sub-folders. A link that leads back into a
+    folder already being walked (a loop) or nowhere is reported, never silently skipped."""
+    found: list[Path] = []
+    failures: list[ItemFailure] = []
+    seen: dict[tuple[int, int], Path] = {}
+
+    def walk(folder: Path) -> None:
+        try:
+            st = folder.stat()
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as e:
+            failures.append(ItemFailure(folder.relative_to(root).as_posix() or ".", str(folder),
+                                        "load", f"cannot read folder: {e.strerror or e}"))
+            return
+        ident = (st.st_dev, st.st_ino)
+        if ident in seen:
+            failures.append(ItemFailure(
+                folder.relative_to(root).as_posix(), str(folder), "load",
+                f"linked folder skipped: it leads to {seen[ident]}, already searched (a loop "
+                "or a second link to the same folder)"))
+            return
+        seen[ident] = folder
+        for entry in entries:
+            path = Path(entry.path)
+            try:
+                is_dir = entry.is_dir(follow_symlinks=True)
+                is_file = not is_dir and entry.is_file(follow_symlinks=True)
+            except OSError:
+                is_dir = is_file = False
+            if is_dir:
+                walk(path)
+            elif is_file:
+                if path.suffix.lower() in AUDIO_EXTENSIONS:
+                    found.append(path)
+            elif entry.is_symlink() and (not path.suffix
+                                         or path.suffix.lower() in AUDIO_EXTENSIONS):
+                failures.append(ItemFailure(path.relative_to(root).as_posix(), str(path), "load",
+                                            f"broken link skipped (points to "
+                                            f"{os.readlink(path)})"))
+
+    walk(root)
+    return found, failures
+
+
 def discover_folder(root: str | Path, transcripts: str | Path | None = None) -> CorpusScan:
     """Every audio file under ``root`` (recursive) with its same-stem ``.txt``/``.lab``."""
     root = Path(root)
@@ -74,11 +155,9 @@ def discover_folder(root: str | Path, transcripts: str | Path | None = None) -> 
     transcripts_dir = Path(transcripts) if transcripts is not None else None
     if transcripts_dir is not None and not transcripts_dir.is_dir():
         raise ConfigError("transcripts folder not found", transcripts_dir)
-    audio_files = sorted(
-        p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
-    )
+    found, failures = _walk_audio(root)
+    audio_files = sorted(found)
     utterances: list[Utterance] = []
-    failures: list[ItemFailure] = []
     seen: dict[str, Path] = {}
     for audio in audio_files:
         uid = _utterance_id(audio, root)
@@ -118,19 +197,26 @@ def discover_manifest(manifest: str | Path) -> CorpusScan:
     manifest = Path(manifest)
     if not manifest.is_file():
         raise ConfigError("manifest not found", manifest)
-    with open(manifest, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        header = [c.strip() for c in (reader.fieldnames or [])]
-        missing = [c for c in MANIFEST_COLUMNS if c not in header]
-        if missing:
-            raise ConfigError(
-                f"manifest lacks column(s) {', '.join(missing)} (has: {', '.join(header)})",
-                manifest,
-            )
-        unknown = [c for c in header if c not in MANIFEST_COLUMNS + OPTIONAL_COLUMNS]
-        if unknown:
-            raise ConfigError(f"manifest has unknown column(s) {', '.join(unknown)}", manifest)
-        rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+    if manifest.stat().st_size > MAX_MANIFEST_BYTES:
+        raise ConfigError(f"manifest is larger than {MAX_MANIFEST_BYTES} bytes", manifest)
+    try:
+        with open(manifest, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            header = [c.strip() for c in (reader.fieldnames or [])]
+            missing = [c for c in MANIFEST_COLUMNS if c not in header]
+            if missing:
+                raise ConfigError(
+                    f"manifest lacks column(s) {', '.join(missing)} (has: {', '.join(header)})",
+                    manifest,
+                )
+            unknown = [c for c in header if c not in MANIFEST_COLUMNS + OPTIONAL_COLUMNS]
+            if unknown:
+                raise ConfigError(f"manifest has unknown column(s) {', '.join(unknown)}",
+                                  manifest)
+            rows = [{k.strip(): (v or "").strip() for k, v in row.items()
+                     if isinstance(k, str) and isinstance(v, str | None)} for row in reader]
+    except (csv.Error, UnicodeDecodeError) as e:
+        raise ConfigError(f"manifest is not a UTF-8 CSV file ({e})", manifest) from None
     base = manifest.parent
     utterances: list[Utterance] = []
     failures: list[ItemFailure] = []
@@ -155,6 +241,8 @@ def discover_manifest(manifest: str | Path) -> CorpusScan:
             elif not text:
                 raise TranscriptError(f"row {lineno}: transcript is empty", manifest)
             label = float(row["label"]) if row.get("label") else None
+            if label is not None and not math.isfinite(label):
+                raise ValueError(label)
         except TranscriptError as e:
             failures.append(ItemFailure(uid, e.path, "load", e.reason, "TranscriptError"))
             continue

@@ -37,12 +37,13 @@ from typing import Any
 import numpy as np
 
 from cmbert_pipe.acoustic import extract_frames, get_feature_set, pool_words, words_without_frames
-from cmbert_pipe.align.driver import alignment_path, load_alignment, sidecar_path
-from cmbert_pipe.audio import load_audio
+from cmbert_pipe.align.driver import alignment_path, load_alignment, sidecar_path, stale_reason
+from cmbert_pipe.audio import MAX_DURATION_S, check_duration, load_audio, too_long_reason
 from cmbert_pipe.batch import Check, Executor, ItemKey, ProgressCallback, run_stage
 from cmbert_pipe.cache import META_KEY, CacheEntry, FeatureCache
 from cmbert_pipe.errors import AlignmentError, AudioError, CacheError, FeatureError
-from cmbert_pipe.io import atomic_write_bytes, atomic_write_text, file_digest
+from cmbert_pipe.io import atomic_write_bytes, atomic_write_text, file_digest, read_json
+from cmbert_pipe.outputs import PathClaims, ensure_writable_dir, id_path
 from cmbert_pipe.schema import (
     FRAME_HOP_S,
     FRAME_OFFSET_S,
@@ -85,6 +86,17 @@ def alignment_key_part(alignments_dir: str | Path, utterance: Utterance) -> dict
     return part
 
 
+def check_alignment_current(alignments_dir: Path, utterance: Utterance,
+                            audio_sha256: str) -> None:
+    """:class:`AlignmentError` if the align stage's sidecar says its TextGrid was made for
+    another transcript or other audio bytes than the ones about to be extracted."""
+    side = read_json(sidecar_path(alignments_dir, utterance.id))
+    if isinstance(side, dict):  # no sidecar (MFA TextGrids dropped in): nothing to compare
+        stale = stale_reason(side, utterance, audio_sha256)
+        if stale is not None:
+            raise AlignmentError(stale, textgrid_path(alignments_dir, utterance))
+
+
 @dataclass(frozen=True)
 class ExtractTask:
     """One utterance to compute (picklable: handed to a worker process)."""
@@ -97,18 +109,22 @@ class ExtractTask:
     keep_frames: bool
     audio_sha256: str
     key_parts: tuple[tuple[str, str], ...] = ()  # ItemKey.parts, recorded in the entry's meta
+    max_duration_s: float = MAX_DURATION_S
 
 
 def extract_one(task: ExtractTask) -> FeatureRecord:
     """Compute and store one entry; raises a :class:`CmbertError` naming the file on failure."""
     utt = task.utterance
     fs = get_feature_set(task.feature_set)
-    alignment = load_alignment(task.alignments_dir, utt)
+    alignment = load_alignment(task.alignments_dir, utt, task.audio_sha256)
     words = tuple(alignment.words)
     if not words:
         raise AlignmentError("alignment has no words", textgrid_path(task.alignments_dir, utt))
+    check_duration(utt.audio, task.max_duration_s)  # before decoding a huge file
     wave = load_audio(utt.audio)  # (N,) float32 at 16 kHz
     duration_s = wave.shape[0] / SAMPLE_RATE
+    if duration_s > task.max_duration_s:
+        raise AudioError(too_long_reason(duration_s, task.max_duration_s), utt.audio)
     t0 = time.process_time()
     try:
         frames = extract_frames(wave, SAMPLE_RATE, fs.name)  # (T, D)
@@ -210,12 +226,12 @@ def sweep_stale_temps(cache: FeatureCache, older_than_s: float = STALE_TEMP_S) -
 
 
 def _extract_item(alignments_dir: Path, cache_root: Path, feature_set: str, keep_frames: bool,
-                  utt: Utterance, key: ItemKey) -> FeatureRecord:
+                  max_duration_s: float, utt: Utterance, key: ItemKey) -> FeatureRecord:
     """Worker: compute one utterance's entry (the audio's digest is taken again here, from the
     bytes actually decoded)."""
     return extract_one(ExtractTask(utt, alignments_dir, cache_root, key.digest, feature_set,
                                    keep_frames, file_digest(utt.audio),
-                                   tuple(sorted(key.parts.items()))))
+                                   tuple(sorted(key.parts.items())), max_duration_s))
 
 
 def _recorded_meta(cache: FeatureCache, key: str) -> dict[str, Any]:
@@ -246,8 +262,11 @@ def extract_corpus(
     on_progress: ProgressCallback | None = None,
     *,
     executor: Executor | None = None,
+    max_duration_s: float = MAX_DURATION_S,
 ) -> BatchSummary:
     """Extract, pool and cache every utterance; write the index. See the module docstring.
+
+    A recording longer than ``max_duration_s`` fails (the same limit the aligner applies).
 
     ``on_progress(done, failed, total)`` is called as items finish (skipped ones count as done).
     Work runs on ``executor`` (see :func:`cmbert_pipe.batch.open_executor`), else on ``jobs``
@@ -256,8 +275,7 @@ def extract_corpus(
     """
     fs = get_feature_set(feature_set)  # ConfigError for an unknown set, before any work
     alignments_dir = Path(alignments_dir)
-    cache = FeatureCache(cache_dir)
-    cache.root.mkdir(parents=True, exist_ok=True)
+    cache = FeatureCache(ensure_writable_dir(cache_dir, "cache folder"))  # before any work
     sweep_stale_temps(cache)
     previous = _previous_keys(cache)
     records: dict[str, FeatureRecord] = {}
@@ -265,7 +283,9 @@ def extract_corpus(
     def key(utt: Utterance) -> ItemKey:
         if not Path(utt.audio).is_file():
             raise AudioError("audio file not found", utt.audio)
-        return ItemKey.of(audio_sha256=file_digest(utt.audio), transcript=utt.transcript,
+        audio_sha256 = file_digest(utt.audio)
+        check_alignment_current(alignments_dir, utt, audio_sha256)  # stale: refused, with why
+        return ItemKey.of(audio_sha256=audio_sha256, transcript=utt.transcript,
                           alignment=alignment_key_part(alignments_dir, utt),
                           features=fs.key_part())
 
@@ -292,7 +312,8 @@ def extract_corpus(
 
     summary = run_stage(
         utterances, key, is_current,
-        functools.partial(_extract_item, alignments_dir, cache.root, fs.name, keep_frames),
+        functools.partial(_extract_item, alignments_dir, cache.root, fs.name, keep_frames,
+                          max_duration_s),
         keep, on_progress, stage=STAGE, item_id=lambda u: u.id, executor=executor, jobs=jobs,
         force=force)
     rows = [(u, records[u.id]) for u in utterances if u.id in records]
@@ -315,9 +336,13 @@ def export_frames(cache_dir: str | Path, out_dir: str | Path, fmt: str = "csv") 
         raise CacheError(f"unknown export format {fmt!r} (choose {', '.join(EXPORT_FORMATS)})")
     cache = FeatureCache(cache_dir)
     columns = tuple(cache.info().get("columns", ()))
-    out_dir = Path(out_dir)
+    rows = cache.read_index()  # ids checked as it is read
+    out_dir = ensure_writable_dir(out_dir)
+    claims = PathClaims()
+    for utt, _ in rows:
+        claims.claim(utt.id)  # two ids sharing one file: refused before anything is written
     written: list[Path] = []
-    for utt, rec in cache.read_index():
+    for utt, rec in rows:
         entry = cache.get(rec.key)
         if "frames" not in entry.arrays:
             raise CacheError(
@@ -326,7 +351,7 @@ def export_frames(cache_dir: str | Path, out_dir: str | Path, fmt: str = "csv") 
             )
         frames = np.asarray(entry.arrays["frames"], dtype=np.float32)  # (T, D)
         cols = tuple(entry.meta.get("feature_set", {}).get("columns", columns))
-        target = out_dir / f"{utt.id}.{fmt}"
+        target = id_path(out_dir, utt.id, f".{fmt}")
         if fmt == "csv":
             atomic_write_text(target, _frames_csv(frames, cols))
         else:

@@ -38,10 +38,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from cmbert_pipe.audio import load_audio
+from cmbert_pipe.audio import MAX_DURATION_S, check_duration, load_audio, too_long_reason
 from cmbert_pipe.batch import Check, Executor, ItemKey, ProgressCallback, run_stage
 from cmbert_pipe.corpus import read_transcript
-from cmbert_pipe.errors import AlignmentError, ConfigError, FeatureError, ModelError
+from cmbert_pipe.errors import AlignmentError, AudioError, ConfigError, FeatureError, ModelError
 from cmbert_pipe.io import atomic_write_text, canonical_json, file_digest
 from cmbert_pipe.metrics import class7
 from cmbert_pipe.schema import (
@@ -149,6 +149,7 @@ class PredictorSpec:
     aligner: str | None = None  # override of the bundle's aligner
     feature_set: str | None = None  # override of the bundle's feature set
     device: str = "cpu"
+    max_duration_s: float = MAX_DURATION_S  # longer clips are refused
     min_align_quality: float | None = None  # refuse clips whose alignment quality is lower
 
 
@@ -172,14 +173,17 @@ class Predictor:
         self.aligner_options = aligner_options
         self.feature_set = feature_set
         self.spec = spec  # set by from_pretrained: lets worker processes load the same
+        self.max_duration_s = spec.max_duration_s if spec is not None else MAX_DURATION_S
         self._aligner = None
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, aligner: str | None = None,
                         feature_set: str | None = None, device: str = "cpu",
+                        max_duration_s: float = MAX_DURATION_S,
                         min_align_quality: float | None = None) -> Predictor:
         """Load the bundle at ``path``; ``aligner``/``feature_set`` override what it recorded
-        (a different feature set than the one trained on is refused by dimension)."""
+        (a different feature set than the one trained on is refused by dimension); clips
+        longer than ``max_duration_s`` are refused."""
         from cmbert_pipe.model.bundle import load_bundle
 
         bundle = load_bundle(path, device)
@@ -187,8 +191,10 @@ class Predictor:
         if aligner is not None and aligner != name:
             name, options = aligner, {}
         fs = feature_set or _settings_feature_set(bundle.settings)
+        if name == "pocketsphinx" and max_duration_s != MAX_DURATION_S:
+            options = dict(options, max_duration_s=max_duration_s)  # the aligner's own limit
         spec = PredictorSpec(str(Path(path).resolve()), aligner, feature_set, str(device),
-                             min_align_quality)
+                             max_duration_s, min_align_quality)
         predictor = cls(bundle, name, options, fs, spec)
         _PREDICTORS[spec] = predictor
         return predictor
@@ -269,7 +275,11 @@ class Predictor:
         text = " ".join(text.split())
         timings: dict[str, float] = {}
         t0, c0 = time.perf_counter(), time.process_time()
+        check_duration(audio, self.max_duration_s)  # before decoding a huge file
         wave = load_audio(audio)  # (N,) float32 16 kHz
+        if wave.shape[0] / SAMPLE_RATE > self.max_duration_s:
+            raise AudioError(too_long_reason(wave.shape[0] / SAMPLE_RATE, self.max_duration_s),
+                             audio)
         timings["load_s"] = time.perf_counter() - t0
         timings["load_cpu_s"] = time.process_time() - c0  # all threads of this process
         utt = Utterance(utterance_id or audio.stem, audio, text, label=label,
@@ -345,6 +355,7 @@ def _predict_item(spec: PredictorSpec, utt: Utterance, _key: ItemKey) -> Predict
     if predictor is None:
         predictor = Predictor.from_pretrained(spec.path, aligner=spec.aligner,
                                               feature_set=spec.feature_set, device=spec.device,
+                                              max_duration_s=spec.max_duration_s,
                                               min_align_quality=spec.min_align_quality)
     return predictor.predict(utt.audio, utt.transcript, utterance_id=utt.id, label=utt.label)
 

@@ -17,6 +17,7 @@ host inside a step: losses are summed on the device and read once per epoch.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import math
@@ -88,7 +89,8 @@ def load_cache_examples(cache_root: str | Path, min_align_quality: float | None 
                             if min_align_quality is not None else ""), cache_root)
     settings = {"source": "cache", "cache": str(cache_root), "cache_info": info,
                 "align_methods": describe_methods(methods), "min_align_quality": min_align_quality,
-                "left_out_for_align_quality": left_out}
+                "left_out_for_align_quality": left_out,
+                "data_sha256": _digest_files([FeatureCache(cache_root).index_path])}
     log.info("alignments used: %s; %d left out by --min-align-quality", settings["align_methods"],
              left_out)
     return out, settings
@@ -114,7 +116,18 @@ def load_text_examples(tsv_dir: str | Path) -> tuple[list[Example], dict[str, An
                                  path) from None
             out.append(Example(f"{split}-{lineno}", tuple(text.split()), None,
                                max(-3.0, min(3.0, label)), split))
-    return out, {"source": "text", "text_dir": str(tsv_dir)}
+    return out, {"source": "text", "text_dir": str(tsv_dir),
+                 "data_sha256": _digest_files([tsv_dir / f"{s}.tsv" for s in SPLITS])}
+
+
+def _digest_files(paths: Sequence[Path]) -> str:
+    """SHA-256 over the bytes of ``paths``: which data a model was trained on. A cache's index
+    lists every utterance with its content key, label and split, so it names the data exactly."""
+    h = hashlib.sha256()
+    for path in paths:
+        h.update(Path(path).read_bytes())
+        h.update(b"\0")
+    return h.hexdigest()
 
 
 def by_split(examples: Sequence[Example]) -> dict[str, list[Example]]:
@@ -382,6 +395,41 @@ def peak_memory(device: torch.device) -> dict[str, float]:
 
 
 # -- several seeds ----------------------------------------------------------------------------
+IGNORED_ON_RESUME = ("threads", "device", "seeds")  # how fast, or which other seeds: not what
+# a seed learns
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples become lists), for comparing."""
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def seed_is_current(seed_dir: Path, model_config: ModelConfig, train_config: TrainConfig,
+                    data_sha256: str | None) -> tuple[bool, str]:
+    """Whether the finished bundle in ``seed_dir`` was trained with exactly these settings on
+    exactly this data: (True, "") or (False, what differs, in words)."""
+    try:
+        config = json.loads((seed_dir / "config.json").read_text(encoding="utf-8"))
+        settings = json.loads((seed_dir / "settings.json").read_text(encoding="utf-8"))
+        config.pop("bundle_format", None)
+    except (OSError, ValueError, AttributeError) as e:
+        return False, f"its config cannot be read ({type(e).__name__})"
+    changes = []
+    had, want = _plain(config), _plain(model_config.to_dict())
+    changes += [f"model {k}: {had.get(k)!r} -> {want.get(k)!r}"
+                for k in sorted(set(had) | set(want)) if had.get(k) != want.get(k)]
+    had = _plain(settings.get("train") or {})
+    want = _plain(train_config.to_dict())
+    changes += [f"train {k}: {had.get(k)!r} -> {want.get(k)!r}"
+                for k in sorted(set(had) | set(want))
+                if k not in IGNORED_ON_RESUME and had.get(k) != want.get(k)]
+    if settings.get("data_sha256") != data_sha256:
+        changes.append("the training data (cache index or TSVs) differ"
+                       if settings.get("data_sha256") else
+                       "the bundle does not record which data it was trained on")
+    return (not changes), "; ".join(changes)
+
+
 def completed_seed(seed_dir: Path) -> dict[str, Any] | None:
     """Metrics of a finished seed bundle (for resuming), or None."""
     path = seed_dir / "metrics.json"
@@ -415,9 +463,17 @@ def train_seeds(
     per_seed: dict[str, Any] = {}
     for seed in seeds:
         seed_dir = out_dir / f"seed-{seed}"
-        done = completed_seed(seed_dir)
+        done, changed = completed_seed(seed_dir), ""
         if done is not None:
-            log.info("seed %d already trained in %s; skipping", seed, seed_dir)
+            current, changed = seed_is_current(seed_dir, model_config, train_config,
+                                               (settings or {}).get("data_sha256"))
+            if not current:
+                log.warning("seed %d in %s was trained differently (%s): training it again",
+                            seed, seed_dir, changed)
+                done = None
+        if done is not None:
+            log.info("seed %d already trained in %s with these settings; skipping", seed,
+                     seed_dir)
             per_seed[str(seed)] = {"metrics": {k: v for k, v in done.items() if k in SPLITS},
                                    "best_epoch": done.get("best_epoch"), "resumed": True}
             continue
@@ -429,6 +485,8 @@ def train_seeds(
         per_seed[str(seed)] = {"metrics": res.metrics, "best_epoch": res.best_epoch,
                                "epoch_seconds": res.epoch_seconds,
                                "train_samples_per_s": res.train_samples_per_s}
+        if changed:
+            per_seed[str(seed)]["retrained_because"] = changed
     summary = {
         "model_config": model_config.to_dict(),
         "train_config": train_config.to_dict(),

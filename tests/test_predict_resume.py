@@ -23,12 +23,15 @@ def other_predictor(bundle_dir, tmp_path_factory):  # noqa: F811
     """Another model: the same bundle with one head weight changed."""
     from safetensors.torch import load_file, save_file
 
+    from cmbert_pipe.model.bundle import write_checksums
+
     other = tmp_path_factory.mktemp("other") / "model"
     shutil.copytree(bundle_dir, other)
     state = load_file(str(other / "model.safetensors"))
     name = next(k for k in sorted(state) if not k.startswith("encoder") and k.endswith("bias"))
     state[name] = state[name] + 0.5
     save_file(state, str(other / "model.safetensors"))
+    write_checksums(other)  # a genuinely other model, not a corrupt copy
     return Predictor.from_pretrained(other)
 
 

@@ -16,14 +16,23 @@ import functools
 import json
 import logging
 from collections.abc import Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from cmbert_pipe.align.base import Aligner
 from cmbert_pipe.align.textgrid import read_textgrid, write_textgrid
-from cmbert_pipe.batch import Check, Executor, ItemKey, ProgressCallback, plan_stage, run_stage
+from cmbert_pipe.batch import (
+    Check,
+    Executor,
+    ItemKey,
+    ProgressCallback,
+    part_digests,
+    plan_stage,
+    run_stage,
+)
 from cmbert_pipe.errors import AlignmentError, AudioError, CmbertError
 from cmbert_pipe.io import atomic_write_text, file_digest, read_json
+from cmbert_pipe.outputs import PathClaims, ensure_writable_dir, id_path, unsafe_id_reason
 from cmbert_pipe.schema import Alignment, BatchSummary, ItemFailure, Utterance
 
 log = logging.getLogger(__name__)
@@ -34,10 +43,11 @@ SUMMARY_NAME = "summary.json"
 
 def alignment_path(out_dir: str | Path, utterance_id: str) -> Path:
     """``out_dir/<utterance_id>.TextGrid``; the id may hold ``/`` (sub-folders) but not ``..``."""
-    rel = PurePosixPath(utterance_id)
-    if not utterance_id or rel.is_absolute() or ".." in rel.parts:
-        raise AlignmentError(f"utterance id {utterance_id!r} is not a safe relative path")
-    return Path(out_dir).joinpath(*rel.parts[:-1], rel.name + ".TextGrid")
+    reason = unsafe_id_reason(utterance_id)
+    if reason is not None:
+        raise AlignmentError(f"utterance id {utterance_id!r} is not a safe relative path: "
+                             f"{reason}")
+    return id_path(out_dir, utterance_id, ".TextGrid")
 
 
 def sidecar_path(out_dir: str | Path, utterance_id: str) -> Path:
@@ -56,11 +66,36 @@ def alignment_key(out_dir: str | Path, utterance: Utterance) -> str | None:
     return None if side is None else side.get("key")
 
 
-def load_alignment(out_dir: str | Path, utterance: Utterance) -> Alignment:
+def stale_reason(side: dict[str, Any], utterance: Utterance,
+                 audio_sha256: str | None) -> str | None:
+    """Why the alignment a sidecar describes no longer fits ``utterance`` (None if it does):
+    another transcript, or audio whose bytes changed since it was aligned."""
+    if side.get("transcript") != utterance.transcript:
+        return "alignment is stale: it was made for another transcript (re-run `cmbert align`)"
+    if audio_sha256 is None:
+        return None
+    parts = side.get("key_parts") if isinstance(side.get("key_parts"), dict) else {}
+    if side.get("audio_sha256") is not None:
+        same = side["audio_sha256"] == audio_sha256
+    elif parts.get("audio_sha256") is not None:
+        same = parts["audio_sha256"] == part_digests({"audio_sha256": audio_sha256})[
+            "audio_sha256"]
+    elif side.get("key") and isinstance(side.get("aligner"), dict):  # the oldest sidecars
+        same = item_key(audio_sha256, utterance.transcript, side["aligner"]).digest == side["key"]
+    else:
+        return None  # nothing recorded about the audio (a TextGrid dropped in by hand)
+    if not same:
+        return (f"alignment is stale: the audio {utterance.audio} changed since it was aligned "
+                "(its SHA-256 differs); re-run `cmbert align`")
+    return None
+
+
+def load_alignment(out_dir: str | Path, utterance: Utterance,
+                   audio_sha256: str | None = None) -> Alignment:
     """The alignment of ``utterance`` written by :func:`align_corpus` (or dropped in from MFA).
 
     Raises :class:`AlignmentError` naming the TextGrid when it is missing, unreadable, or was
-    made for a different transcript.
+    made for a different transcript or (given ``audio_sha256``) for other audio bytes.
     """
     path = alignment_path(out_dir, utterance.id)
     if not path.is_file():
@@ -68,11 +103,9 @@ def load_alignment(out_dir: str | Path, utterance: Utterance) -> Alignment:
     alignment = read_textgrid(path, utterance.id)
     side = read_json(sidecar_path(out_dir, utterance.id))
     if side is not None:
-        if side.get("transcript") != utterance.transcript:
-            raise AlignmentError(
-                "alignment is stale: it was made for another transcript (re-run `cmbert align`)",
-                path,
-            )
+        stale = stale_reason(side, utterance, audio_sha256)
+        if stale is not None:
+            raise AlignmentError(stale, path)
         alignment = Alignment(
             alignment.utterance_id,
             alignment.words,
@@ -100,6 +133,8 @@ def method_counts(out_dir: str | Path, utterances: Sequence[Utterance]) -> dict[
     sidecars; ``unknown`` for alignments that do not record one, e.g. dropped-in TextGrids)."""
     counts: dict[str, int] = {}
     for utt in utterances:
+        if unsafe_id_reason(utt.id) is not None:  # refused: it has no alignment to count
+            continue
         side = read_json(sidecar_path(out_dir, utt.id))
         if side is None or not alignment_path(out_dir, utt.id).is_file():
             continue
@@ -134,7 +169,8 @@ def _align_one(aligner: Aligner, out_dir: Path, utterance: Utterance, key: ItemK
     return len(ali.words)
 
 
-def _key_of(settings: dict[str, Any], utt: Utterance) -> ItemKey:
+def _key_of(settings: dict[str, Any], claims: PathClaims, utt: Utterance) -> ItemKey:
+    claims.claim(utt.id)  # two ids for one TextGrid (names differing in case): the second fails
     if not Path(utt.audio).is_file():
         raise AudioError("audio file not found", utt.audio)
     try:
@@ -172,10 +208,9 @@ def align_corpus(
     ``executor`` (see :func:`cmbert_pipe.batch.open_executor`), else on ``jobs`` local
     processes. The summary is also written to ``out_dir/summary.json``.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = ensure_writable_dir(out_dir)  # a read-only --out fails now, not after the work
     settings = aligner.settings()
-    key = functools.partial(_key_of, settings)
+    key = functools.partial(_key_of, settings, PathClaims())
     is_current = functools.partial(_check, out_dir)
     if aligner.corpus_level:
         summary = _align_corpus_level(utterances, out_dir, aligner, key, is_current, force,

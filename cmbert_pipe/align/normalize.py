@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from cmbert_pipe.errors import TranscriptError
 
-NORMALIZER_VERSION = "1"  # bump when the output of spoken_words changes (it is in cache keys)
+NORMALIZER_VERSION = "2"  # bump when the output of spoken_words changes (it is in cache keys)
 
 APOSTROPHES = "\u2019\u2018\u02bc\u0060\u00b4"  # typographic apostrophes -> "'"
 BRACKETS = {"[": "]", "<": ">", "{": "}", "(": ")"}
@@ -104,7 +104,11 @@ def _digits_to_words(chunk: str) -> list[str]:
     dollar, integer, fraction, suffix = m.groups()
     digits = integer.replace(",", "")
     n = int(digits)
-    if fraction is None and suffix in (None, "s") and len(digits) == 4 and 1100 <= n <= 2099:
+    if dollar and suffix is None and (fraction is None or len(fraction) == 2):
+        return _money_words(n, int(fraction) if fraction else 0)
+    grouped = "," in integer  # "1,250" is a quantity, never a year
+    if (fraction is None and suffix in (None, "s") and len(digits) == 4 and 1100 <= n <= 2099
+            and not grouped):
         words = _year_words(n)
     else:
         words = number_words(n)
@@ -119,6 +123,21 @@ def _digits_to_words(chunk: str) -> list[str]:
         words.append("percent")
     if dollar:
         words.append("dollars")
+    return words
+
+
+def _money_words(dollars: int, cents: int) -> list[str]:
+    """As people read prices: $5.99 -> five dollars ninety nine; $1 -> one dollar;
+    $0.50 -> fifty cents; $2.05 -> two dollars and five cents."""
+    words: list[str] = []
+    if dollars or not cents:
+        words = number_words(dollars) + ["dollar" if dollars == 1 else "dollars"]
+    if cents:
+        if not words:
+            return number_words(cents) + ["cent" if cents == 1 else "cents"]
+        if cents < 10:
+            return words + ["and"] + number_words(cents) + ["cent" if cents == 1 else "cents"]
+        words += number_words(cents)
     return words
 
 

@@ -20,10 +20,14 @@ from cmbert_pipe.batch import open_executor, parse_cluster
 from cmbert_pipe.cli.app import app, console
 from cmbert_pipe.cli.common import (
     CLUSTER_HELP,
+    CORPUS_ARG,
+    TRANSCRIPT_ARG,
+    TRANSCRIPTS_OPT,
     choices,
     corpus_or_clip,
     progress_bar,
     report_summary,
+    shown,
     typed_here,
     typed_options,
     user_errors,
@@ -38,17 +42,10 @@ ALIGN = AlignConfig()  # the defaults the help shows
 @app.command("align")
 def align_command(
     ctx: typer.Context,
-    corpus: Path = typer.Argument(
-        ..., help="Folder of audio + same-stem .txt/.lab transcripts, a manifest CSV, or one clip."
-    ),
-    transcript: Path | None = typer.Argument(
-        None, help="With a single clip as CORPUS: its transcript file."
-    ),
+    corpus: Path = CORPUS_ARG,
+    transcript: Path | None = TRANSCRIPT_ARG,
     out: Path = typer.Option(..., "--out", "-o", help="Output folder for the TextGrids."),
-    transcripts: Path | None = typer.Option(
-        None, "--transcripts",
-        help="Folder holding the same-stem transcripts (if not beside the audio).",
-    ),
+    transcripts: Path | None = TRANSCRIPTS_OPT,
     aligner: AlignerName = typer.Option(ALIGN.aligner, "--aligner", help="Alignment backend."),
     jobs: int = typer.Option(ALIGN.jobs, "--jobs", "-j", help="Parallel worker processes."),
     cluster: str | None = typer.Option(None, "--cluster", help=CLUSTER_HELP),
@@ -80,10 +77,10 @@ def align_command(
                 utterances, out, backend, force=force, on_progress=progress,
                 prior_failures=prior, executor=executor,
             )
-        console.print(f"TextGrids: {out}")
+        console.print(f"TextGrids: {shown(out)}")
         methods = method_counts(out, utterances)
         if methods:
             console.print("aligned by: " + ", ".join(f"{m} {n}" for m, n in methods.items())
                           + "  (method and quality of each: <id>.align.json)")
-    console.print(f"summary: {out / SUMMARY_NAME}")
+    console.print(f"summary: {shown(out / SUMMARY_NAME)}")
     report_summary(summary)  # the driver wrote summary.json (with the method counts)

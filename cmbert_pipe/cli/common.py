@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -22,11 +21,19 @@ from rich.progress import (
 from rich.table import Table
 
 from cmbert_pipe.audio import AUDIO_EXTENSIONS
-from cmbert_pipe.cli.app import STATE, console
+from cmbert_pipe.cli.app import STATE, console, shown, user_errors  # noqa: F401 (re-exported)
 from cmbert_pipe.config import build_sections
 from cmbert_pipe.corpus import TRANSCRIPT_EXTENSIONS, CorpusScan, discover, single_clip
-from cmbert_pipe.errors import CmbertError, ConfigError, TranscriptError
+from cmbert_pipe.errors import ConfigError, TranscriptError
+from cmbert_pipe.io import atomic_write_text
 from cmbert_pipe.schema import BatchSummary, ItemFailure
+
+# The CORPUS [TRANSCRIPT] --transcripts declarations shared by align and extract-audio.
+CORPUS_ARG = typer.Argument(..., help="Folder of audio + same-stem .txt/.lab transcripts, a "
+                            "manifest CSV, or one audio clip.")
+TRANSCRIPT_ARG = typer.Argument(None, help="With a single clip as CORPUS: its transcript file.")
+TRANSCRIPTS_OPT = typer.Option(None, "--transcripts", help="Folder holding the same-stem "
+                               "transcripts, if not beside the audio (sub-folders mirrored).")
 
 
 def is_corpus(path: Path) -> bool:
@@ -106,15 +113,18 @@ def typed_options(ctx: typer.Context, keys: dict[str, str], overrides: Sequence[
 
 
 @contextlib.contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn a domain error into one red line and exit code 2 (traceback only with --debug)."""
+def doing(what: str) -> Iterator[None]:
+    """Name the step in progress: an unexpected error inside it is reported as happening
+    "while <what>" (see :func:`user_errors`)."""
     try:
         yield
-    except CmbertError as e:
-        if STATE["debug"]:
-            console.print_exception()
-        console.print(f"[bold red]error:[/] {escape(str(e))}")
-        raise typer.Exit(2) from None
+    except Exception as e:
+        if not hasattr(e, "_cmbert_doing"):
+            try:
+                e._cmbert_doing = what  # type: ignore[attr-defined]
+            except AttributeError:  # pragma: no cover - exceptions with __slots__
+                pass
+        raise
 
 
 @contextlib.contextmanager
@@ -151,8 +161,8 @@ def report_summary(summary: BatchSummary, summary_path: Path | None = None) -> N
     """Print what a batch run did, list every failure with its reason, and exit non-zero
     when anything failed. Writes the machine-readable summary to ``summary_path``."""
     if summary_path is not None:
-        summary_path.parent.mkdir(parents=True, exist_ok=True)
-        summary_path.write_text(json.dumps(summary.to_dict(), indent=2), encoding="utf-8")
+        with doing(f"writing the summary {summary_path}"):
+            atomic_write_text(summary_path, json.dumps(summary.to_dict(), indent=2))
     console.print(
         f"[bold]{summary.stage}[/]: {summary.total} item(s), {summary.done} done, "
         f"{summary.skipped} already current, [red]{len(summary.failures)} failed[/]"
@@ -166,9 +176,9 @@ def report_summary(summary: BatchSummary, summary_path: Path | None = None) -> N
         table.add_column("file")
         table.add_column("reason", overflow="fold")
         for f in summary.failures:
-            table.add_row(f.item_id, f.path or "", f.reason)
+            table.add_row(shown(f.item_id), shown(f.path or ""), shown(f.reason))
         console.print(table)
     if summary_path is not None:
-        console.print(f"summary: {summary_path}")
+        console.print(f"summary: {shown(summary_path)}")
     if summary.failures:
         raise typer.Exit(1)

@@ -12,14 +12,19 @@ from pathlib import Path
 
 import typer
 
+from cmbert_pipe.audio import MAX_DURATION_S
 from cmbert_pipe.batch import open_executor, parse_cluster
 from cmbert_pipe.cli.app import app, console, out
 from cmbert_pipe.cli.common import (
     CLUSTER_HELP,
+    CORPUS_ARG,
+    TRANSCRIPT_ARG,
+    TRANSCRIPTS_OPT,
     choices,
     corpus_or_clip,
     progress_bar,
     report_summary,
+    shown,
     typed_options,
     user_errors,
     with_load_failures,
@@ -36,19 +41,13 @@ FEATURES = FeaturesConfig()  # the defaults the help shows
 @app.command("extract-audio", short_help="Acoustic features (COVAREP-74 or openSMILE) per aligned word, into a content-addressed cache.")
 def extract_audio(
     ctx: typer.Context,
-    corpus: Path = typer.Argument(
-        ..., help="Corpus folder (audio + same-stem .txt/.lab), manifest .csv, or one audio clip."
-    ),
-    transcript: Path | None = typer.Argument(
-        None, help="Transcript file, for the single-clip form `extract-audio clip.wav clip.txt`."
-    ),
+    corpus: Path = CORPUS_ARG,
+    transcript: Path | None = TRANSCRIPT_ARG,
     alignments: Path = typer.Option(
         ..., "--alignments", "-a", help="Folder of TextGrids from `cmbert align` (<id>.TextGrid)."
     ),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Cache folder to create or update."),
-    transcripts: Path | None = typer.Option(
-        None, "--transcripts", help="Folder holding the transcripts, if not beside the audio."
-    ),
+    transcripts: Path | None = TRANSCRIPTS_OPT,
     features: FeatureSetName = typer.Option(
         FEATURES.feature_set, "--features", "-f",
         help="covarep74: COVAREP-equivalent 74 columns; egemaps / compare: openSMILE LLDs.",
@@ -67,6 +66,9 @@ def extract_audio(
     min_align_quality: float | None = typer.Option(
         None, "--min-align-quality",
         help="Leave out utterances whose alignment quality (0-1, docs/alignment.md) is below this."),
+    max_duration_s: float = typer.Option(
+        MAX_DURATION_S, "--max-duration", min=1.0,
+        help="Refuse recordings longer than this (seconds), as align does."),
 ) -> None:
     """Frame features for every aligned utterance, averaged per word, into a content-addressed
     cache. Resumes where a killed run stopped; exits 1 if any item failed (all are listed)."""
@@ -88,12 +90,13 @@ def extract_audio(
             summary = extract_corpus(
                 scan.utterances, alignments, out_dir, feature_set=config.feature_set, force=force,
                 keep_frames=config.keep_frames, on_progress=bar, executor=executor,
+                max_duration_s=max_duration_s,
             )
         summary = with_load_failures(summary, scan.failures)
         if export is not None:
             written = export_frames(out_dir, out_dir / f"frames-{export}", export)
-            console.print(f"exported {len(written)} frame file(s) to {out_dir / f'frames-{export}'}")
-    out.print(f"cache: {out_dir}")
+            console.print(f"exported {len(written)} frame file(s) to {shown(out_dir / f'frames-{export}')}")
+    out.print(f"cache: {shown(out_dir)}")
     report_summary(summary, out_dir / "extract_summary.json")
 
 
@@ -128,4 +131,4 @@ def export_frames_cmd(
     order (COVAREP's for covarep74), frame k centred at 5 ms + 10 ms·k."""
     with user_errors():
         written = export_frames(cache, out_dir, ExportFormat(fmt).value)
-    out.print(f"wrote {len(written)} file(s) to {out_dir}")
+    out.print(f"wrote {len(written)} file(s) to {shown(out_dir)}")

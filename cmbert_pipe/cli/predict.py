@@ -9,20 +9,24 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from cmbert_pipe.audio import MAX_DURATION_S
 from cmbert_pipe.batch import open_executor, parse_cluster
 from cmbert_pipe.cli.app import app, console, out
 from cmbert_pipe.cli.common import (
     CLUSTER_HELP,
     choices,
+    doing,
     is_corpus,
     progress_bar,
     report_summary,
+    shown,
     user_errors,
     with_load_failures,
 )
-from cmbert_pipe.config import ALIGNER_NAMES
+from cmbert_pipe.config import ALIGNER_NAMES, DEFAULT_JOBS, MAX_JOBS
 from cmbert_pipe.corpus import discover
 from cmbert_pipe.errors import ConfigError
+from cmbert_pipe.outputs import ensure_writable_file
 from cmbert_pipe.schema import Prediction
 
 AlignerName = choices("AlignerName", ALIGNER_NAMES)
@@ -82,11 +86,15 @@ def predict_cmd(
     force: bool = typer.Option(False, "--force", help="Batch: rescore clips already in --out."),
     aligner: AlignerName | None = typer.Option(None, "--aligner", help="Override the "
                                                   "bundle's aligner."),
-    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Batch: worker processes."),
+    jobs: int = typer.Option(DEFAULT_JOBS, "--jobs", "-j", min=1, max=MAX_JOBS,
+                             help="Batch: worker processes."),
     min_align_quality: float | None = typer.Option(
         None, "--min-align-quality",
         help="Refuse clips whose alignment quality (0-1, docs/alignment.md) is below this."),
     cluster: str | None = typer.Option(None, "--cluster", help="Batch: " + CLUSTER_HELP),
+    max_duration_s: float = typer.Option(
+        MAX_DURATION_S, "--max-duration", min=1.0,
+        help="Refuse recordings longer than this (seconds)."),
 ) -> None:
     """Score a clip: align it, extract its features, run the model; print score, polarity,
     7-class label and a per-word attention table.
@@ -107,44 +115,60 @@ def predict_cmd(
             if cluster:
                 parse_cluster(cluster)  # a malformed address: refused before any work
             _predict_corpus(audio, transcripts, model, output, force, aligner, jobs, cluster,
-                            min_align_quality)
+                            max_duration_s, min_align_quality)
             return
         if (transcript is None) == (text is None):
             raise ConfigError("give the transcript as a file argument or with --text (one)")
-        console.print(f"loading {model} ...")
-        predictor = Predictor.from_pretrained(model, aligner=aligner,
-                                              min_align_quality=min_align_quality)
+        console.print(f"loading {shown(model)} ...")
+        with doing(f"loading the model bundle {model}"):
+            predictor = Predictor.from_pretrained(model, aligner=aligner,
+                                                  max_duration_s=max_duration_s,
+                                                  min_align_quality=min_align_quality)
         prediction, maps = predictor.analyse(audio, text if text is not None else transcript)
+        picture_error = None
         if attention_png is not None:
             from cmbert_pipe.plots import attention_png as draw
 
-            draw(maps, attention_png, title=f"{prediction.transcript}  ->  "
-                 f"{prediction.score:+.2f} ({prediction.class7_name})")
+            try:  # the prediction is shown whatever happens to the picture
+                draw(maps, attention_png, title=f"{prediction.transcript}  ->  "
+                     f"{prediction.score:+.2f} ({prediction.class7_name})")
+            except (OSError, ValueError) as e:
+                picture_error = f"{type(e).__name__}: {getattr(e, 'strerror', None) or e}"
         if as_json:
             d = prediction.to_dict()
-            if attention_png is not None:
+            if attention_png is not None and picture_error is None:
                 d["attention_png"] = str(attention_png)
             out.print_json(json.dumps(d))
         else:
             print_prediction(prediction)
-            if attention_png is not None:
-                console.print(f"attention picture: {attention_png}")
+            if attention_png is not None and picture_error is None:
+                console.print(f"attention picture: {shown(attention_png)}")
+        if picture_error is not None:
+            console.print(f"[bold red]error:[/] {shown(attention_png)}: cannot write the "
+                          f"attention picture ({shown(picture_error)})", soft_wrap=True)
+            raise typer.Exit(1)
 
 
 def _predict_corpus(corpus: Path, transcripts: Path | None, model: Path, output: Path,
                     force: bool, aligner: str | None, jobs: int = 1,
-                    cluster: str | None = None, min_align_quality: float | None = None) -> None:
+                    cluster: str | None = None,
+                    max_duration_s: float = MAX_DURATION_S,
+                    min_align_quality: float | None = None) -> None:
     from cmbert_pipe.predict import Predictor, failures_of_scan, predict_corpus
 
     scan = discover(corpus, transcripts)
-    console.print(f"{len(scan.utterances)} clip(s) in {corpus}, {len(scan.failures)} unusable; "
-                  f"loading {model} ...")
-    predictor = Predictor.from_pretrained(model, aligner=aligner,
-                                          min_align_quality=min_align_quality)
+    ensure_writable_file(output, "predictions file")  # before any clip is scored
+    ensure_writable_file(output.with_name(output.stem + ".summary.json"), "summary file")
+    console.print(f"{len(scan.utterances)} clip(s) in {shown(corpus)}, {len(scan.failures)} "
+                  f"unusable; loading {shown(model)} ...")
+    with doing(f"loading the model bundle {model}"):
+        predictor = Predictor.from_pretrained(model, aligner=aligner,
+                                              max_duration_s=max_duration_s,
+                                              min_align_quality=min_align_quality)
     with open_executor(jobs, cluster) as executor, \
             progress_bar("predict", len(scan.utterances)) as bar:
         summary = predict_corpus(predictor, scan.utterances, output, force=force,
                                  on_progress=bar, executor=executor, protect=[corpus])
     summary = with_load_failures(summary, failures_of_scan(scan.failures))
-    console.print(f"predictions: {output}")
+    console.print(f"predictions: {shown(output)}")
     report_summary(summary, output.with_name(output.stem + ".summary.json"))

@@ -10,9 +10,10 @@ import typer
 
 from cmbert_pipe.batch import parse_cluster
 from cmbert_pipe.cli.app import app, console, out
-from cmbert_pipe.cli.common import progress_bar, user_errors
+from cmbert_pipe.cli.common import progress_bar, shown, user_errors
 from cmbert_pipe.cli.predict import print_prediction
 from cmbert_pipe.config import load_recipe
+from cmbert_pipe.outputs import ensure_writable_dir
 from cmbert_pipe.pipeline import PipelineResult, Reporter, demo_recipe, run_pipeline
 
 
@@ -20,7 +21,7 @@ class ConsoleReporter(Reporter):
     """Every stage as a line on stderr, batch stages with a progress bar."""
 
     def stage(self, name: str, message: str) -> None:
-        console.print(f"[bold cyan]{name:>8}[/] {message}")
+        console.print(f"[bold cyan]{name:>8}[/] {shown(message)}")
 
     def progress(self, name: str, total: int):
         @contextlib.contextmanager
@@ -37,9 +38,9 @@ def _finish(result: PipelineResult) -> None:
     if result.prediction is not None:
         print_prediction(result.prediction)
     if result.attention_png is not None:
-        console.print(f"[bold]attention picture:[/] {result.attention_png}")
-    console.print(f"[bold]report:[/] {result.report_md}  ({result.report_json})")
-    console.print(f"[bold]model:[/] {result.model_dir}   try: cmbert predict CLIP.wav "
+        console.print(f"[bold]attention picture:[/] {shown(result.attention_png)}")
+    console.print(f"[bold]report:[/] {shown(result.report_md)}  ({shown(result.report_json)})")
+    console.print(f"[bold]model:[/] {shown(result.model_dir)}   try: cmbert predict CLIP.wav "
                   f"TRANSCRIPT.txt --model {result.model_dir}")
     if result.failures:
         console.print(f"[red]{len(result.failures)} item(s) failed[/] (listed in the report)")
@@ -51,8 +52,8 @@ def _run(recipe: Path | None, overrides: list[str], out_dir: Path | None, force:
     if cluster:
         parse_cluster(cluster)  # a malformed address: refused before any work
     config = load_recipe(recipe, overrides)
-    out_dir = out_dir or Path("runs") / config.name
-    console.print(f"[bold]cmbert run[/] {recipe} -> {out_dir}"
+    out_dir = ensure_writable_dir(out_dir or Path("runs") / config.name)  # before any stage
+    console.print(f"[bold]cmbert run[/] {shown(recipe)} -> {shown(out_dir)}"
                   + (f" (items on Dask: {cluster})" if cluster else ""))
     result = run_pipeline(config, out_dir, reporter=ConsoleReporter(), force=force,
                           cluster=cluster)

@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cmbert_pipe.cli.app import app, console, out
-from cmbert_pipe.cli.common import choices, typed_here, typed_options, user_errors
+from cmbert_pipe.cli.common import choices, shown, typed_here, typed_options, user_errors
 from cmbert_pipe.config import (
     AMP_MODES,
     CLS_AUDIO,
@@ -30,6 +30,7 @@ from cmbert_pipe.config import (
 )
 from cmbert_pipe.errors import ConfigError
 from cmbert_pipe.metrics import METRIC_NAMES, format_mean_std, format_metric
+from cmbert_pipe.outputs import ensure_writable_dir
 
 
 def metrics_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
@@ -125,6 +126,7 @@ def train_cmd(
             train_seeds,
         )
 
+        ensure_writable_dir(out_dir)  # a read-only --out fails now, not after a whole seed
         if text_only is not None:
             examples, settings = load_text_examples(text_only)
         else:
@@ -166,13 +168,13 @@ def train_cmd(
                 summary = train_seeds(examples, mcfg, tcfg, seed_list, out_dir, settings,
                                       on_seed=on_seed, on_epoch=on_epoch, on_step=on_step)
         except KeyboardInterrupt:
-            console.print(f"[yellow]interrupted[/]: best checkpoint so far kept in {out_dir}")
+            console.print(f"[yellow]interrupted[/]: best checkpoint so far kept in {shown(out_dir)}")
             raise typer.Exit(130) from None
         if not dist_ctx.is_main:
             return
         out.print(mean_std_table(f"{mcfg.model} over {len(seed_list)} seed(s), mean ± std",
                                  summary["mean_std"]))
-        console.print(f"summary: {out_dir / 'summary.json'}  wall {summary['wall_s']:.0f} s")
+        console.print(f"summary: {shown(out_dir / 'summary.json')}  wall {summary['wall_s']:.0f} s")
 
 
 def _launch_ddp(nproc: int, out_dir: Path) -> None:

@@ -13,7 +13,7 @@ names and the version (cheap to import); :mod:`.pipeline` runs the stages.
 
 from __future__ import annotations
 
-COVAREP74_VERSION = "1.0.1"  # bump whenever the numbers change: it goes into cache keys
+COVAREP74_VERSION = "1.0.2"  # bump whenever the numbers change: it goes into cache keys
 
 COVAREP74_COLUMNS: tuple[str, ...] = (
     ("F0", "VUV", "NAQ", "QOQ", "H1H2", "PSP", "MDQ", "peakSlope", "Rd", "Rd_conf", "creak")

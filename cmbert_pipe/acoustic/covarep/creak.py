@@ -202,12 +202,15 @@ def _h2_h1(res: np.ndarray, fs: float, n_det: int, f0_mean: float):
         ac_sp = np.fft.irfft(np.abs(np.fft.rfft(fr_sp, n=2 * H2H1_LEN, axis=1)) ** 2, axis=1)
         ac_sp = np.concatenate((ac_sp[:, -(H2H1_LEN - 1) :], ac_sp[:, :H2H1_LEN]), axis=1)
         mag = np.abs(np.fft.rfft(ac_sp, n=H2H1_NFFT, axis=1))
-        mag = mag / (np.sqrt(np.sum(mag**2, axis=1, keepdims=True)) + 1e-300)
-        db = 20 * np.log10(mag + 1e-12)
-        b1 = np.clip(np.round(f0 * H2H1_NFFT / fs).astype(int), 0, db.shape[1] - 1)
-        b2 = np.clip(np.round(2 * f0 * H2H1_NFFT / fs).astype(int), 0, db.shape[1] - 1)
+        norm = np.sqrt(np.sum(mag**2, axis=1)) + 1e-300
+        b1 = np.clip(np.round(f0 * H2H1_NFFT / fs).astype(int), 0, mag.shape[1] - 1)
+        b2 = np.clip(np.round(2 * f0 * H2H1_NFFT / fs).astype(int), 0, mag.shape[1] - 1)
         rows = np.arange(c.size)
-        h2h1[lo : lo + 256] = np.where(f0 > 0, db[rows, b2] - db[rows, b1], 0.0)
+
+        def db(b, mag=mag, norm=norm, rows=rows):  # level of bin b[r] of row r (only 2 are read)
+            return 20 * np.log10(mag[rows, b] / norm + 1e-12)
+
+        h2h1[lo : lo + 256] = np.where(f0 > 0, db(b2) - db(b1), 0.0)
         f0_loc[lo : lo + 256] = f0
     return h2h1, f0_loc
 

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 
+import numba
 import numpy as np
 import scipy.fft as sfft
-from scipy.ndimage import correlate1d, median_filter
+from scipy.ndimage import correlate1d
 from scipy.signal import filtfilt
 
 from cmbert_pipe.acoustic.covarep.envelope import hspec_to_mel_cepstrum
@@ -33,7 +34,8 @@ PDD_TAPS = 9  # frames of the PDD and trend windows (~90 ms)
 PDD_ORDER = 12  # warped-cepstrum order of PDD
 PDD_FLOOR = 0.001  # exact zeros of PDD are set to this before the log
 HMPD_STEP_S = 0.005  # regular resampling step of the HMPD streams
-HMPD_BIN_BLOCK = 16  # frequency bins filtered together (memory ~ frames x 16 per array)
+HMPD_BIN_BLOCK = 16  # fewest frequency bins filtered together (memory ~ frames x block per array)
+HMPD_BLOCK_VALUES = 1 << 17  # frames x bins per block: wider blocks on short files (less overhead)
 HMPD_FRAME_BLOCK = 1024  # frames per block of the vocal-tract envelope
 # PDM bin groups (0-based bins, first..last) from the quadratic Bezier of §13 K7
 PDM_GROUPS = tuple((q, q) for q in range(8)) + (
@@ -139,16 +141,71 @@ def _frame_slice(frames: HarmonicFrames, sl: slice) -> HarmonicFrames:
 
 def _fir_steady(b: np.ndarray, u: np.ndarray) -> np.ndarray:
     """Causal FIR along axis 0 started in steady state (the past repeats u[0]): what lfilter
-    does with lfilter_zi(b, 1) * u[0] as initial state."""
+    does with lfilter_zi(b, 1) * u[0] as initial state. (Not a running sum: runs of exact
+    zeros, e.g. the phase below f0, must stay exactly 0 for the zero masks of the grid.)"""
     m = b.size
     padded = np.concatenate((np.repeat(u[:1], m - 1, axis=0), u), axis=0)
     return correlate1d(padded, b[::-1], axis=0, mode="constant")[m // 2 : m // 2 + u.shape[0]]
 
 
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _median9_cols(x):  # pragma: no cover - compiled
+    """Running median of PDD_TAPS frames along axis 0 of (N, B), zeros outside (what
+    ``median_filter(x, size=(9, 1), mode="constant", cval=0)`` gives): one sorted window per
+    column, slid by removing the outgoing frame and inserting the incoming one."""
+    n, nb = x.shape
+    half = PDD_TAPS // 2
+    out = np.empty_like(x)
+    win = np.zeros((nb, PDD_TAPS))  # sorted windows; the first covers rows -half..half
+    for c in range(nb):
+        for j in range(0, min(half + 1, n)):
+            v = x[j, c]
+            k = PDD_TAPS - 1  # insert v into the sorted row (the zeros of rows < 0 are there)
+            # drop one zero (a padding row) to make room: shift left from its position
+            z = 0
+            while z < PDD_TAPS and win[c, z] != 0.0:
+                z += 1
+            for i in range(z, PDD_TAPS - 1):
+                win[c, i] = win[c, i + 1]
+            k = PDD_TAPS - 1
+            while k > 0 and win[c, k - 1] > v:
+                win[c, k] = win[c, k - 1]
+                k -= 1
+            win[c, k] = v
+    for t in range(n):
+        if t > 0:
+            j_out, j_in = t - half - 1, t + half
+            for c in range(nb):
+                v_out = x[j_out, c] if j_out >= 0 else 0.0
+                v_in = x[j_in, c] if j_in < n else 0.0
+                row = win[c]
+                z = 0
+                while z < PDD_TAPS and row[z] != v_out:
+                    z += 1
+                if z == PDD_TAPS:  # not found (NaN): rebuild this window
+                    for i in range(PDD_TAPS):
+                        j = t - half + i
+                        row[i] = x[j, c] if 0 <= j < n else 0.0
+                    row.sort()
+                    continue
+                for i in range(z, PDD_TAPS - 1):
+                    row[i] = row[i + 1]
+                k = PDD_TAPS - 1
+                while k > 0 and row[k - 1] > v_in:
+                    row[k] = row[k - 1]
+                    k -= 1
+                row[k] = v_in
+        for c in range(nb):
+            out[t, c] = win[c, half]
+    return out
+
+
 def _filtfilt_m(b, x):
     """MATLAB filtfilt of FIR ``b`` along axis 0 (odd extension of 3*(len(b)-1) samples, steady
-    initial states). Long filters use a direct correlation (3x faster than scipy's per-column
-    FIR path, equal to 2e-15); short ones scipy's filtfilt."""
+    initial states). Long filters (PDM's 25 frames) use a direct correlation (3x faster than
+    scipy's per-column FIR path, equal to 2e-15); the short PDD
+    ones keep scipy's filtfilt: PDD = sqrt(-2 ln z) is 0 at z = 1 exactly, so a last-bit
+    change of z there moves PDD from 0 (then the 0.001 floor) to ~1e-8 and its cepstrum far."""
     b = np.asarray(b, dtype=float)
     edge = 3 * (b.size - 1)
     if b.size <= PDD_TAPS:
@@ -196,8 +253,9 @@ def hmpd_features(frames: HarmonicFrames, fs: float, rng=None):
     r9 = np.full(PDD_TAPS, 1.0 / PDD_TAPS)
     # bins are independent along time: process them in blocks (bounded memory on long files);
     # NaN fills are drawn block by block in increasing bins = Octave's column-major order
-    for b_lo in range(0, nbin, HMPD_BIN_BLOCK):
-        fb = np.arange(b_lo, min(b_lo + HMPD_BIN_BLOCK, nbin)) * fs / HMPD_DFTLEN
+    block = max(HMPD_BIN_BLOCK, HMPD_BLOCK_VALUES // n_fr)
+    for b_lo in range(0, nbin, block):
+        fb = np.arange(b_lo, min(b_lo + block, nbin)) * fs / HMPD_DFTLEN
         r = fb[None, :] / f0  # (N, B) harmonic number of each bin
         fl = np.floor(r)
         idx = np.where(r < 0.95, 0, np.where(r < 1.0, 1, 1 + fl)).astype(np.int64)
@@ -220,8 +278,8 @@ def hmpd_features(frames: HarmonicFrames, fs: float, rng=None):
         for qi in np.unique(groups[groups >= 0]):
             group_sum[:, qi] += ez[:, groups == qi].sum(axis=1)
         # PDD: circular std around a median + Hann smoothed trend
-        med_c = median_filter(cos_pe, size=(PDD_TAPS, 1), mode="constant", cval=0.0)
-        med_s = median_filter(sin_pe, size=(PDD_TAPS, 1), mode="constant", cval=0.0)
+        med_c = _median9_cols(cos_pe)
+        med_s = _median9_cols(sin_pe)
         trend = np.arctan2(_filtfilt_m(win, med_s), _filtfilt_m(win, med_c))
         q = pe_hz - trend
         z = np.abs(_filtfilt_m(r9, np.cos(q)) + 1j * _filtfilt_m(r9, np.sin(q)))

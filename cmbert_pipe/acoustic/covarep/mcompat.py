@@ -13,6 +13,7 @@ import math
 import random
 from collections.abc import Callable
 
+import numba
 import numpy as np
 import scipy.linalg
 import scipy.ndimage
@@ -235,6 +236,8 @@ def v_findpeaks(x: np.ndarray, quadratic: bool = False, min_sep: float | None = 
     consecutive pair closer than or equal to ``min_sep``, the smaller one (the second on ties).
     """
     x = np.asarray(x, dtype=float)
+    if not quadratic:  # the compiled form (same comparisons, no rounding involved)
+        return _v_findpeaks_plain(np.ascontiguousarray(x), -1.0 if min_sep is None else float(min_sep))
     starts, ends = _peak_runs(x)
     k = starts + (ends - starts) // 2  # 0-based lower centre
     v = x[k].copy()
@@ -329,9 +332,65 @@ class OctaveRandom:
     doubles — the same stream as Python's ``random.Random(seed)`` (docs/covarep74.md §2.6)."""
 
     def __init__(self, seed: int = 1):
-        self._rng = random.Random(seed)
+        # Python's seeding (init_by_array), then numpy's MT19937 continues from that state: its
+        # random_sample builds doubles as random.random() does ((a >> 5) * 2^26 + (b >> 6)) / 2^53,
+        # so the stream is the same, drawn vectorised
+        state = random.Random(seed).getstate()[1]
+        self._rng = np.random.RandomState()
+        self._rng.set_state(("MT19937", np.array(state[:624], dtype=np.uint32), int(state[624])))
 
     def uniform(self, rows: int, cols: int) -> np.ndarray:
         """A (rows, cols) matrix of uniforms filled in column-major order, as Octave does."""
-        draws = np.array([self._rng.random() for _ in range(rows * cols)], dtype=float)
+        draws = self._rng.random_sample(rows * cols)
         return draws.reshape(cols, rows).T.copy()
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _v_findpeaks_plain(x, min_sep):  # pragma: no cover - compiled
+    """:func:`v_findpeaks` without quadratic refinement; ``min_sep`` <= 0: no pruning."""
+    n = x.size
+    pos = np.empty(max(n // 2, 1))
+    val = np.empty(max(n // 2, 1))
+    m = 0
+    if n >= 3:
+        # runs of equal values: a peak run is higher than the runs on both sides
+        prev_val = x[0]
+        have_prev = False
+        s = 0
+        while s < n:
+            e = s
+            while e + 1 < n and x[e + 1] == x[s]:
+                e += 1
+            if have_prev and e + 1 < n and x[s] > prev_val and x[s] > x[e + 1]:
+                k = s + (e - s) // 2
+                pos[m] = k + 1.0
+                val[m] = x[k]
+                m += 1
+            prev_val = x[s]
+            have_prev = True
+            s = e + 1
+    pos = pos[:m].copy()
+    val = val[:m].copy()
+    if min_sep > 0:
+        drop = np.zeros(m, dtype=np.bool_)
+        while pos.size > 1:
+            any_close = False
+            drop[: pos.size] = False
+            for i in range(pos.size - 1):
+                if pos[i + 1] - pos[i] <= min_sep:
+                    any_close = True
+                    if val[i] >= val[i + 1]:
+                        drop[i + 1] = True
+                    else:
+                        drop[i] = True
+            if not any_close:
+                break
+            j = 0
+            for i in range(pos.size):
+                if not drop[i]:
+                    pos[j] = pos[i]
+                    val[j] = val[i]
+                    j += 1
+            pos = pos[:j]
+            val = val[:j]
+    return pos, val

@@ -36,6 +36,7 @@ puts meaningless values there. Files without such frames give bit-identical resu
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -171,18 +172,29 @@ def _zero_phase_spectra(x, centres, half, dftlen):
     window centre (§9.4)."""
     nbin = dftlen // 2 + 1
     out = np.empty((centres.size, nbin), dtype=complex)
-    kk = np.arange(nbin)
     for h in np.unique(half):  # one window length per distinct f0
         sel = np.flatnonzero(half == h)
-        w_len = 2 * h + 1
-        win = np.blackman(w_len)
-        win = win / win.sum()
-        shift = np.exp(2j * np.pi * kk * h / dftlen)
-        shift[-1] = (-1.0) ** h
-        n_used = min(w_len, dftlen)  # a longer window (f0 < 12 Hz) is truncated by the FFT (§16.1)
-        seg = x[centres[sel, None] - h + np.arange(n_used)[None, :]] * win[:n_used]  # (n, W)
+        win, shift = _window_and_shift(int(h), dftlen)
+        n_used = win.size
+        seg = x[centres[sel, None] - h + np.arange(n_used)[None, :]] * win  # (n, W)
         out[sel] = np.fft.rfft(seg, n=dftlen, axis=1) * shift
     return out
+
+
+@functools.lru_cache(maxsize=512)
+def _window_and_shift(h: int, dftlen: int) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised Blackman window of 2h+1 samples (its first ``dftlen`` when longer: f0 < 12 Hz,
+    truncated by the FFT, §16.1) and the centre-referencing phase shift, cached per length."""
+    nbin = dftlen // 2 + 1
+    w_len = 2 * h + 1
+    win = np.blackman(w_len)
+    win = win / win.sum()
+    shift = np.exp(2j * np.pi * np.arange(nbin) * h / dftlen)
+    shift[-1] = (-1.0) ** h
+    win = win[: min(w_len, dftlen)]
+    win.flags.writeable = False
+    shift.flags.writeable = False
+    return win, shift
 
 
 def _partials(spectrum, fs, f0s, max_h, dftlen, freqs, amps, phases):
@@ -221,14 +233,14 @@ def _partials(spectrum, fs, f0s, max_h, dftlen, freqs, amps, phases):
     f_h = b * fs / dftlen
     # phase: linear interpolation of the unwrapped phase spectrum at f_h, then wrap. Only the
     # unwrapped step between the two neighbouring bins matters once the result is wrapped.
-    ang = np.angle(spectrum)
     pos = f_h * dftlen / fs  # fractional bin
     i0 = np.clip(np.floor(pos).astype(np.int64), 0, nbin - 2)
     frac = pos - i0
-    a0 = np.take_along_axis(ang, i0, axis=1)
-    step_ph = np.take_along_axis(ang, i0 + 1, axis=1) - a0
+    a0 = np.angle(np.take_along_axis(spectrum, i0, axis=1))  # only the bins read, not all 2049
+    a1 = np.angle(np.take_along_axis(spectrum, i0 + 1, axis=1))
+    step_ph = a1 - a0
     step_ph = np.mod(step_ph + np.pi, 2 * np.pi) - np.pi  # numpy/MATLAB unwrap rule
-    step_ph = np.where((step_ph == -np.pi) & (np.take_along_axis(ang, i0 + 1, axis=1) > a0), np.pi, step_ph)
+    step_ph = np.where((step_ph == -np.pi) & (a1 > a0), np.pi, step_ph)
     ph = wrap(a0 + frac * step_ph)
     ph[(pos < 0) | (pos > nbin - 1)] = np.nan
     freqs[:, 1:] = np.where(valid, f_h, np.nan)
@@ -236,7 +248,7 @@ def _partials(spectrum, fs, f0s, max_h, dftlen, freqs, amps, phases):
     phases[:, 1:] = np.where(valid, ph, np.nan)
     freqs[:, 0] = 0.0
     amps[:, 0] = mag[:, 0]
-    phases[:, 0] = ang[:, 0]
+    phases[:, 0] = np.angle(spectrum[:, 0])
     # force harmonicity: mf0 = median of successive differences (DC included)
     # (frames without partials, max_h = 0, keep their SRH f0 and only the DC entry)
     mf0 = f0s.astype(float)

@@ -17,7 +17,7 @@ from cmbert_pipe.acoustic.covarep.mcompat import blackman_m, iround, mround
 from cmbert_pipe.errors import FeatureError
 
 N_HARMONICS = 5
-_CHUNK_FRAMES = 256  # frames per batched rfft: a (256, 8001) complex block is 33 MB
+_CHUNK_FRAMES = 64  # frames per batched rfft: a (64, 8001) complex block (8 MB) stays in cache
 
 
 @dataclass(frozen=True)
@@ -58,15 +58,20 @@ def srh_scores(res: np.ndarray, fs: int, f0min: int, f0max: int) -> tuple[np.nda
     plus = [k * cands - 1 for k in range(1, N_HARMONICS + 1)]  # 1-based row r -> index r-1
     minus = [(mround((k + 0.5) * cands).astype(int) - 1) % n_bins for k in range(1, N_HARMONICS)]
     plus = [p % n_bins for p in plus]
+    top = int(max(max(int(p.max()) for p in plus), max(int(m.max()) for m in minus))) + 1
     scores = np.empty((n_frames, cands.size))
     offsets = np.arange(frame_len) - half_dur  # sample numbers m-799..m+798 -> 0-based m-800+...
     for c0 in range(0, n_frames, _CHUNK_FRAMES):
         idx = centres[c0 : c0 + _CHUNK_FRAMES, None] - 1 + offsets
         frames = res[idx] * win
         frames -= frames.mean(axis=1, keepdims=True)
-        spec = np.abs(scipy.fft.rfft(frames, n=fs, axis=1)[:, :n_bins])
+        full = scipy.fft.rfft(frames, n=fs, axis=1)  # (c, fs/2 + 1)
+        spec = np.abs(full[:, :top])  # only the bins the scores read
+        # sum of |X_k|^2 over k < fs/2 by Parseval (the abs of every bin cost as much as the FFT)
+        x0, xn = full[:, 0].real, full[:, n_bins].real
+        energy = x0 * x0 + 0.5 * (fs * np.einsum("ij,ij->i", frames, frames) - x0 * x0 - xn * xn)
         with np.errstate(invalid="ignore", divide="ignore"):
-            spec /= np.sqrt(np.sum(spec * spec, axis=1, keepdims=True))
+            spec /= np.sqrt(energy)[:, None]
         s = np.zeros((spec.shape[0], cands.size))
         for p in plus:
             s += spec[:, p]
