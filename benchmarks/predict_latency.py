@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -42,8 +43,10 @@ T_START = time.perf_counter()
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "assets" / "demo"
 CLIP_S = 4.0  # s
-PARTS = (("pos02", "The acting was wonderful and funny"),
-         ("pos09", "I would gladly watch it again"))
+PARTS = (
+    ("pos02", "The acting was wonderful and funny"),
+    ("pos09", "I would gladly watch it again"),
+)
 STAGES = ("load_s", "align_s", "features_s", "model_s")  # wall time
 BASE_COMMIT = "a36a52c"  # main before the issue-13 speed work
 CPU_STAGES = tuple(k.replace("_s", "_cpu_s") for k in STAGES)  # CPU time, all threads
@@ -84,9 +87,20 @@ def cold_child(model: str, clip: str, text: str) -> None:
     t2, c2 = time.perf_counter(), time.process_time()
     p = predictor.predict(clip, text)
     t3, c3 = time.perf_counter(), time.process_time()
-    print(json.dumps({"imports_s": t1 - t0, "bundle_s": t2 - t1, "first_call_s": t3 - t2,
-                      "imports_cpu_s": c1, "bundle_cpu_s": c2 - c1, "first_call_cpu_s": c3 - c2,
-                      **p.timings_s, "score": p.score}))
+    print(
+        json.dumps(
+            {
+                "imports_s": t1 - t0,
+                "bundle_s": t2 - t1,
+                "first_call_s": t3 - t2,
+                "imports_cpu_s": c1,
+                "bundle_cpu_s": c2 - c1,
+                "first_call_cpu_s": c3 - c2,
+                **p.timings_s,
+                "score": p.score,
+            }
+        )
+    )
 
 
 def warm_child(model: str, clip: str, text: str, repeats: int) -> None:
@@ -103,9 +117,15 @@ def warm_child(model: str, clip: str, text: str, repeats: int) -> None:
     for _ in range(repeats):
         t0, c0 = time.perf_counter(), time.process_time()
         p = predictor.predict(clip, text)
-        runs.append(dict(p.timings_s, total_s=time.perf_counter() - t0,
-                         total_cpu_s=time.process_time() - c0))
-    warm = {k: statistics.median(r[k] for r in runs) for k in (*STAGES, *CPU_STAGES, "total_s", "total_cpu_s")}
+        runs.append(
+            dict(
+                p.timings_s, total_s=time.perf_counter() - t0, total_cpu_s=time.process_time() - c0
+            )
+        )
+    warm = {
+        k: statistics.median(r[k] for r in runs)
+        for k in (*STAGES, *CPU_STAGES, "total_s", "total_cpu_s")
+    }
     scan = discover(DEMO / "manifest.csv")
     with tempfile.TemporaryDirectory() as tmp:
         t0, c0 = time.perf_counter(), time.process_time()
@@ -113,9 +133,19 @@ def warm_child(model: str, clip: str, text: str, repeats: int) -> None:
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     with open("/proc/self/status") as fh:
         hwm = next(int(x.split()[1]) for x in fh if x.startswith("VmHWM:")) / 1024
-    print(json.dumps({"warm": warm, "batch_clips": summary.done, "batch_wall_s": wall,
-                      "batch_cpu_s": cpu, "hwm_mb": hwm, "feature_set": predictor.feature_set,
-                      "aligner": predictor.aligner_name}))
+    print(
+        json.dumps(
+            {
+                "warm": warm,
+                "batch_clips": summary.done,
+                "batch_wall_s": wall,
+                "batch_cpu_s": cpu,
+                "hwm_mb": hwm,
+                "feature_set": predictor.feature_set,
+                "aligner": predictor.aligner_name,
+            }
+        )
+    )
 
 
 def _run_json(cmd: list[str], env: dict) -> dict:
@@ -125,17 +155,23 @@ def _run_json(cmd: list[str], env: dict) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def _shell_wall(cmd: list[str], env: dict) -> float:
+def _shell_wall(cmd: list[str], env: dict) -> tuple[float, float]:
+    """(wall s, CPU s of the child process: user + system, all threads) of one command."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if res.returncode != 0:
         raise SystemExit(f"{' '.join(cmd[:3])} ... failed:\n{res.stderr[-3000:]}")
-    return time.perf_counter() - t0
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-_HELP_PROBE = ("import sys\nsys.argv = ['cmbert', '--help']\nfrom cmbert_pipe.cli import main\n"
-               "try:\n    main()\nexcept SystemExit:\n    pass\n"
-               "print('HEAVY', sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+_HELP_PROBE = (
+    "import sys\nsys.argv = ['cmbert', '--help']\nfrom cmbert_pipe.cli import main\n"
+    "try:\n    main()\nexcept SystemExit:\n    pass\n"
+    "print('HEAVY', sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+)
 
 
 def main() -> None:
@@ -165,78 +201,147 @@ def main() -> None:
     if args.base.lower() != "none":
         base = tmp / "base"
         base.mkdir()
-        archive = subprocess.run(["git", "-C", str(REPO), "archive", args.base, "cmbert_pipe"],
-                                 capture_output=True, check=True).stdout
+        archive = subprocess.run(
+            ["git", "-C", str(REPO), "archive", args.base, "cmbert_pipe"],
+            capture_output=True,
+            check=True,
+        ).stdout
         subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
         trees = {"base": base, "this tree": REPO}
-    envs = {k: dict(os.environ, PYTHONPATH=str(t), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
-            for k, t in trees.items()}
+    envs = {
+        k: dict(
+            os.environ, PYTHONPATH=str(t), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1")
+        )
+        for k, t in trees.items()
+    }
     cmbert = str(Path(sys.executable).parent / "cmbert")
-    res: dict[str, dict] = {k: {"cold_predict_s": [], "cold_help_s": [], "cold_split": []} for k in trees}
+    res: dict[str, dict] = {
+        k: {"cold_predict": [], "cold_help": [], "cold_split": []} for k in trees
+    }
     for k in trees:  # warm + batch, one process per tree
-        res[k].update(_run_json([sys.executable, __file__, "--model", model, "--repeats",
-                                 str(args.repeats), "--warm-child", str(clip), text], envs[k]))
-        heavy = subprocess.run([sys.executable, "-c", _HELP_PROBE], capture_output=True, text=True,
-                               env=envs[k]).stdout.strip().splitlines()
+        res[k].update(
+            _run_json(
+                [
+                    sys.executable,
+                    __file__,
+                    "--model",
+                    model,
+                    "--repeats",
+                    str(args.repeats),
+                    "--warm-child",
+                    str(clip),
+                    text,
+                ],
+                envs[k],
+            )
+        )
+        heavy = (
+            subprocess.run(
+                [sys.executable, "-c", _HELP_PROBE], capture_output=True, text=True, env=envs[k]
+            )
+            .stdout.strip()
+            .splitlines()
+        )
         res[k]["help_imports_heavy"] = heavy[-1] if heavy else "?"
     for _ in range(args.cold_runs):  # alternate the trees: both see the same load
         for k in trees:
-            res[k]["cold_predict_s"].append(_shell_wall(
-                [cmbert, "predict", str(clip), "--text", text, "--model", model, "--json"], envs[k]))
-            res[k]["cold_help_s"].append(_shell_wall([cmbert, "--help"], envs[k]))
-            res[k]["cold_split"].append(_run_json([sys.executable, __file__, "--model", model,
-                                                   "--cold-child", str(clip), text], envs[k]))
+            res[k]["cold_predict"].append(
+                _shell_wall(
+                    [cmbert, "predict", str(clip), "--text", text, "--model", model, "--json"],
+                    envs[k],
+                )
+            )
+            res[k]["cold_help"].append(_shell_wall([cmbert, "--help"], envs[k]))
+            res[k]["cold_split"].append(
+                _run_json(
+                    [sys.executable, __file__, "--model", model, "--cold-child", str(clip), text],
+                    envs[k],
+                )
+            )
     rows, data = [], {}
     for k, r in res.items():
         w = r["warm"]
-        split = {f: statistics.median(c[f] for c in r["cold_split"])
-                 for f in ("imports_s", "bundle_s", "first_call_s")}
-        data[k] = {"warm": w, "cold_predict_s": statistics.median(r["cold_predict_s"]),
-                   "cold_help_s": statistics.median(r["cold_help_s"]), "cold_split": split,
-                   "batch_clips_per_s": r["batch_clips"] / r["batch_wall_s"],
-                   "batch_cpu_s_per_clip": r["batch_cpu_s"] / max(r["batch_clips"], 1),
-                   "hwm_mb": r["hwm_mb"], "help_imports": r["help_imports_heavy"],
-                   "feature_set": r["feature_set"], "aligner": r["aligner"]}
-    figures = [("warm: load audio, CPU s", lambda d: d["warm"]["load_cpu_s"]),
-               ("warm: align, CPU s", lambda d: d["warm"]["align_cpu_s"]),
-               ("warm: features, CPU s", lambda d: d["warm"]["features_cpu_s"]),
-               ("warm: model, CPU s", lambda d: d["warm"]["model_cpu_s"]),
-               ("warm: one call, CPU s (goal ≤ 0.3)", lambda d: d["warm"]["total_cpu_s"]),
-               ("warm: one call, wall s", lambda d: d["warm"]["total_s"]),
-               ("cold: `cmbert predict ... --json` from the shell, wall s (goal ≤ 3)",
-                lambda d: d["cold_predict_s"]),
-               ("cold: of which imports, wall s", lambda d: d["cold_split"]["imports_s"]),
-               ("cold: of which bundle load, wall s", lambda d: d["cold_split"]["bundle_s"]),
-               ("cold: of which first call, wall s", lambda d: d["cold_split"]["first_call_s"]),
-               ("cold: `cmbert --help`, wall s", lambda d: d["cold_help_s"]),
-               ("batch: demo corpus, clips per s (wall)", lambda d: d["batch_clips_per_s"]),
-               ("batch: CPU s per clip", lambda d: d["batch_cpu_s_per_clip"]),
-               ("peak RSS of the warm process (VmHWM), MB", lambda d: d["hwm_mb"])]
+        split = {
+            f: statistics.median(c[f] for c in r["cold_split"])
+            for f in (
+                "imports_s",
+                "bundle_s",
+                "first_call_s",
+                "imports_cpu_s",
+                "bundle_cpu_s",
+                "first_call_cpu_s",
+            )
+        }
+        data[k] = {
+            "warm": w,
+            "cold_predict_s": statistics.median(c[0] for c in r["cold_predict"]),
+            "cold_predict_cpu_s": statistics.median(c[1] for c in r["cold_predict"]),
+            "cold_help_s": statistics.median(c[0] for c in r["cold_help"]),
+            "cold_help_cpu_s": statistics.median(c[1] for c in r["cold_help"]),
+            "cold_split": split,
+            "batch_clips_per_s": r["batch_clips"] / r["batch_wall_s"],
+            "batch_cpu_s_per_clip": r["batch_cpu_s"] / max(r["batch_clips"], 1),
+            "hwm_mb": r["hwm_mb"],
+            "help_imports": r["help_imports_heavy"],
+            "feature_set": r["feature_set"],
+            "aligner": r["aligner"],
+        }
+    # (label, getter, higher is better)
+    figures = [
+        ("warm: load audio, CPU s", lambda d: d["warm"]["load_cpu_s"], False),
+        ("warm: align, CPU s", lambda d: d["warm"]["align_cpu_s"], False),
+        ("warm: features, CPU s", lambda d: d["warm"]["features_cpu_s"], False),
+        ("warm: model, CPU s", lambda d: d["warm"]["model_cpu_s"], False),
+        ("warm: one call, CPU s (goal ≤ 0.3)", lambda d: d["warm"]["total_cpu_s"], False),
+        ("warm: one call, wall s", lambda d: d["warm"]["total_s"], False),
+        (
+            "cold: `cmbert predict ... --json` from the shell, CPU s (goal ≤ 3 wall)",
+            lambda d: d["cold_predict_cpu_s"],
+            False,
+        ),
+        ("cold: the same, wall s", lambda d: d["cold_predict_s"], False),
+        ("cold: of which imports, CPU s", lambda d: d["cold_split"]["imports_cpu_s"], False),
+        ("cold: of which bundle load, CPU s", lambda d: d["cold_split"]["bundle_cpu_s"], False),
+        ("cold: of which first call, CPU s", lambda d: d["cold_split"]["first_call_cpu_s"], False),
+        ("cold: `cmbert --help`, CPU s", lambda d: d["cold_help_cpu_s"], False),
+        ("cold: `cmbert --help`, wall s", lambda d: d["cold_help_s"], False),
+        ("batch: demo corpus, clips per s (wall)", lambda d: d["batch_clips_per_s"], True),
+        ("batch: CPU s per clip", lambda d: d["batch_cpu_s_per_clip"], False),
+        ("peak RSS of the warm process (VmHWM), MB", lambda d: d["hwm_mb"], False),
+    ]
     has_base = "base" in data
-    for label, get in figures:
+    for label, get, higher_better in figures:
         new = get(data["this tree"])
         row = [label]
         if has_base:
             old = get(data["base"])
-            row += [f"{old:.3f}", f"{new:.3f}", f"{old / new:.2f}×" if new else "–"]
+            gain = (new / old if higher_better else old / new) if old and new else float("nan")
+            row += [f"{old:.3f}", f"{new:.3f}", f"{gain:.2f}×"]
         else:
             row += [f"{new:.3f}"]
         rows.append(row)
-    header = ["figure"] + (["base", "this tree", "base / this tree"] if has_base else ["this tree"])
+    header = ["figure"] + (["base", "this tree", "better by"] if has_base else ["this tree"])
     d = data["this tree"]
-    text_md = (f"4.0 s clip ({len(text.split())} words), model `{args.model}` (feature set "
-               f"{d['feature_set']}, aligner {d['aligner']}), OMP_NUM_THREADS="
-               f"{os.environ.get('OMP_NUM_THREADS', '1')}, load average {os.getloadavg()[0]:.1f} on "
-               f"{os.cpu_count()} cores. Warm: median of {args.repeats} calls of one kept-alive "
-               f"Predictor; cold: median of {args.cold_runs} fresh processes; batch: the "
-               f"{DEMO.name} corpus through predict_corpus with the model loaded once. Wall "
-               "times grow with machine load, CPU times and same-run ratios much less.\n\n"
-               + markdown_table(header, rows)
-               + "\n`cmbert --help` imports: " + "; ".join(f"{k}: {v['help_imports']}" for k, v in data.items())
-               + "\n")
+    text_md = (
+        f"4.0 s clip ({len(text.split())} words), model `{args.model}` (feature set "
+        f"{d['feature_set']}, aligner {d['aligner']}), OMP_NUM_THREADS="
+        f"{os.environ.get('OMP_NUM_THREADS', '1')}, load average {os.getloadavg()[0]:.1f} on "
+        f"{os.cpu_count()} cores. Warm: median of {args.repeats} calls of one kept-alive "
+        f"Predictor; cold: median of {args.cold_runs} fresh processes; batch: the "
+        f"{DEMO.name} corpus through predict_corpus with the model loaded once. Wall "
+        "times grow with machine load, CPU times and same-run ratios much less.\n\n"
+        + markdown_table(header, rows)
+        + "\n`cmbert --help` imports: "
+        + "; ".join(f"{k}: {v['help_imports']}" for k, v in data.items())
+        + "\n"
+    )
     print(text_md)
-    write_result("predict_latency", text_md, {"trees": data, "base": args.base},
-                 title="predict latency (A/B)")
+    write_result(
+        "predict_latency",
+        text_md,
+        {"trees": data, "base": args.base},
+        title="predict latency (A/B)",
+    )
 
 
 if __name__ == "__main__":

@@ -55,6 +55,11 @@ DATASET_KINDS = ("folder", "manifest", "ravdess", "mosi")  # cmbert_pipe.dataset
 SCALINGS = ("paper", "reference")
 CLS_AUDIO = ("zero", "mean")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
+AUDIO_HEADS = ("none", "pool", "encoder")  # cmbert_pipe.model.acoustic
+OBJECTIVES = ("regression", "binary", "class7")  # cmbert_pipe.model.objectives
+AUDIO_NORMS = ("global", "speaker")
+SELECT_METRICS = ("loss", "mae", "acc7", "acc2_has0", "f1_has0", "acc2_non0", "f1_non0",
+                  "bacc2_non0", "acc2_paper", "corr")  # cmbert_pipe.metrics; loss, mae: lower
 
 
 def _require(ok: bool, message: str) -> None:
@@ -176,6 +181,7 @@ MODEL_OPTIONS: dict[str, type] = {
     "cmbert": NoOptions,
     "magbert": MagOptions,
     "cmsbert-clr": CmsOptions,
+    "audio": NoOptions,  # the acoustic head alone, no BERT
 }
 MODEL_NAMES = tuple(MODEL_OPTIONS)
 
@@ -184,7 +190,7 @@ MODEL_NAMES = tuple(MODEL_OPTIONS)
 class ModelConfig:
     """Everything needed to rebuild a model; saved as ``config.json`` in every bundle."""
 
-    model: str = "cmbert"  # registry key: tbert | cmbert | magbert | cmsbert-clr
+    model: str = "cmbert"  # registry key: tbert | cmbert | magbert | cmsbert-clr | audio
     bert: str = ""  # encoder checkpoint: a path or hub name; "" = the embedded MiniLM
     audio_dim: int = ACOUSTIC_DIM  # columns of the word-level audio vectors
     max_len: int = MAX_SEQ_LEN  # word-pieces, [CLS] and [SEP] included
@@ -196,9 +202,27 @@ class ModelConfig:
     # The model's own options: an instance of MODEL_OPTIONS[model]; a dict (or None, the
     # defaults) given here is built into one, unknown keys named.
     options: Any = None
+    # The acoustic path (model/acoustic.py); "none" = the model as published.
+    audio_head: str = "none"  # none | pool (mean/std/first/last word vectors) | encoder;
+    # model "audio" is the head alone: "none" there means "pool"
+    audio_head_dim: int = 64  # d_a, the size of the utterance audio vector
+    frames: bool = False  # the encoder head also reads the 10 ms frames (cache with --frames)
+    objective: str = "regression"  # regression (MSE) | binary | class7 (model/objectives.py)
+    audio_norm: str = "global"  # audio standardisation: global (train stats) | speaker
 
     def __post_init__(self) -> None:
         _choice("model", self.model, MODEL_NAMES)
+        _choice("audio_head", self.audio_head, AUDIO_HEADS)
+        _choice("objective", self.objective, OBJECTIVES)
+        _choice("audio_norm", self.audio_norm, AUDIO_NORMS)
+        _require(self.audio_head_dim >= 2,
+                 f"audio_head_dim must be at least 2, got {self.audio_head_dim}")
+        _require(not self.frames or self.audio_head == "encoder",
+                 "frames = true needs audio_head = 'encoder' (only it reads frames)")
+        if self.model == "audio" and self.audio_head == "none":
+            object.__setattr__(self, "audio_head", "pool")  # the audio model is its head
+        _require(self.model != "tbert" or self.audio_head == "none",
+                 "model 'tbert' has no acoustic path (audio_head must be 'none')")
         _choice("scaling", self.scaling, SCALINGS)
         _choice("cls_audio", self.cls_audio, CLS_AUDIO)
         _require(self.max_len >= 3,
@@ -251,6 +275,13 @@ class TrainConfig:
     weight_decay: float = 0.01  # not on biases and LayerNorm
     warmup: float = 0.1  # fraction of all steps with linear warm-up, then linear decay
     ema: float = 0.0  # EMA decay of the weights; 0 = off
+    lr_fusion: float = 0.0  # fusion layers + acoustic path; 0 = lr_head (one group, as published)
+    warmup_encoder: float = -1.0  # warm-up fraction of the encoder; < 0 = `warmup`
+    warmup_fusion: float = -1.0  # ... of the fusion layers and acoustic path
+    warmup_head: float = -1.0  # ... of the output layer
+    patience: int = 0  # early stopping: stop after N epochs without a better dev score; 0 = off
+    select_metric: str = "loss"  # dev score that picks the epoch: loss | mae (lower is better) |
+    # acc7 | acc2_has0 | f1_has0 | acc2_non0 | f1_non0 | bacc2_non0 | acc2_paper | corr (higher)
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
     amp: str = "auto"  # "auto" (bf16 on CUDA if supported, else fp16; off on CPU) | off | bf16 | fp16
     threads: int = 0  # torch CPU threads; 0 = leave as is
@@ -267,6 +298,13 @@ class TrainConfig:
         _require(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
         _require(0 <= self.warmup < 1, f"warmup must be in [0, 1), got {self.warmup}")
         _require(0 <= self.ema < 1, f"ema must be in [0, 1) (0 = off), got {self.ema}")
+        _require(self.lr_fusion >= 0, f"lr_fusion must be >= 0 (0 = lr_head), got "
+                 f"{self.lr_fusion}")
+        for name in ("warmup_encoder", "warmup_fusion", "warmup_head"):
+            value = getattr(self, name)
+            _require(value < 1, f"{name} must be below 1 (< 0 = warmup), got {value}")
+        _require(self.patience >= 0, f"patience must be >= 0 (0 = off), got {self.patience}")
+        _choice("select_metric", self.select_metric, SELECT_METRICS)
         _require(bool(_DEVICE.match(self.device)),
                  f"device must be auto, cpu, cuda or cuda:N; got {self.device!r}")
         _choice("amp", self.amp, AMP_MODES)

@@ -225,7 +225,7 @@ def _train_stage(run: _Run, aligner: Aligner) -> _Trained:
 
     t0 = time.perf_counter()
     config, cache_dir, model_dir = run.config, run.out_dir / "cache", run.out_dir / "model"
-    examples, settings = load_cache_examples(cache_dir)
+    examples, settings = load_cache_examples(cache_dir, frames=config.model.frames)
     settings = dict(settings, aligner={"name": config.align.aligner,
                                        "options": dict(config.align.options),
                                        "settings": aligner.settings()},
@@ -258,7 +258,7 @@ def _train_stage(run: _Run, aligner: Aligner) -> _Trained:
                            f"{m['epoch_s']:.1f} s")
 
     summary = train_seeds(examples, model_config, train_config, seeds, model_dir,
-                          settings=settings, on_epoch=on_epoch)
+                          settings=settings, on_epoch=on_epoch).to_dict()
     run.timed("train", t0, "current" if len(already) == len(seeds) else "ran",
               {"seeds": seeds, "resumed_seeds": already, "model_dir": str(model_dir)})
     return _Trained(model_config, summary, model_dir / f"seed-{seeds[0]}")

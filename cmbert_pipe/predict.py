@@ -13,10 +13,13 @@ with the same feature set, pooled per word exactly as the extract stage does
 statistics (:func:`cmbert_pipe.model.inputs.prepare_batch`). Everything the bundle needs is in
 the bundle; nothing is downloaded.
 
-Attention (CM-BERT, Yang, Xu & Gao, ACM MM 2020, Fig. 4): ``W_m`` is the model's multimodal
-attention ``softmax(w_t·α_t + w_a·β_a + b + M)``; the text-only attention shown beside it is
+Everything shown comes from the model's own ``explain(batch)`` record
+(:class:`cmbert_pipe.model.Explanation`); nothing here reads a model's tensors. Attention
+(CM-BERT, Yang, Xu & Gao, ACM MM 2020, Fig. 4): ``W_m`` is the model's multimodal attention
+``softmax(w_t·α_t + w_a·β_a + b + M)``; the text-only attention shown beside it is
 ``softmax(w_t·α_t + b + M)``, the same matrix without the audio term, so the difference between
-the two is exactly what the audio changed. Word-piece matrices are reduced to words: a row is
+the two is exactly what the audio changed. Models with an acoustic path also report the gate
+of that path (its mean over hidden units) and how far it moved ``[CLS]``. Word-piece matrices are reduced to words: a row is
 the mean of its word's piece rows, a column the sum of its word's piece columns (rows still sum
 to 1). :func:`predict_corpus` scores a whole corpus into CSV or JSONL, resumably.
 """
@@ -24,6 +27,7 @@ to 1). :func:`predict_corpus` scores a whole corpus into CSV or JSONL, resumably
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import hashlib
 import io
@@ -135,12 +139,6 @@ def reduce_to_words(matrix: np.ndarray, groups: np.ndarray) -> np.ndarray:
     return out
 
 
-def _masked_softmax(scores: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
-    """softmax over real-token columns; padding rows zero. scores (L, L), token_mask (L,)."""
-    masked = scores.masked_fill(~token_mask[None, :], float("-inf"))
-    return torch.softmax(masked, dim=-1) * token_mask[:, None]
-
-
 @dataclass(frozen=True)
 class PredictorSpec:
     """How to load a :class:`Predictor` again in a worker process (paths and settings only)."""
@@ -150,6 +148,7 @@ class PredictorSpec:
     feature_set: str | None = None  # override of the bundle's feature set
     device: str = "cpu"
     max_duration_s: float = MAX_DURATION_S  # longer clips are refused
+    speaker_stats: str = ""  # audio_norm="speaker": JSON {speaker: [word stats, frame stats]}
     min_align_quality: float | None = None  # refuse clips whose alignment quality is lower
 
 
@@ -194,7 +193,7 @@ class Predictor:
         if name == "pocketsphinx" and max_duration_s != MAX_DURATION_S:
             options = dict(options, max_duration_s=max_duration_s)  # the aligner's own limit
         spec = PredictorSpec(str(Path(path).resolve()), aligner, feature_set, str(device),
-                             max_duration_s, min_align_quality)
+                             max_duration_s, min_align_quality=min_align_quality)
         predictor = cls(bundle, name, options, fs, spec)
         _PREDICTORS[spec] = predictor
         return predictor
@@ -236,6 +235,11 @@ class Predictor:
         return alignment
 
     def _features(self, wave: np.ndarray, intervals) -> np.ndarray:
+        return self._features_and_frames(wave, intervals)[0]
+
+    def _features_and_frames(self, wave: np.ndarray, intervals
+                             ) -> tuple[np.ndarray, np.ndarray]:
+        """Word-pooled features (n_words, D) and the frames (T, D) they were pooled from."""
         from cmbert_pipe.acoustic import extract_frames, pool_words
 
         frames = extract_frames(wave, SAMPLE_RATE, self.feature_set)  # (T, D)
@@ -243,28 +247,50 @@ class Predictor:
         if pooled.shape[1] != self.bundle.config.audio_dim:
             raise FeatureError(f"feature set {self.feature_set} gives {pooled.shape[1]} columns, "
                                f"the model expects {self.bundle.config.audio_dim}")
-        return pooled
+        return pooled, frames
+
+    def set_speaker_stats(self, stats: dict[str, tuple[Any, Any]]) -> None:
+        """Per-speaker (word, frame) statistics for a model trained with
+        ``audio_norm="speaker"`` (computed by :func:`predict_corpus` from the corpus itself)."""
+        self._speaker_stats = dict(stats)
+
+    def _stats_for(self, speaker: str | None):
+        """(word stats, frame stats, note) for one clip."""
+        b = self.bundle
+        if b.config.audio_norm != "speaker":
+            return b.audio_stats, b.frame_stats, ""
+        known = getattr(self, "_speaker_stats", {})
+        if speaker and speaker in known:
+            ws, fs = known[speaker]
+            return ws, fs or b.frame_stats, ("audio standardised with this speaker's statistics, "
+                                             "computed from the speaker's own unlabelled clips")
+        return b.audio_stats, b.frame_stats, (
+            "the model standardises audio per speaker; this speaker is unknown, so the "
+            "training (global) statistics were used")
 
     @torch.no_grad()
-    def _forward(self, words: Sequence[str], word_features: np.ndarray | None):
+    def _forward(self, words: Sequence[str], word_features: np.ndarray | None,
+                 frames: np.ndarray | None = None, speaker: str | None = None):
         from cmbert_pipe.model.inputs import prepare_batch
 
         b = self.bundle
-        batch = prepare_batch(b.tokenizer, [(tuple(words), word_features)], b.config,
-                              b.audio_stats)
+        word_stats, frame_stats, note = self._stats_for(speaker)
+        item = (tuple(words), word_features, frames) if b.config.frames \
+            else (tuple(words), word_features)
+        batch = prepare_batch(b.tokenizer, [item], b.config, word_stats,
+                              frame_stats=frame_stats)
         device = next(b.model.parameters()).device
         batch = {k: v.to(device) for k, v in batch.items()}
-        out = b.model(**batch)
+        explanation = b.model.explain(batch)
         word_ids = b.tokenizer([list(words)], is_split_into_words=True, truncation=True,
                                max_length=b.config.max_len).word_ids(0)
-        return float(out.pred[0]), out.extras, batch["attention_mask"][0].bool(), word_ids
+        return float(explanation.score[0]), explanation, word_ids, note
 
     # -- public ------------------------------------------------------------------------------
-    def analyse(self, audio: str | Path, transcript: str | Path, *, utterance_id: str | None = None,
-                label: float | None = None) -> tuple[Prediction, AttentionMaps]:
-        """Score one clip; ``transcript`` is the text itself or a ``.txt``/``.lab`` file.
-
-        Returns the :class:`Prediction` and the word-level :class:`AttentionMaps`."""
+    def prepare(self, audio: str | Path, transcript: str | Path, *,
+                utterance_id: str | None = None, label: float | None = None,
+                speaker: str | None = None) -> PreparedClip:
+        """Load, align and extract one clip (everything before the model)."""
         audio = Path(audio)
         tpath = None
         text = str(transcript)
@@ -283,38 +309,42 @@ class Predictor:
         timings["load_s"] = time.perf_counter() - t0
         timings["load_cpu_s"] = time.process_time() - c0  # all threads of this process
         utt = Utterance(utterance_id or audio.stem, audio, text, label=label,
-                        transcript_path=tpath)
+                        speaker=speaker, transcript_path=tpath)
         t0, c0 = time.perf_counter(), time.process_time()
         alignment = self._align(utt, wave)
         timings["align_s"] = time.perf_counter() - t0
         timings["align_cpu_s"] = time.process_time() - c0  # all threads of this process
         t0, c0 = time.perf_counter(), time.process_time()
-        feats = None  # a text-only bundle: the alignment only gives the words' times
+        feats = frames = None  # a text-only bundle: the alignment only gives the words' times
         if self.feature_set is not None:
             try:
-                feats = self._features(wave, alignment.words)  # (n_words, D)
+                feats, frames = self._features_and_frames(wave, alignment.words)
             except FeatureError as e:
                 raise FeatureError(e.reason, audio) from None
         timings["features_s"] = time.perf_counter() - t0
         timings["features_cpu_s"] = time.process_time() - c0  # all threads of this process
-        words = [w.word for w in alignment.words]
+        return PreparedClip(utt, tuple(alignment.words), feats, frames, timings)
+
+    def score_prepared(self, clip: PreparedClip) -> tuple[Prediction, AttentionMaps]:
+        """Run the model on a prepared clip and explain the score."""
+        utt, timings = clip.utterance, dict(clip.timings_s)
+        words = [w.word for w in clip.words]
         t0, c0 = time.perf_counter(), time.process_time()
-        raw_score, extras, token_mask, word_ids = self._forward(words, feats)
+        raw_score, ex, word_ids, note = self._forward(words, clip.word_features, clip.frames,
+                                                      utt.speaker)
         score = float(np.clip(raw_score, -3.0, 3.0))  # the regressor is unbounded
         timings["model_s"] = time.perf_counter() - t0
         timings["model_cpu_s"] = time.process_time() - c0  # all threads of this process
         groups = _piece_groups(word_ids, len(words))  # (n+2, L)
 
         w_m = alpha_text = gate = None
-        if "W_m" in extras and "alpha_t" in extras:
-            model = self.bundle.model
-            w_t = float(getattr(model, "w_t", torch.tensor(1.0)).detach())
-            w_m = reduce_to_words(extras["W_m"][0].float().cpu().numpy(), groups)
-            text_att = _masked_softmax(w_t * extras["alpha_t"][0].float().cpu(),
-                                       token_mask.cpu())
-            alpha_text = reduce_to_words(text_att.numpy(), groups)
-        if "gate" in extras:
-            g = extras["gate"][0].float().cpu().numpy()  # (L,)
+        if ex.piece_attention is not None:
+            w_m = reduce_to_words(ex.piece_attention[0].astype(np.float64), groups)
+            if ex.piece_text_attention is not None:
+                alpha_text = reduce_to_words(ex.piece_text_attention[0].astype(np.float64),
+                                             groups)
+        if ex.piece_shift is not None:
+            g = ex.piece_shift[0].astype(np.float64)  # (L,)
             counts = groups.sum(axis=1)
             with np.errstate(invalid="ignore", divide="ignore"):
                 gate = (groups @ g) / counts  # (n+2,) mean per word
@@ -330,19 +360,44 @@ class Predictor:
                           multimodal=val(None if w_m is None else w_m[0], 1 + i),
                           text=val(None if alpha_text is None else alpha_text[0], 1 + i),
                           gate=val(gate, 1 + i))
-            for i, w in enumerate(alignment.words))
+            for i, w in enumerate(clip.words))
         k = class7_of(score)
+        if note:
+            log.info("%s: %s", utt.id, note)
         prediction = Prediction(
-            utterance_id=utt.id, audio=str(audio), transcript=text, score=score,
+            utterance_id=utt.id, audio=str(utt.audio), transcript=utt.transcript, score=score,
             polarity=polarity_of(score), class7=k, class7_name=SENTIMENT_CLASSES[k + 3],
-            words=word_records, model=self.bundle.config.model, label=label,
-            timings_s=timings, align_method=alignment.method, align_quality=alignment.quality)
+            words=word_records, model=self.bundle.config.model, label=utt.label,
+            timings_s=timings,
+            acoustic_gate=None if ex.acoustic_gate is None else float(ex.acoustic_gate[0]),
+            acoustic_shift=None if ex.acoustic_shift is None else float(ex.acoustic_shift[0]),
+            note=note)
         maps = AttentionMaps(("[CLS]", *words, "[SEP]"), w_m, alpha_text)
         return prediction, maps
+
+    def analyse(self, audio: str | Path, transcript: str | Path, *, utterance_id: str | None = None,
+                label: float | None = None, speaker: str | None = None
+                ) -> tuple[Prediction, AttentionMaps]:
+        """Score one clip; ``transcript`` is the text itself or a ``.txt``/``.lab`` file.
+
+        Returns the :class:`Prediction` and the word-level :class:`AttentionMaps`."""
+        return self.score_prepared(self.prepare(audio, transcript, utterance_id=utterance_id,
+                                                label=label, speaker=speaker))
 
     def predict(self, audio: str | Path, transcript: str | Path, **kw: Any) -> Prediction:
         """Score one clip (see :meth:`analyse`)."""
         return self.analyse(audio, transcript, **kw)[0]
+
+
+@dataclass(frozen=True)
+class PreparedClip:
+    """A clip after alignment and feature extraction, before the model."""
+
+    utterance: Utterance
+    words: tuple  # WordInterval, ...
+    word_features: np.ndarray | None  # (n_words, D) raw
+    frames: np.ndarray | None  # (T, D) raw
+    timings_s: dict
 
 
 # -- batch ------------------------------------------------------------------------------------
@@ -357,7 +412,14 @@ def _predict_item(spec: PredictorSpec, utt: Utterance, _key: ItemKey) -> Predict
                                               feature_set=spec.feature_set, device=spec.device,
                                               max_duration_s=spec.max_duration_s,
                                               min_align_quality=spec.min_align_quality)
-    return predictor.predict(utt.audio, utt.transcript, utterance_id=utt.id, label=utt.label)
+    if spec.speaker_stats and not getattr(predictor, "_speaker_stats", None):
+        from cmbert_pipe.model.inputs import AudioStats
+
+        predictor.set_speaker_stats({
+            k: (AudioStats.from_dict(w), None if f is None else AudioStats.from_dict(f))
+            for k, (w, f) in json.loads(spec.speaker_stats).items()})
+    return predictor.predict(utt.audio, utt.transcript, utterance_id=utt.id, label=utt.label,
+                             speaker=utt.speaker)
 
 
 def _csv_row(p: Prediction, key: ItemKey) -> dict[str, Any]:
@@ -468,10 +530,23 @@ def predict_corpus(
     previous = _read_previous(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     spec = predictor.spec or PredictorSpec(f"<in-memory {id(predictor)}>")
+    if predictor.bundle.config.audio_norm == "speaker":
+        # Each speaker's statistics from the corpus's own (unlabelled) clips, before scoring;
+        # they travel to worker processes in the spec and are part of every clip's key.
+        stats = speaker_statistics(_prepare_all(predictor, utterances),
+                                   predictor.bundle.config.audio_dim)
+        predictor.set_speaker_stats(stats)
+        spec = dataclasses.replace(spec, speaker_stats=canonical_json(
+            {k: [w.to_dict(), None if f is None else f.to_dict()] for k, (w, f)
+             in sorted(stats.items())}))
+        _PREDICTORS[spec] = predictor
     _PREDICTORS.setdefault(spec, predictor)
     model_digest = bundle_digest(spec.path) if predictor.spec else spec.path
     settings = {"aligner": predictor.aligner_name, "aligner_options": predictor.aligner_options,
                 "feature_set": predictor.feature_set}
+    if spec.speaker_stats:
+        settings["speaker_stats_sha256"] = hashlib.sha256(
+            spec.speaker_stats.encode("utf-8")).hexdigest()
     ids = {u.id for u in utterances}
     others = [i for i in previous.rows if i not in ids]
     if others:
@@ -535,6 +610,34 @@ def predict_corpus(
         start()  # nothing new, but stale rows (their clips failed now) or a cut line to fix
     return summary
 
+
+def _prepare_all(predictor: Predictor, utterances: Sequence[Utterance]) -> list[PreparedClip]:
+    """Align and extract every clip (failures are left to the scoring pass, which reports
+    them)."""
+    out = []
+    for u in utterances:
+        try:
+            out.append(predictor.prepare(u.audio, u.transcript, utterance_id=u.id,
+                                         label=u.label, speaker=u.speaker))
+        except Exception as e:  # noqa: BLE001 - reported per item by the scoring pass
+            log.debug("%s: not used for the speaker statistics (%s)", u.id, e)
+    return out
+
+
+def speaker_statistics(clips, dim: int) -> dict[str, tuple[Any, Any]]:
+    """Each speaker's (word, frame) statistics over its prepared clips (labels unused)."""
+    from cmbert_pipe.model.inputs import AudioStats
+
+    groups: dict[str, list[PreparedClip]] = {}
+    for c in clips:
+        if c.utterance.speaker and c.word_features is not None:
+            groups.setdefault(c.utterance.speaker, []).append(c)
+    out = {}
+    for spk, cs in groups.items():
+        frames = [c.frames for c in cs if c.frames is not None]
+        out[spk] = (AudioStats.from_features([c.word_features for c in cs], dim),
+                    AudioStats.from_features(frames, dim) if frames else None)
+    return out
 
 def failures_of_scan(failures: Sequence[ItemFailure]) -> list[ItemFailure]:
     """Corpus-discovery failures re-labelled for the predict stage's report."""

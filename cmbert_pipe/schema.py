@@ -262,8 +262,9 @@ class Prediction:
     model: str = ""  # model type of the bundle, e.g. "cmbert"
     label: float | None = None  # the gold label, where the corpus gives one
     timings_s: dict = field(default_factory=dict)  # stage -> seconds (align, features, model)
-    align_method: str = ""  # how the clip was aligned (Alignment.method)
-    align_quality: float | None = None  # Alignment.quality
+    acoustic_gate: float | None = None  # mean gate of the acoustic path (0..1); None = no path
+    acoustic_shift: float | None = None  # ‖h − h_CLS‖ / ‖h_CLS‖: how far the audio moved [CLS]
+    note: str = ""  # e.g. which audio statistics were used
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

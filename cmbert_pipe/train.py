@@ -17,6 +17,7 @@ host inside a step: losses are summed on the device and read once per epoch.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import logging
@@ -35,7 +36,7 @@ import torch
 
 from cmbert_pipe import __version__
 from cmbert_pipe import distributed as ddp
-from cmbert_pipe.cache import FeatureCache, iter_examples
+from cmbert_pipe.cache import FeatureCache
 from cmbert_pipe.config import ModelConfig, TrainConfig
 from cmbert_pipe.errors import ConfigError, ModelError
 from cmbert_pipe.io import atomic_write_text
@@ -44,6 +45,7 @@ from cmbert_pipe.model import SentimentModel, build_model
 from cmbert_pipe.model.bundle import load_bundle, save_bundle
 from cmbert_pipe.model.ema import EMA
 from cmbert_pipe.model.inputs import AudioStats, load_tokenizer, prepare_batch
+from cmbert_pipe.model.objectives import balanced_class_weights, objective_loss
 from cmbert_pipe.schema import SPLITS
 
 log = logging.getLogger(__name__)
@@ -58,31 +60,41 @@ class Example:
     word_features: np.ndarray | None  # (n_words, D) raw (not standardised), None = text only
     label: float
     split: str
+    speaker: str = ""  # the corpus's speaker field ("" = unknown); audio_norm="speaker" uses it
+    frames: np.ndarray | None = None  # (T, D) raw 10 ms frames (caches built with --frames)
 
 
 # -- data -------------------------------------------------------------------------------------
-def load_cache_examples(cache_root: str | Path, min_align_quality: float | None = None
+def load_cache_examples(cache_root: str | Path, frames: bool = False,
+                        min_align_quality: float | None = None
                         ) -> tuple[list[Example], dict[str, Any]]:
     """Labelled examples of a feature cache, and the pipeline settings of its ``cache.json``.
 
-    With ``min_align_quality``, utterances whose alignment quality is lower (or unknown) are
-    left out; ``settings["align_methods"]`` counts the alignment methods of those used."""
+    ``frames``: also read each entry's (T, D) frame matrix (ModelError if the cache was built
+    without ``--frames``). With ``min_align_quality``, utterances whose alignment quality is
+    lower (or unknown) are left out; ``settings["align_methods"]`` counts the alignment methods
+    of those used."""
     from cmbert_pipe.align.quality import describe_methods, passes
 
     cache = FeatureCache(cache_root)
     info = cache.info()
-    records = {u.id: rec for u, rec in cache.read_index()}
     out, methods, left_out = [], [], 0
-    for ex in iter_examples(cache_root):
-        u = ex.utterance
+    for u, rec in cache.read_index():
         if u.label is None:
             continue
-        rec = records.get(u.id)
-        if not passes(rec.align_quality if rec else None, min_align_quality):
+        if not passes(rec.align_quality, min_align_quality):
             left_out += 1
             continue
-        methods.append(rec.align_method if rec else "")
-        out.append(Example(u.id, ex.words, ex.word_features, float(u.label), u.split or ""))
+        methods.append(rec.align_method)
+        entry = cache.get(rec.key)
+        if frames and "frames" not in entry.arrays:
+            raise ModelError("the cache has no frames (build it with `cmbert extract-audio "
+                             "--frames`)", cache_root)
+        out.append(Example(u.id, tuple(str(w) for w in entry.arrays["words"]),
+                           np.asarray(entry.arrays["word_features"], dtype=np.float32),
+                           float(u.label), u.split or "", u.speaker or "",
+                           np.asarray(entry.arrays["frames"], dtype=np.float32)
+                           if frames else None))
     if not out:
         raise ModelError("no labelled utterances in the cache"
                          + (f" with alignment quality >= {min_align_quality}"
@@ -94,6 +106,13 @@ def load_cache_examples(cache_root: str | Path, min_align_quality: float | None 
     log.info("alignments used: %s; %d left out by --min-align-quality", settings["align_methods"],
              left_out)
     return out, settings
+
+
+def cache_has_frames(cache_root: str | Path) -> bool:
+    """True if the first indexed entry of the cache keeps its frames."""
+    cache = FeatureCache(cache_root)
+    rows = cache.read_index()
+    return bool(rows) and "frames" in cache.get(rows[0][1].key).arrays
 
 
 def load_text_examples(tsv_dir: str | Path) -> tuple[list[Example], dict[str, Any]]:
@@ -145,6 +164,58 @@ def audio_dim_of(examples: Sequence[Example], default: int) -> int:
     return default
 
 
+# -- acoustic standardisation -----------------------------------------------------------------
+SPEAKER_NORM_NOTE = ("audio standardised per speaker: each speaker's statistics were computed "
+                     "from that speaker's own (unlabelled) audio in the scored data")
+
+
+@dataclass(frozen=True)
+class AudioNorm:
+    """How the audio of a set of examples is standardised before batching.
+
+    ``word_stats``/``frame_stats`` go to :func:`prepare_batch` (None when the examples were
+    already standardised per speaker); ``note`` says what was done, for reports."""
+
+    examples: list[Example]
+    word_stats: AudioStats | None
+    frame_stats: AudioStats | None
+    note: str = ""
+
+
+def fit_stats(examples: Sequence[Example], dim: int) -> tuple[AudioStats, AudioStats | None]:
+    """Global word and frame statistics of ``examples`` (frame stats None without frames)."""
+    words = AudioStats.from_features([ex.word_features for ex in examples
+                                      if ex.word_features is not None], dim)
+    frames = [ex.frames for ex in examples if ex.frames is not None]
+    return words, (AudioStats.from_features(frames, dim) if frames else None)
+
+
+def standardise_audio(examples: Sequence[Example], mode: str, dim: int,
+                      word_stats: AudioStats, frame_stats: AudioStats | None) -> AudioNorm:
+    """``"global"``: the given (training) statistics, applied in :func:`prepare_batch`.
+    ``"speaker"``: each speaker's own statistics over every example of that speaker in
+    ``examples`` (labels unused); examples without a speaker fall back to the global ones."""
+    if mode == "global":
+        return AudioNorm(list(examples), word_stats, frame_stats)
+    groups: dict[str, list[Example]] = {}
+    for ex in examples:
+        groups.setdefault(ex.speaker, []).append(ex)
+    per_speaker = {spk: fit_stats(xs, dim) for spk, xs in groups.items() if spk}
+    out, unknown = [], 0
+    for ex in examples:
+        ws, fs = per_speaker.get(ex.speaker, (word_stats, frame_stats))
+        unknown += ex.speaker not in per_speaker
+        fs = fs or frame_stats
+        out.append(dataclasses.replace(
+            ex,
+            word_features=None if ex.word_features is None else ws.standardise(ex.word_features),
+            frames=None if ex.frames is None or fs is None else fs.standardise(ex.frames)))
+    note = f"{SPEAKER_NORM_NOTE} ({len(per_speaker)} speaker(s)"
+    note += f"; {unknown} example(s) without a speaker used the training statistics)" \
+        if unknown else ")"
+    return AudioNorm(out, None, None, note)
+
+
 # -- device -----------------------------------------------------------------------------------
 def pick_device(name: str) -> torch.device:
     if name == "auto":
@@ -187,13 +258,16 @@ def linear_warmup_decay(total_steps: int, warmup: float) -> Callable[[int], floa
 # -- batches ----------------------------------------------------------------------------------
 def make_batches(examples: Sequence[Example], tokenizer, config: ModelConfig,
                  stats: AudioStats | None, batch_size: int,
-                 order: Sequence[int] | None = None) -> list[dict[str, torch.Tensor]]:
+                 order: Sequence[int] | None = None,
+                 frame_stats: AudioStats | None = None) -> list[dict[str, torch.Tensor]]:
     idx = list(order) if order is not None else list(range(len(examples)))
     out = []
     for i in range(0, len(idx), batch_size):
         chunk = [examples[j] for j in idx[i:i + batch_size]]
-        out.append(prepare_batch(tokenizer, [(ex.words, ex.word_features) for ex in chunk],
-                                 config, stats, labels=[ex.label for ex in chunk]))
+        items = [(ex.words, ex.word_features, ex.frames) if config.frames
+                 else (ex.words, ex.word_features) for ex in chunk]
+        out.append(prepare_batch(tokenizer, items, config, stats,
+                                 labels=[ex.label for ex in chunk], frame_stats=frame_stats))
     return out
 
 
@@ -202,46 +276,77 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch
 
 
 @torch.no_grad()
-def predict_examples(model: SentimentModel, examples: Sequence[Example], tokenizer,
-                     stats: AudioStats | None, batch_size: int = 64,
-                     device: torch.device | str = "cpu",
-                     amp_dtype: torch.dtype | None = None) -> np.ndarray:
-    """Predictions (N,) of ``model`` in eval mode."""
+def predict_logits(model: SentimentModel, examples: Sequence[Example], tokenizer,
+                   stats: AudioStats | None, batch_size: int = 64,
+                   device: torch.device | str = "cpu", amp_dtype: torch.dtype | None = None,
+                   frame_stats: AudioStats | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Scores (N,) and head outputs (N, K) of ``model`` in eval mode."""
     device = torch.device(device)
     was_training = model.training
     model.eval()
-    preds = []
-    for batch in make_batches(examples, tokenizer, model.config, stats, batch_size):
+    preds, logits = [], []
+    for batch in make_batches(examples, tokenizer, model.config, stats, batch_size,
+                              frame_stats=frame_stats):
         batch = _to(batch, device)
         batch.pop("labels")
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32,
                             enabled=amp_dtype is not None):
-            preds.append(model(**batch).pred.float())
+            out = model(**batch)
+        preds.append(out.pred.float())
+        logits.append((out.logits if out.logits is not None else out.pred[:, None]).float())
     model.train(was_training)
-    return torch.cat(preds).cpu().numpy() if preds else np.zeros(0)
+    if not preds:
+        return np.zeros(0), np.zeros((0, 1))
+    return torch.cat(preds).cpu().numpy(), torch.cat(logits).cpu().numpy()
+
+
+def predict_examples(model: SentimentModel, examples: Sequence[Example], tokenizer,
+                     stats: AudioStats | None, batch_size: int = 64,
+                     device: torch.device | str = "cpu",
+                     amp_dtype: torch.dtype | None = None,
+                     frame_stats: AudioStats | None = None) -> np.ndarray:
+    """Predictions (N,) of ``model`` in eval mode."""
+    return predict_logits(model, examples, tokenizer, stats, batch_size, device, amp_dtype,
+                          frame_stats)[0]
 
 
 def score(model, examples, tokenizer, stats, batch_size=64, device="cpu",
-          amp_dtype=None) -> dict[str, float]:
-    """Every metric plus ``loss`` (MSE) on ``examples``."""
-    preds = predict_examples(model, examples, tokenizer, stats, batch_size, device, amp_dtype)
+          amp_dtype=None, frame_stats=None) -> dict[str, float]:
+    """Every metric plus ``loss``: the model's objective on ``examples`` (MSE for regression,
+    the class-weighted cross-entropy for ``binary``/``class7``; auxiliary losses left out)."""
+    preds, logits = predict_logits(model, examples, tokenizer, stats, batch_size, device,
+                                   amp_dtype, frame_stats)
     labels = np.array([ex.label for ex in examples], dtype=np.float64)
     m = sentiment_metrics(preds, labels)
-    m["loss"] = float(np.mean((preds - labels) ** 2))
+    objective = model.config.objective
+    if objective == "regression":
+        m["loss"] = float(np.mean((preds - labels) ** 2))
+    else:
+        weight = getattr(model, "class_weight", None)
+        m["loss"] = float(objective_loss(
+            objective, torch.from_numpy(logits), torch.from_numpy(preds),
+            torch.from_numpy(labels).float(),
+            None if weight is None else weight.detach().cpu()))
     m["n"] = len(examples)
     return m
 
 
 # -- one seed ---------------------------------------------------------------------------------
-@dataclass
+@dataclass(frozen=True)
 class SeedResult:
+    """One trained seed: metrics per split of its best epoch, and how training went."""
+
     seed: int
     metrics: dict[str, dict[str, float]]  # split -> metric -> value
     best_epoch: int
-    epoch_seconds: list[float]
+    epoch_seconds: tuple[float, ...]
     train_samples_per_s: float
     bundle: Path
     interrupted: bool = False
+    stopped_early: bool = False  # early stopping ended training before `epochs`
+    resumed: bool = False  # finished by an earlier run; read back from its bundle
+    note: str = ""  # e.g. how the audio was standardised
+    retrained_because: str = ""  # a finished seed found trained with other settings, and why
 
 
 def versions() -> dict[str, str]:
@@ -250,6 +355,22 @@ def versions() -> dict[str, str]:
     return {"cmbert_pipe": __version__, "torch": torch.__version__,
             "transformers": transformers.__version__, "numpy": np.__version__,
             "python": platform.python_version()}
+
+
+def _warmups(train_config: TrainConfig) -> dict[str, float]:
+    base = train_config.warmup
+    return {"encoder": base if train_config.warmup_encoder < 0 else train_config.warmup_encoder,
+            "fusion": base if train_config.warmup_fusion < 0 else train_config.warmup_fusion,
+            "head": base if train_config.warmup_head < 0 else train_config.warmup_head}
+
+
+def _check_audio(examples: Sequence[Example], model_config: ModelConfig) -> None:
+    if model_config.frames and not any(ex.frames is not None for ex in examples):
+        raise ConfigError("frames=true but the examples carry no frames (build the cache with "
+                          "`cmbert extract-audio --frames`)")
+    if model_config.model == "audio" and not any(ex.word_features is not None
+                                                 for ex in examples):
+        raise ConfigError("model 'audio' needs audio features (a cache), not text only")
 
 
 def train_one(
@@ -262,15 +383,17 @@ def train_one(
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     on_step: Callable[[int, int], None] | None = None,
 ) -> SeedResult:
-    """Train one seed; write the bundle of the best epoch (lowest dev loss) to ``out_dir``.
+    """Train one seed; write the bundle of the best epoch to ``out_dir``: the lowest dev loss
+    (``select_metric="loss"``, the published rule) or the best dev value of another metric.
 
     The bundle is (re)written every time dev loss improves, so an interrupted run
-    (``KeyboardInterrupt``) leaves the best checkpoint so far; the interrupt is re-raised."""
+    (``KeyboardInterrupt``) leaves the best checkpoint so far; the interrupt is re-raised.
+    With ``patience`` > 0 training stops once that many epochs passed without a better dev
+    score. The dev loss is the objective's (MSE, or the class-weighted cross-entropy)."""
     out_dir = Path(out_dir)
-    splits = by_split(examples)
-    train = splits["train"][: train_config.max_train or None]
-    dev = splits["dev"] or train
-    if not train:
+    _check_audio(examples, model_config)
+    raw_train = by_split(examples)["train"][: train_config.max_train or None]
+    if not raw_train:
         raise ModelError("no training examples (no utterance has split 'train')")
     if train_config.threads:
         torch.set_num_threads(train_config.threads)
@@ -281,23 +404,39 @@ def train_one(
     set_seed(seed)
 
     tokenizer = load_tokenizer(model_config.bert)
-    with_audio = any(ex.word_features is not None for ex in train)
-    stats = (AudioStats.from_features([ex.word_features for ex in train], model_config.audio_dim)
-             if with_audio else AudioStats.identity(model_config.audio_dim))
+    with_audio = any(ex.word_features is not None for ex in raw_train)
+    if with_audio:
+        stats, frame_stats = fit_stats(raw_train, model_config.audio_dim)
+    else:
+        stats, frame_stats = AudioStats.identity(model_config.audio_dim), None
+    if not model_config.frames:
+        frame_stats = None
+    norm = standardise_audio(examples, model_config.audio_norm, model_config.audio_dim, stats,
+                             frame_stats)
+    splits = by_split(norm.examples)
+    train = splits["train"][: train_config.max_train or None]
+    dev = splits["dev"] or train
     model = build_model(model_config).to(device)
+    model.set_class_weights(balanced_class_weights(model_config.objective,
+                                                   [ex.label for ex in train]))
     model.train()
     train_model = ddp.wrap(model, device)  # DistributedDataParallel under torchrun
     batch_size = ddp.local_batch_size(train_config.batch_size)  # this rank's share
     main = ddp.current().is_main  # evaluates and writes; the other ranks only train
     groups = model.param_groups(train_config.lr_head, train_config.lr_encoder,
-                                train_config.weight_decay)
+                                train_config.weight_decay,
+                                train_config.lr_fusion if train_config.lr_fusion > 0 else None)
     opt_kwargs = {"fused": True} if device.type == "cuda" else {}
     optimizer = torch.optim.AdamW([{k: v for k, v in g.items() if k != "name"} for g in groups],
                                   **opt_kwargs)
     steps_per_epoch = math.ceil(len(ddp.shard(range(len(train)))) / batch_size)
     total_steps = steps_per_epoch * train_config.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, linear_warmup_decay(total_steps, train_config.warmup))
+    warmups = _warmups(train_config)
+    if len(set(warmups.values())) == 1:
+        schedule = linear_warmup_decay(total_steps, train_config.warmup)
+    else:
+        schedule = [linear_warmup_decay(total_steps, warmups[g["part"]]) for g in groups]
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     ema = EMA(model, train_config.ema) if train_config.ema > 0 else None
     gen = torch.Generator().manual_seed(seed)
@@ -305,13 +444,21 @@ def train_one(
     run_settings = dict(settings or {}, train=train_config.optimisation(), seed=seed,
                         versions=versions(), device=str(device),
                         amp=str(amp_dtype) if amp_dtype else "off")
+    if norm.note:
+        run_settings["audio_norm_note"] = norm.note
     best_loss, best_epoch, epoch_seconds, interrupted = math.inf, -1, [], False
-    n_trained, t_train = 0, 0.0
+    n_trained, t_train, stale, stopped_early = 0, 0.0, 0, False
+
+    def save(path, net, metrics, extra_settings):
+        save_bundle(path, net, tokenizer, stats, dict(run_settings, **extra_settings), metrics,
+                    frame_stats=frame_stats)
+
     try:
         for epoch in range(train_config.epochs):
             t0 = time.perf_counter()
             order = ddp.shard(torch.randperm(len(train), generator=gen).tolist())
-            batches = make_batches(train, tokenizer, model_config, stats, batch_size, order)
+            batches = make_batches(train, tokenizer, model_config, norm.word_stats, batch_size,
+                                   order, norm.frame_stats)
             loss_sum = torch.zeros((), device=device)
             for i, batch in enumerate(batches):
                 batch = _to(batch, device)
@@ -335,22 +482,36 @@ def train_one(
             n_trained += len(train)
             t_train += dt
             if not main:  # rank 0 evaluates on the whole dev split and writes the bundle
+                if train_config.patience and _stop_flag(False, device):
+                    stopped_early = True
+                    break
                 continue
             ctx = ema.applied(model) if ema is not None else _nullcontext(model)
             with ctx:
-                dev_m = score(model, dev, tokenizer, stats, train_config.eval_batch_size,
-                              device, amp_dtype)
-                improved = dev_m["loss"] < best_loss
+                dev_m = score(model, dev, tokenizer, norm.word_stats,
+                              train_config.eval_batch_size, device, amp_dtype, norm.frame_stats)
+                # the selection score, lower is better (the NaN of a constant prediction's
+                # correlation counts as the worst)
+                sel = dev_m[train_config.select_metric]
+                sel = (sel if train_config.select_metric in ("loss", "mae") else -sel)
+                sel = math.inf if sel != sel else sel
+                improved = sel < best_loss or best_epoch < 0
                 if improved:
-                    best_loss, best_epoch = dev_m["loss"], epoch
-                    save_bundle(out_dir, model, tokenizer, stats,
-                                dict(run_settings, best_epoch=epoch),
-                                {"dev": dev_m, "final": False})
+                    best_loss, best_epoch, stale = sel, epoch, 0
+                    save(out_dir, model, {"dev": dev_m, "final": False}, {"best_epoch": epoch})
+                else:
+                    stale += 1
             if on_epoch is not None:
                 on_epoch(epoch, {"train_loss": train_loss, "epoch_s": dt, "improved": improved,
                                  **{f"dev_{k}": v for k, v in dev_m.items()}})
             log.info("seed %d epoch %d: train loss %.4f, dev loss %.4f%s", seed, epoch,
                      train_loss, dev_m["loss"], " (best)" if improved else "")
+            stop = stale >= train_config.patience and epoch + 1 < train_config.epochs
+            if train_config.patience and _stop_flag(stop, device):
+                stopped_early = True
+                log.info("seed %d: early stop after epoch %d (%d epoch(s) without a better "
+                         "dev loss)", seed, epoch, stale)
+                break
     except KeyboardInterrupt:
         interrupted = True
         log.warning("interrupted: the best checkpoint so far is in %s", out_dir)
@@ -360,19 +521,29 @@ def train_one(
     ddp.barrier()  # the best bundle is written
     if not main:
         ddp.barrier()  # rank 0 scores and writes the final bundle
-        return SeedResult(seed, {}, best_epoch, epoch_seconds, float("nan"), out_dir)
+        return SeedResult(seed, {}, best_epoch, tuple(epoch_seconds), float("nan"), out_dir,
+                          stopped_early=stopped_early)
     # Final scores with the best checkpoint, reloaded exactly as a user would.
     bundle = load_bundle(out_dir, device)
-    metrics = {s: score(bundle.model, xs, bundle.tokenizer, bundle.audio_stats,
-                        train_config.eval_batch_size, device, amp_dtype)
+    metrics = {s: score(bundle.model, xs, bundle.tokenizer, norm.word_stats,
+                        train_config.eval_batch_size, device, amp_dtype, norm.frame_stats)
                for s, xs in splits.items() if xs}
     rate = n_trained / t_train if t_train > 0 else float("nan")
     final_settings = dict(bundle.settings, epoch_seconds=epoch_seconds,
-                          train_samples_per_s=rate, peak_memory=peak_memory(device))
+                          train_samples_per_s=rate, peak_memory=peak_memory(device),
+                          stopped_early=stopped_early)
     save_bundle(out_dir, bundle.model, bundle.tokenizer, bundle.audio_stats, final_settings,
-                dict(metrics, final=True, best_epoch=best_epoch))
+                dict(metrics, final=True, best_epoch=best_epoch), frame_stats=frame_stats)
     ddp.barrier()
-    return SeedResult(seed, metrics, best_epoch, epoch_seconds, rate, out_dir, interrupted)
+    return SeedResult(seed, metrics, best_epoch, tuple(epoch_seconds), rate, out_dir,
+                      interrupted, stopped_early, note=norm.note)
+
+
+def _stop_flag(stop: bool, device: torch.device) -> bool:
+    """Rank 0's early-stopping decision, shared with every rank under DDP."""
+    if not ddp.current().active:
+        return stop
+    return float(ddp.mean_over_ranks(torch.tensor(float(stop), device=device))) > 0
 
 
 class _nullcontext:
@@ -442,6 +613,50 @@ def completed_seed(seed_dir: Path) -> dict[str, Any] | None:
     return m if m.get("final") else None
 
 
+@dataclass(frozen=True)
+class TrainSummary:
+    """What :func:`train_seeds` did: one :class:`SeedResult` per seed, mean ± std per split
+    (``mean_std[split][metric] = {"mean": .., "std": ..}``), the effective configs and versions.
+    ``to_dict()`` is what ``OUT/summary.json`` holds."""
+
+    model_config: ModelConfig
+    train_config: TrainConfig
+    settings: dict[str, Any]
+    seeds: tuple[int, ...]
+    per_seed: tuple[SeedResult, ...]
+    mean_std: dict[str, dict[str, dict[str, float]]]
+    versions: dict[str, str]
+    wall_s: float
+    out_dir: Path
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        return tuple(sorted({r.note for r in self.per_seed if r.note}))
+
+    def test_metric(self, name: str, split: str = "test") -> tuple[float, float]:
+        """(mean, std) of one metric on one split."""
+        ms = self.mean_std[split][name]
+        return ms["mean"], ms["std"]
+
+    def to_dict(self) -> dict[str, Any]:
+        per_seed = {}
+        for r in self.per_seed:
+            row: dict[str, Any] = {"metrics": r.metrics, "best_epoch": r.best_epoch}
+            if r.resumed:
+                row["resumed"] = True
+            else:
+                row.update(epoch_seconds=list(r.epoch_seconds),
+                           train_samples_per_s=r.train_samples_per_s,
+                           stopped_early=r.stopped_early)
+            if r.retrained_because:
+                row["retrained_because"] = r.retrained_because
+            per_seed[str(r.seed)] = row
+        return {"model_config": self.model_config.to_dict(),
+                "train_config": self.train_config.to_dict(), "settings": self.settings,
+                "seeds": list(self.seeds), "per_seed": per_seed, "mean_std": self.mean_std,
+                "notes": list(self.notes), "versions": self.versions, "wall_s": self.wall_s}
+
+
 def train_seeds(
     examples: Sequence[Example],
     model_config: ModelConfig,
@@ -452,15 +667,15 @@ def train_seeds(
     on_seed: Callable[[int], None] | None = None,
     on_epoch: Callable[[int, int, dict[str, float]], None] | None = None,
     on_step: Callable[[int, int], None] | None = None,
-) -> dict[str, Any]:
+) -> TrainSummary:
     """Train every seed into ``out_dir/seed-N`` (skipping seeds already finished there) and
-    write ``out_dir/summary.json``: metrics per split and seed, mean ± std, the effective
-    configs, library versions and wall time. Returns the summary."""
+    write ``out_dir/summary.json`` (:meth:`TrainSummary.to_dict`): metrics per split and seed,
+    mean ± std, the effective configs, library versions and wall time."""
     ddp.local_batch_size(train_config.batch_size)  # under DDP: refused before any work
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    per_seed: dict[str, Any] = {}
+    results: list[SeedResult] = []
     for seed in seeds:
         seed_dir = out_dir / f"seed-{seed}"
         done, changed = completed_seed(seed_dir), ""
@@ -474,56 +689,71 @@ def train_seeds(
         if done is not None:
             log.info("seed %d already trained in %s with these settings; skipping", seed,
                      seed_dir)
-            per_seed[str(seed)] = {"metrics": {k: v for k, v in done.items() if k in SPLITS},
-                                   "best_epoch": done.get("best_epoch"), "resumed": True}
+            note = ""
+            try:
+                note = json.loads((seed_dir / "settings.json").read_text(encoding="utf-8")
+                                  ).get("audio_norm_note", "")
+            except (OSError, ValueError):
+                pass
+            results.append(SeedResult(seed, {k: v for k, v in done.items() if k in SPLITS},
+                                      int(done.get("best_epoch", -1)), (), float("nan"),
+                                      seed_dir, resumed=True, note=note))
             continue
         if on_seed is not None:
             on_seed(seed)
         res = train_one(examples, model_config, train_config, seed, seed_dir, settings,
                         on_epoch=(lambda e, m, s=seed: on_epoch(s, e, m)) if on_epoch else None,
                         on_step=on_step)
-        per_seed[str(seed)] = {"metrics": res.metrics, "best_epoch": res.best_epoch,
-                               "epoch_seconds": res.epoch_seconds,
-                               "train_samples_per_s": res.train_samples_per_s}
-        if changed:
-            per_seed[str(seed)]["retrained_because"] = changed
-    summary = {
-        "model_config": model_config.to_dict(),
-        "train_config": train_config.to_dict(),
-        "settings": settings or {},
-        "seeds": list(seeds),
-        "per_seed": per_seed,
-        "mean_std": {split: mean_std([r["metrics"][split] for r in per_seed.values()
-                                      if split in r["metrics"]])
-                     for split in SPLITS
-                     if any(split in r["metrics"] for r in per_seed.values())},
-        "versions": versions(),
-        "wall_s": time.perf_counter() - t0,
-    }
+        results.append(dataclasses.replace(res, retrained_because=changed) if changed else res)
+    mean_std_ = {split: mean_std([r.metrics[split] for r in results if split in r.metrics])
+                 for split in SPLITS if any(split in r.metrics for r in results)}
+    summary = TrainSummary(model_config, train_config, dict(settings or {}), tuple(seeds),
+                           tuple(results), mean_std_, versions(), time.perf_counter() - t0,
+                           out_dir)
     if ddp.current().is_main:
-        atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2, default=str))
+        atomic_write_text(out_dir / "summary.json",
+                          json.dumps(summary.to_dict(), indent=2, default=str))
     return summary
 
 
 def evaluate_bundle(bundle_dir: str | Path, examples: Sequence[Example],
                     splits: Sequence[str] = SPLITS, device: str = "auto",
                     batch_size: int = 64) -> dict[str, dict[str, float]]:
-    """Re-score a saved bundle on the named splits of ``examples``."""
+    """Re-score a saved bundle on the named splits of ``examples``.
+
+    A bundle trained with ``audio_norm="speaker"`` standardises each speaker of ``examples``
+    with statistics from that speaker's own audio in ``examples`` (unlabelled use of the scored
+    data); :func:`evaluate_bundle_with_notes` also returns the note that says so."""
+    return evaluate_bundle_with_notes(bundle_dir, examples, splits, device, batch_size)[0]
+
+
+def evaluate_bundle_with_notes(bundle_dir: str | Path, examples: Sequence[Example],
+                               splits: Sequence[str] = SPLITS, device: str = "auto",
+                               batch_size: int = 64
+                               ) -> tuple[dict[str, dict[str, float]], str]:
+    """:func:`evaluate_bundle` plus the note on how the audio was standardised ("" = with the
+    bundle's training statistics)."""
     dev = pick_device(device)
     bundle = load_bundle(bundle_dir, dev)
     if bundle.config.audio_dim != audio_dim_of(examples, bundle.config.audio_dim):
         raise ModelError(f"the bundle expects {bundle.config.audio_dim} audio columns, the data "
                          f"has {audio_dim_of(examples, 0)}", bundle_dir)
-    parts = by_split(examples)
+    _check_audio(examples, bundle.config)
+    norm = standardise_audio(examples, bundle.config.audio_norm, bundle.config.audio_dim,
+                             bundle.audio_stats, bundle.frame_stats)
+    if norm.note:
+        log.info("%s", norm.note)
+    parts = by_split(norm.examples)
     out = {}
     for s in splits:
         if s not in parts:
             raise ConfigError(f"unknown split {s!r} (train, dev, test)")
         if parts[s]:
-            out[s] = score(bundle.model, parts[s], bundle.tokenizer, bundle.audio_stats,
-                           batch_size, dev)
-    return out
+            out[s] = score(bundle.model, parts[s], bundle.tokenizer, norm.word_stats,
+                           batch_size, dev, frame_stats=norm.frame_stats)
+    return out, norm.note
 
 
-__all__ = ["Example", "TrainConfig", "evaluate_bundle", "load_cache_examples",
-           "load_text_examples", "train_one", "train_seeds", "score", "predict_examples"]
+__all__ = ["Example", "TrainConfig", "TrainSummary", "SeedResult", "evaluate_bundle",
+           "load_cache_examples", "load_text_examples", "train_one", "train_seeds", "score",
+           "predict_examples", "standardise_audio"]

@@ -25,20 +25,27 @@ try:
     main()
 except SystemExit as e:
     code = e.code or 0
-print(json.dumps({"code": code, "loaded": sorted(m for m in %r if m in sys.modules)}))
-""" % (HEAVY,)
+print(json.dumps({"code": code, "loaded": sorted(m for m in HEAVY if m in sys.modules)}))
+""".replace("HEAVY", repr(HEAVY))
 
 
 def _probe(argv: list[str]) -> dict:
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    res = subprocess.run([sys.executable, "-c", _PROBE, json.dumps(argv)], capture_output=True,
-                         text=True, env=env, cwd=str(REPO), timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-c", _PROBE, json.dumps(argv)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=str(REPO),
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["predict", "--help"], ["extract-audio", "--help"],
-                                  ["train", "--help"]])
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["predict", "--help"], ["extract-audio", "--help"], ["train", "--help"]]
+)
 def test_help_imports_neither_torch_nor_transformers(argv):
     r = _probe(argv)
     assert r["code"] == 0
@@ -50,6 +57,7 @@ def test_the_probe_sees_an_import_when_there_is_one():
     # above is not vacuous
     env = dict(os.environ, PYTHONPATH=str(REPO))
     code = "import sys, cmbert_pipe.model; print(int('torch' in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
     assert out.stdout.strip() == "1", out.stderr

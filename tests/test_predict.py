@@ -179,3 +179,46 @@ def test_text_only_bundle_aligns_for_times_and_has_no_attention(tmp_path):
     assert [w.word for w in p.words] == ["The", "music", "was", "beautiful"]
     assert all(w.multimodal is None and w.text is None for w in p.words)
     assert p.words[-1].end_s > p.words[0].start_s and maps.multimodal is None
+
+
+def test_acoustic_path_bundle_predicts_with_gate_and_speaker_notes(tmp_path):
+    """An untrained CM-BERT with the encoder acoustic path over words and frames, per-speaker
+    standardisation: one clip falls back to the global statistics and says so; a corpus gets
+    each speaker's own statistics; the gate of the acoustic path is reported; the CLI shows it."""
+    import torch
+    from typer.testing import CliRunner
+
+    from cmbert_pipe.acoustic import extract_frames, get_feature_set
+    from cmbert_pipe.audio import load_audio
+    from cmbert_pipe.cli import app
+    from cmbert_pipe.model import ModelConfig, build_model
+    from cmbert_pipe.model.bundle import save_bundle
+    from cmbert_pipe.model.inputs import AudioStats, load_tokenizer
+
+    torch.manual_seed(0)
+    dim = get_feature_set(FEATURE_SET).dim
+    config = ModelConfig(model="cmbert", audio_dim=dim, audio_head="encoder", frames=True,
+                         objective="binary", audio_norm="speaker")
+    frames = [extract_frames(load_audio(DEMO / f"{u}.flac"), 16_000, FEATURE_SET)
+              for u in ("pos02", "neg02", "neu02")]
+    stats = AudioStats.from_features(frames, dim)
+    settings = {"aligner": {"name": "pocketsphinx", "options": {}}, "feature_set": FEATURE_SET}
+    save_bundle(tmp_path / "m", build_model(config).eval(), load_tokenizer(""), stats, settings,
+                {}, frame_stats=stats)
+    predictor = Predictor.from_pretrained(tmp_path / "m")
+    p = predictor.predict(DEMO / "pos01.flac", "I really loved this movie")
+    assert p.acoustic_gate is not None and 0.0 < p.acoustic_gate < 1.0
+    assert p.acoustic_shift is not None and p.acoustic_shift > 0.0
+    assert "unknown" in p.note and "global" in p.note
+    utts = [Utterance("pos01", DEMO / "pos01.flac", "I really loved this movie", speaker="s1"),
+            Utterance("neg01", DEMO / "neg01.flac", "I hated this movie", speaker="s1")]
+    out = tmp_path / "preds.jsonl"
+    summary = predict_corpus(predictor, utts, out)
+    assert summary.done == 2 and not summary.failures
+    records = [Prediction.from_dict(json.loads(x)) for x in out.read_text().splitlines()]
+    assert all("own unlabelled clips" in r.note for r in records)
+    assert records[0].score != pytest.approx(p.score, abs=1e-9)  # other statistics
+    res = CliRunner().invoke(app, ["predict", str(DEMO / "pos01.flac"), "--text",
+                                   "I really loved this movie", "--model", str(tmp_path / "m")])
+    assert res.exit_code == 0, res.output
+    assert "acoustic path: gate" in res.output

@@ -67,7 +67,10 @@ def cache(shared_data, tmp_path_factory) -> Path:
             and u.id.split("-")[5] == "01"]
     assert len(utts) == 32
     summary = align_corpus(utts, root / "align", get_aligner("pocketsphinx"))
-    assert summary.ok, summary.failures
+    # the aligner may refuse a clip whose words fit the sound poorly; the rest is enough
+    assert len(summary.failures) <= 2, summary.failures
+    refused = {f.item_id for f in summary.failures}
+    utts = [u for u in utts if u.id not in refused]
     summary = extract_corpus(utts, root / "align", root / "cache", feature_set="egemaps")
     assert summary.ok, summary.failures
     return root / "cache"
@@ -130,8 +133,8 @@ def test_ctrl_c_keeps_the_best_checkpoint_and_finished_seeds_resume(examples, ti
     s1 = train_seeds(exs, cfg, TINY, [0], tmp_path / "run", settings, on_seed=calls.append)
     s2 = train_seeds(exs, cfg, TINY, [0], tmp_path / "run", settings, on_seed=calls.append)
     assert calls == [0]  # the second call found seed 0 finished
-    assert s2["per_seed"]["0"]["resumed"]
-    assert s1["mean_std"]["test"]["mae"]["mean"] == s2["mean_std"]["test"]["mae"]["mean"]
+    assert s2.per_seed[0].resumed and not s1.per_seed[0].resumed
+    assert s1.test_metric("mae") == s2.test_metric("mae")
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["model_config"]["model"] == "tbert" and "torch" in summary["versions"]
 
@@ -208,3 +211,27 @@ def test_cuda_training_with_autocast(examples, tiny_bert, tmp_path, amp):
     assert np.isfinite(res.metrics["test"]["mae"])
     cpu = evaluate_bundle(tmp_path / amp, exs, ["test"], device="cpu")
     assert cpu["test"]["mae"] == pytest.approx(res.metrics["test"]["mae"], abs=0.05)
+
+
+def test_cli_audio_model_speaker_norm_train_evaluate(cache, tmp_path):
+    """`cmbert train --model audio` with the binary objective, per-speaker standardisation and
+    early stopping on a real cache; `cmbert evaluate` says the test speakers' statistics came
+    from their own unlabelled audio."""
+    from cmbert_pipe.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "audio"
+    res = runner.invoke(app, ["train", str(cache), "--out", str(out), "--model", "audio",
+                              "--audio-head", "pool", "--objective", "binary",
+                              "--audio-norm", "speaker", "--epochs", "3", "--patience", "1",
+                              "--select-metric", "bacc2_non0", "--lr-head", "1e-3",
+                              "--seeds", "1", "--device", "cpu", "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    assert "unlabelled" in res.output  # the note on per-speaker statistics
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model_config"]["model"] == "audio"
+    assert summary["model_config"]["objective"] == "binary"
+    assert summary["train_config"]["patience"] == 1 and summary["notes"]
+    res = runner.invoke(app, ["evaluate", str(out / "seed-0"), str(cache), "--split", "test"])
+    assert res.exit_code == 0, res.output
+    assert "unlabelled" in res.output

@@ -60,6 +60,11 @@ def print_prediction(p: Prediction) -> None:
             row += [_weight(w.gate)]
         table.add_row(*row)
     out.print(table)
+    if p.acoustic_gate is not None:
+        out.print(f"acoustic path: gate {p.acoustic_gate:.3f} (mean over hidden units, 0..1)   "
+                  f"[CLS] moved by {100 * (p.acoustic_shift or 0.0):.1f} % of its norm")
+    if p.note:
+        console.print(f"note: {p.note}")
     if p.timings_s:
         console.print("time: " + ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in p.timings_s.items()
                                            if not k.endswith("_cpu_s")))

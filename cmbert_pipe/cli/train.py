@@ -2,6 +2,9 @@
 TSVs) over several seeds, and re-score a saved bundle.
 
     cmbert train runs/ravdess-cache --out runs/ravdess-cmbert --model cmbert --seeds 5
+    cmbert train runs/ravdess-cache --out runs/ravdess-mag-enc --model magbert \
+        --audio-head encoder --objective binary --audio-norm speaker --patience 3 --epochs 20
+    cmbert train runs/ravdess-cache --out runs/ravdess-audio --model audio --audio-head encoder
     cmbert train --text-only ../shared/data/mosi-text --out runs/mosi-tbert --model tbert
     cmbert evaluate runs/ravdess-cmbert/seed-0 runs/ravdess-cache --split test
 """
@@ -22,8 +25,12 @@ from cmbert_pipe.cli.app import app, console, out
 from cmbert_pipe.cli.common import choices, shown, typed_here, typed_options, user_errors
 from cmbert_pipe.config import (
     AMP_MODES,
+    AUDIO_HEADS,
+    AUDIO_NORMS,
     CLS_AUDIO,
     MODEL_NAMES,
+    OBJECTIVES,
+    SELECT_METRICS,
     SCALINGS,
     ModelConfig,
     TrainConfig,
@@ -57,6 +64,10 @@ def mean_std_table(title: str, ms: dict[str, dict[str, dict[str, float]]]) -> Ta
 
 MODEL, TRAIN = ModelConfig(), TrainConfig()  # the defaults the help shows
 ModelName = choices("ModelName", MODEL_NAMES)
+AudioHead = choices("AudioHead", AUDIO_HEADS)
+Objective = choices("Objective", OBJECTIVES)
+AudioNorm = choices("AudioNorm", AUDIO_NORMS)
+SelectMetric = choices("SelectMetric", SELECT_METRICS)
 Scaling = choices("Scaling", SCALINGS)
 ClsAudio = choices("ClsAudio", CLS_AUDIO)
 Amp = choices("Amp", AMP_MODES)
@@ -67,10 +78,16 @@ TRAIN_KEYS = {
     "epochs": "train.epochs", "batch_size": "train.batch_size", "lr_head": "train.lr_head",
     "lr_encoder": "train.lr_encoder", "ema": "train.ema", "device": "train.device",
     "amp": "train.amp", "threads": "train.threads", "max_train": "train.max_train",
+    "audio_head": "model.audio_head", "audio_head_dim": "model.audio_head_dim",
+    "objective": "model.objective", "audio_norm": "model.audio_norm",
+    "lr_fusion": "train.lr_fusion", "warmup": "train.warmup",
+    "warmup_encoder": "train.warmup_encoder", "warmup_fusion": "train.warmup_fusion",
+    "warmup_head": "train.warmup_head", "patience": "train.patience",
+    "select_metric": "train.select_metric",
 }
 
 
-@app.command("train", short_help="Train CM-BERT, T-BERT, MAG-BERT or CMSBERT-CLR over several seeds on a cache or text TSVs.")
+@app.command("train", short_help="Train CM-BERT, T-BERT, MAG-BERT, CMSBERT-CLR or the audio-only model over several seeds on a cache or text TSVs.")
 def train_cmd(
     ctx: typer.Context,
     cache: Path | None = typer.Argument(None, help="Feature cache written by `cmbert extract-audio`."),
@@ -94,6 +111,18 @@ def train_cmd(
     max_train: int = typer.Option(TRAIN.max_train, "--max-train", help="Use only the first N training examples (0 = all)."),
     set_: list[str] = typer.Option([], "--set", help="Any model or training key, as in a recipe: --set model.options.beta=0.5 --set train.warmup=0.2 (repeatable; see docs/configuration.md)."),
     min_align_quality: float | None = typer.Option(None, "--min-align-quality", help="Leave out utterances whose alignment quality (0-1, see docs/alignment.md) is below this."),
+    audio_head: AudioHead = typer.Option(MODEL.audio_head, "--audio-head", help="Acoustic path fused with [CLS] by a learned gate: none (the model as published), pool (mean/std/first/last word vectors), encoder (learned; also reads the frames when the cache has them). For --model audio, none means pool."),
+    audio_head_dim: int = typer.Option(MODEL.audio_head_dim, "--audio-head-dim", help="Size of the utterance audio vector."),
+    frames: bool | None = typer.Option(None, "--frames/--no-frames", help="encoder head: read the 10 ms frames (default: when the cache has them)."),
+    objective: Objective = typer.Option(MODEL.objective, "--objective", help="regression (MSE), binary (class-balanced cross-entropy on the sign; labels 0 left out) or class7."),
+    audio_norm: AudioNorm = typer.Option(MODEL.audio_norm, "--audio-norm", help="Standardise audio with the training statistics (global) or per speaker (new speakers: from their own unlabelled audio)."),
+    lr_fusion: float = typer.Option(TRAIN.lr_fusion, "--lr-fusion", help="Learning rate of the fusion layers and acoustic path (0 = --lr-head)."),
+    warmup: float = typer.Option(TRAIN.warmup, "--warmup", help="Fraction of steps with linear warm-up, then linear decay."),
+    warmup_encoder: float = typer.Option(TRAIN.warmup_encoder, "--warmup-encoder", help="Warm-up fraction of the encoder (< 0 = --warmup)."),
+    warmup_fusion: float = typer.Option(TRAIN.warmup_fusion, "--warmup-fusion", help="Warm-up fraction of the fusion layers (< 0 = --warmup)."),
+    warmup_head: float = typer.Option(TRAIN.warmup_head, "--warmup-head", help="Warm-up fraction of the output layer (< 0 = --warmup)."),
+    patience: int = typer.Option(TRAIN.patience, "--patience", help="Early stopping: stop after N epochs without a better dev score (0 = off)."),
+    select_metric: SelectMetric = typer.Option(TRAIN.select_metric, "--select-metric", help="Dev score that picks the best epoch and drives early stopping: loss (the published rule), mae, or a metric to maximise such as bacc2_non0."),
     ddp_procs: int = typer.Option(0, "--ddp", help="Train with DistributedDataParallel on N "
                                   "processes of this host (torchrun; gloo on CPU, one GPU each "
                                   "on CUDA). The global batch stays --batch-size."),
@@ -121,22 +150,27 @@ def train_cmd(
             raise ConfigError("give either a CACHE folder or --text-only TSV_DIR")
         from cmbert_pipe.train import (
             audio_dim_of,
+            cache_has_frames,
             load_cache_examples,
             load_text_examples,
             train_seeds,
         )
 
         ensure_writable_dir(out_dir)  # a read-only --out fails now, not after a whole seed
+        if frames is None:  # the encoder reads frames whenever the cache has them
+            frames = (mcfg.audio_head == "encoder" and cache is not None
+                      and cache_has_frames(cache))
         if text_only is not None:
             examples, settings = load_text_examples(text_only)
         else:
-            examples, settings = load_cache_examples(cache, min_align_quality)
+            examples, settings = load_cache_examples(cache, frames=frames,
+                                                     min_align_quality=min_align_quality)
             if dist_ctx.is_main:
                 console.print(f"alignments: {settings['align_methods']}"
                               + (f"; {settings['left_out_for_align_quality']} left out (quality "
                                  f"below {min_align_quality})" if min_align_quality is not None
                                  else ""))
-        mcfg = mcfg.replace(audio_dim=audio_dim_of(examples, mcfg.audio_dim))
+        mcfg = mcfg.replace(audio_dim=audio_dim_of(examples, mcfg.audio_dim), frames=frames)
         epochs = tcfg.epochs
         seed_list = list(tcfg.seeds)
         progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
@@ -173,8 +207,10 @@ def train_cmd(
         if not dist_ctx.is_main:
             return
         out.print(mean_std_table(f"{mcfg.model} over {len(seed_list)} seed(s), mean ± std",
-                                 summary["mean_std"]))
-        console.print(f"summary: {shown(out_dir / 'summary.json')}  wall {summary['wall_s']:.0f} s")
+                                 summary.mean_std))
+        for note in summary.notes:
+            console.print(f"note: {note}")
+        console.print(f"summary: {shown(out_dir / 'summary.json')}  wall {summary.wall_s:.0f} s")
 
 
 def _launch_ddp(nproc: int, out_dir: Path) -> None:
@@ -222,14 +258,22 @@ def evaluate_cmd(
     """Re-score a saved bundle on the named split(s) of a cache or TSV folder."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     with user_errors():
-        from cmbert_pipe.train import evaluate_bundle, load_cache_examples, load_text_examples
+        from cmbert_pipe.model.bundle import read_config
+        from cmbert_pipe.train import (
+            evaluate_bundle_with_notes,
+            load_cache_examples,
+            load_text_examples,
+        )
 
         if (cache is None) == (text_only is None):
             raise ConfigError("give either a CACHE folder or --text-only TSV_DIR")
+        frames = read_config(model_dir).frames
         examples, _ = (load_text_examples(text_only) if text_only is not None
-                       else load_cache_examples(cache))
-        metrics = evaluate_bundle(model_dir, examples, split, device)
+                       else load_cache_examples(cache, frames=frames))
+        metrics, note = evaluate_bundle_with_notes(model_dir, examples, split, device)
         if as_json:
             out.print_json(json.dumps(metrics))
         else:
             out.print(metrics_table(str(model_dir), metrics))
+        if note:
+            console.print(f"note: {note}")

@@ -22,18 +22,49 @@ import torch
 from torch import nn
 
 from cmbert_pipe.config import MODEL_OPTIONS, ModelConfig
-from cmbert_pipe.errors import ModelError
+from cmbert_pipe.errors import ConfigError, ModelError
+from cmbert_pipe.model.acoustic import AcousticGate, AudioHead, gate_weight
+from cmbert_pipe.model.objectives import (
+    n_classes,
+    n_outputs,
+    objective_loss,
+    score_from_logits,
+)
 
 log = logging.getLogger(__name__)
 
 @dataclass
 class ModelOutput:
-    """``pred`` (B,) sentiment; ``loss`` scalar (MSE plus any auxiliary loss) when labels were
-    given, else None; ``extras`` named tensors for inspection, e.g. ``W_m`` (B, L, L)."""
+    """``pred`` (B,) sentiment score; ``loss`` scalar (the objective's loss plus any auxiliary
+    loss) when labels were given, else None; ``extras`` named tensors for inspection, e.g.
+    ``W_m`` (B, L, L); ``logits`` (B, K) the head's raw output (K = 1 or 7, by objective)."""
 
     pred: torch.Tensor  # (B,)
     loss: torch.Tensor | None = None  # ()
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    logits: torch.Tensor | None = None  # (B, K)
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """What a model says about one batch, read by ``predict`` (nothing else touches a model's
+    tensors). Arrays are numpy, one row per utterance; a field is None where the model has no
+    such quantity.
+
+    - ``score`` (B,): the sentiment score;
+    - ``piece_attention`` (B, L, L): CM-BERT's multimodal attention ``W_m``;
+    - ``piece_text_attention`` (B, L, L): the same softmax without the audio term;
+    - ``piece_shift`` (B, L): the relative audio shift of each word-piece (MAG / CMS);
+    - ``acoustic_gate`` (B,): mean of the acoustic path's gate ``g`` over hidden units;
+    - ``acoustic_shift`` (B,): ``‖h − h_CLS‖ / ‖h_CLS‖``, how far the audio moved ``[CLS]``.
+    """
+
+    score: Any
+    piece_attention: Any = None
+    piece_text_attention: Any = None
+    piece_shift: Any = None
+    acoustic_gate: Any = None
+    acoustic_shift: Any = None
 
 
 def default_encoder_path() -> str:
@@ -78,13 +109,37 @@ class SentimentModel(nn.Module):
     the released CM-BERT code) and :meth:`param_groups` gives the published optimiser groups.
     """
 
+    uses_encoder = True  # False for the audio-only model (no BERT)
+    has_acoustic_path = True  # the gate of model/acoustic.py can be added (not for T-BERT)
+
     def __init__(self, config: ModelConfig, encoder: nn.Module | None = None):
         super().__init__()
+        if config.audio_head != "none" and not self.has_acoustic_path:
+            raise ConfigError(f"model {config.model!r} has no acoustic path "
+                              f"(audio_head must be 'none', got {config.audio_head!r})")
         self.config = config
-        self.encoder = encoder if encoder is not None else load_encoder(config.bert)
-        self.hidden_size = int(self.encoder.config.hidden_size)  # H
-        for p in self.encoder.get_input_embeddings().parameters():
-            p.requires_grad_(False)
+        if self.uses_encoder:
+            self.encoder = encoder if encoder is not None else load_encoder(config.bert)
+            self.hidden_size = int(self.encoder.config.hidden_size)  # H
+            for p in self.encoder.get_input_embeddings().parameters():
+                p.requires_grad_(False)
+        else:
+            self.encoder = None
+            self.hidden_size = 0
+        self.n_outputs = n_outputs(config.objective)  # K of the final linear layer
+        self.audio_head = self.acoustic_gate = None
+        if config.audio_head != "none":
+            self.audio_head = AudioHead(config.audio_head, config.audio_dim,
+                                        config.audio_head_dim, config.frames, config.dropout)
+            if self.uses_encoder:
+                self.acoustic_gate = AcousticGate(self.hidden_size, self.audio_head.out_dim)
+        if config.objective != "regression":
+            self.register_buffer("class_weight", torch.ones(n_classes(config.objective)))
+
+    def set_class_weights(self, weights) -> None:
+        """Class weights of the classification objectives (ignored for regression)."""
+        if weights is not None and hasattr(self, "class_weight"):
+            self.class_weight.copy_(torch.as_tensor(weights, dtype=torch.float32))
 
     # -- to implement ----------------------------------------------------------------------
     def forward(
@@ -103,6 +158,58 @@ class SentimentModel(nn.Module):
         return self.encoder(input_ids=input_ids, attention_mask=attention_mask,
                             token_type_ids=token_type_ids).last_hidden_state
 
+    def fuse_acoustic(self, h_cls: torch.Tensor, word_audio: torch.Tensor | None,
+                      word_mask: torch.Tensor | None, frames: torch.Tensor | None = None,
+                      frame_mask: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The acoustic path (model/acoustic.py): ``h_CLS`` (B, H) → ``h`` (B, H) and extras
+        ``acoustic_gate`` (B, H), ``acoustic_shift`` (B,). Without one, ``h_cls`` unchanged."""
+        if self.acoustic_gate is None:
+            return h_cls, {}
+        if word_audio is None or word_mask is None:
+            raise ModelError("this model has an acoustic path: the batch needs word_audio and "
+                             "word_mask (prepare_batch adds them)")
+        a, extras = self.audio_head(word_audio, word_mask, frames, frame_mask)  # (B, d_a)
+        h, g = self.acoustic_gate(h_cls, a)
+        return h, dict(extras, acoustic_gate=g.detach(),
+                       acoustic_shift=gate_weight(g, h_cls, h).detach())
+
+    def output(self, logits: torch.Tensor, labels: torch.Tensor | None,
+               extras: dict[str, torch.Tensor] | None = None) -> ModelOutput:
+        """logits (B, K) → :class:`ModelOutput` with the objective's score and loss."""
+        objective = self.config.objective
+        pred = score_from_logits(objective, logits)
+        loss = objective_loss(objective, logits, pred, labels,
+                              getattr(self, "class_weight", None))
+        return ModelOutput(pred=pred, loss=loss, extras=extras or {}, logits=logits)
+
+    @torch.no_grad()
+    def explain(self, batch: dict[str, torch.Tensor]) -> Explanation:
+        """Run the batch in eval mode and return what the model can show (see
+        :class:`Explanation`). Subclasses add their own attention maps."""
+        was = self.training
+        self.eval()
+        try:
+            inputs = {k: v for k, v in batch.items() if k != "labels"}
+            out = self(**inputs)
+        finally:
+            self.train(was)
+        return self.explanation(out)
+
+    def explanation(self, out: ModelOutput) -> Explanation:
+        ex = out.extras
+
+        def np_(name):
+            t = ex.get(name)
+            return None if t is None else t.float().cpu().numpy()
+
+        gate = ex.get("acoustic_gate")
+        return Explanation(
+            score=out.pred.float().cpu().numpy(),
+            piece_shift=np_("gate"),
+            acoustic_gate=None if gate is None else gate.float().mean(-1).cpu().numpy(),
+            acoustic_shift=np_("acoustic_shift"))
+
     @staticmethod
     def mse(pred: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | None:
         """Mean squared error in float32 (the published loss); None without labels."""
@@ -110,24 +217,38 @@ class SentimentModel(nn.Module):
             return None
         return torch.mean((pred.float() - labels.float()) ** 2)
 
-    def param_groups(self, lr_head: float, lr_encoder: float,
-                     weight_decay: float) -> list[dict[str, Any]]:
-        """Optimiser groups as published: encoder at ``lr_encoder``, everything else (the head)
-        at ``lr_head``; weight decay except for biases and LayerNorm; frozen params left out."""
-        groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    def param_groups(self, lr_head: float, lr_encoder: float, weight_decay: float,
+                     lr_fusion: float | None = None) -> list[dict[str, Any]]:
+        """Optimiser groups; weight decay except for biases and LayerNorm; frozen params left out.
+
+        ``lr_fusion`` None: as published, the encoder at ``lr_encoder`` and everything else at
+        ``lr_head``. Otherwise three parts, named ``encoder``, ``fusion`` (everything between
+        the encoder and the output layer: the model's own fusion and the acoustic path) and
+        ``head`` (the output layer ``regressor`` and any auxiliary ``classifier``)."""
+        def part(name: str) -> str:
+            if name.startswith("encoder."):
+                return "encoder"
+            if lr_fusion is None or name.startswith(("regressor.", "classifier.")):
+                return "head"
+            return "fusion"
+
+        lrs = {"encoder": lr_encoder, "head": lr_head, "fusion": lr_fusion}
+        groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
         for name, p in self.named_parameters():
             if not p.requires_grad:
                 continue
-            in_encoder = name.startswith("encoder.")
             no_decay = name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name
-            groups.setdefault((in_encoder, no_decay), []).append(p)
+            groups.setdefault((part(name), no_decay), []).append(p)
         out = []
-        for (in_encoder, no_decay), params in sorted(groups.items()):
+        order = {"fusion": 0, "head": 1, "encoder": 2}  # head before encoder, as published
+        for (kind, no_decay), params in sorted(groups.items(),
+                                               key=lambda kv: (order[kv[0][0]], kv[0][1])):
             out.append({
                 "params": params,
-                "lr": lr_encoder if in_encoder else lr_head,
+                "lr": lrs[kind],
                 "weight_decay": 0.0 if no_decay else weight_decay,
-                "name": f"{'encoder' if in_encoder else 'head'}{'-no_decay' if no_decay else ''}",
+                "name": f"{kind}{'-no_decay' if no_decay else ''}",
+                "part": kind,
             })
         return out
 

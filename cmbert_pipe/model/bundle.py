@@ -2,10 +2,13 @@
 
     MODEL_DIR/
       config.json          ModelConfig (which model, encoder, max_len, scaling, cls_audio, ...)
-      encoder_config.json  the encoder's Hugging Face config (architecture, no weights download)
+      encoder_config.json  the encoder's Hugging Face config (architecture, no weights download);
+                           {} for the audio-only model
       model.safetensors    every weight of the model (encoder + head; EMA weights when used)
       tokenizer files      tokenizer.json, vocab.txt, tokenizer_config.json, ...
-      audio_stats.json     per-column mean/std of word audio in the training split
+      audio_stats.json     per-column mean/std of word audio in the training split (with
+                           audio_norm="speaker": the fallback for a clip of an unknown speaker)
+      frame_stats.json     the same for the 10 ms frames (models that read frames)
       settings.json        pipeline settings: aligner and feature set (from the cache), training
       metrics.json         metrics reached, per split
       checksums.json       SHA-256 of the files above, checked on load (a flipped byte is refused)
@@ -56,6 +59,7 @@ class Bundle:
     settings: dict[str, Any]
     metrics: dict[str, Any]
     path: Path
+    frame_stats: AudioStats | None = None
 
 
 def _json(path: Path, obj: Any) -> None:
@@ -69,6 +73,7 @@ def save_bundle(
     audio_stats: AudioStats,
     settings: dict[str, Any],
     metrics: dict[str, Any],
+    frame_stats: AudioStats | None = None,
 ) -> Path:
     """Write a complete bundle to ``out_dir`` (replacing any bundle there, atomically)."""
     from safetensors.torch import save_file
@@ -79,11 +84,14 @@ def save_bundle(
     try:
         tmp.chmod(dir_mode())  # mkdtemp makes 0700; a bundle gets what the umask gives
         _json(tmp / "config.json", dict(model.config.to_dict(), bundle_format=BUNDLE_FORMAT))
-        _json(tmp / "encoder_config.json", model.encoder.config.to_dict())
+        _json(tmp / "encoder_config.json",
+              model.encoder.config.to_dict() if model.encoder is not None else {})
         state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         tokenizer.save_pretrained(str(tmp))
         _json(tmp / "audio_stats.json", audio_stats.to_dict())
+        if frame_stats is not None:
+            _json(tmp / "frame_stats.json", frame_stats.to_dict())
         _json(tmp / "settings.json", settings)
         _json(tmp / "metrics.json", metrics)
         write_checksums(tmp)
@@ -152,6 +160,16 @@ def _read_json(path: Path) -> Any:
         raise ModelError(f"unreadable bundle file ({e})", path) from None
 
 
+def read_config(path: str | Path) -> ModelConfig:
+    """The :class:`ModelConfig` of a bundle, without loading its weights."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise ModelError("not a model bundle folder (no config.json)", path)
+    cfg = _read_json(path / "config.json")
+    cfg.pop("bundle_format", None)
+    return ModelConfig.from_dict(cfg)
+
+
 def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
     """Rebuild the model of a bundle (no download: the encoder comes from its saved config and
     weights), its tokenizer and its audio statistics; the model is in eval mode on ``device``."""
@@ -175,7 +193,11 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
         enc_cfg = _read_json(path / "encoder_config.json")
         if not isinstance(enc_cfg, dict):
             raise ModelError("encoder config is not a JSON object", path / "encoder_config.json")
-        encoder = load_encoder(config.bert, encoder_config=enc_cfg)
+        from cmbert_pipe.model import MODELS  # the package import registers every model
+
+        encoder = None  # the audio-only model has none
+        if config.model not in MODELS or MODELS[config.model].uses_encoder:
+            encoder = load_encoder(config.bert, encoder_config=enc_cfg)
         model = build_model(config, encoder=encoder)
     try:
         state = load_file(str(path / "model.safetensors"))
@@ -201,6 +223,10 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
         if len(stats.mean) != config.audio_dim or len(stats.std) != config.audio_dim:
             raise ModelError(f"audio statistics have {len(stats.mean)} columns, the model "
                              f"{config.audio_dim}", path / "audio_stats.json")
+    frame_stats = None
+    if (path / "frame_stats.json").is_file():
+        with _bundle_file(path / "frame_stats.json"):
+            frame_stats = AudioStats.from_dict(_read_json(path / "frame_stats.json"))
     settings, metrics = ({}, {})
     for name in ("settings.json", "metrics.json"):
         if (path / name).is_file():
@@ -208,7 +234,7 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
             if not isinstance(value, dict):
                 raise ModelError("not a JSON object", path / name)
             settings, metrics = (value, metrics) if name == "settings.json" else (settings, value)
-    return Bundle(model, tokenizer, config, stats, settings, metrics, path)
+    return Bundle(model, tokenizer, config, stats, settings, metrics, path, frame_stats)
 
 
 def from_pretrained(path: str | Path, device: str | torch.device = "cpu") -> Bundle:

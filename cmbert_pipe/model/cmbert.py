@@ -21,11 +21,19 @@ The fusion runs in float32 even under autocast (the masked softmax needs the ran
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
 from cmbert_pipe.distributed import batch_norm
-from cmbert_pipe.model.base import ModelConfig, ModelOutput, SentimentModel, register
+from cmbert_pipe.model.base import (
+    Explanation,
+    ModelConfig,
+    ModelOutput,
+    SentimentModel,
+    register,
+)
 
 NEG_INF = -1e9  # additive mask for padding columns (finite: rows never become all -inf)
 EPS = 1e-12
@@ -84,10 +92,10 @@ class CMBert(SentimentModel):
         self.dense_dropout = nn.Dropout(config.dropout)
         self.LayerNorm = nn.LayerNorm(h, eps=1e-12)
         self.dropout = nn.Dropout(config.dropout)
-        self.regressor = nn.Linear(h, 1)
+        self.regressor = nn.Linear(h, self.n_outputs)
 
-    def forward(self, input_ids, attention_mask, token_type_ids, audio,
-                labels=None) -> ModelOutput:
+    def forward(self, input_ids, attention_mask, token_type_ids, audio, labels=None,
+                word_audio=None, word_mask=None, frames=None, frame_mask=None) -> ModelOutput:
         x_t = self.encode(input_ids, attention_mask, token_type_ids)  # (B, L, H)
         token_mask = attention_mask.bool()  # (B, L)
         with torch.autocast(device_type=x_t.device.type, enabled=False):
@@ -102,6 +110,19 @@ class CMBert(SentimentModel):
                 t, a, token_mask, self.w_t, self.w_a, self.b)
             x_att = self.attn_dropout(w_m) @ x_t32  # (B, L, H)
             y = self.LayerNorm(self.dense_dropout(self.dense(x_att + x_t32)))  # (B, L, H)
-            pred = self.regressor(self.dropout(y[:, 0])).squeeze(-1)  # (B,)
-        return ModelOutput(pred=pred, loss=self.mse(pred, labels),
-                           extras={"W_m": w_m, "alpha_t": alpha_t, "beta_a": beta_a})
+            h, acoustic = self.fuse_acoustic(y[:, 0], word_audio, word_mask, frames, frame_mask)
+            logits = self.regressor(self.dropout(h))  # (B, K)
+        return self.output(logits, labels, {"W_m": w_m, "alpha_t": alpha_t, "beta_a": beta_a,
+                                            **acoustic})
+
+    def explanation(self, out: ModelOutput) -> Explanation:
+        """Adds ``W_m`` and the text-only attention ``softmax(w_t·α_t + b + M)`` (W_m without
+        the audio term; ``b`` cancels in the softmax)."""
+        base = super().explanation(out)
+        w_m = out.extras["W_m"].float()  # (B, L, L)
+        token_mask = w_m.sum(-1) > 0  # (B, L) real rows sum to 1
+        scores = (self.w_t.detach().float() * out.extras["alpha_t"].float()).masked_fill(
+            ~token_mask[:, None, :], float("-inf"))
+        text = torch.softmax(scores, dim=-1).nan_to_num(0.0) * token_mask[..., None]
+        return dataclasses.replace(base, piece_attention=w_m.cpu().numpy(),
+                                   piece_text_attention=text.cpu().numpy())

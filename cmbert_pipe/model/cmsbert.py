@@ -149,11 +149,11 @@ class CmsBertClr(SentimentModel):
         self.audio_embed = nn.Sequential(nn.Linear(config.audio_dim, h), nn.GELU(),
                                          nn.Linear(h, opt.embed_dim))
         self.dropout = nn.Dropout(config.dropout)
-        self.regressor = nn.Linear(h, 1)
+        self.regressor = nn.Linear(h, self.n_outputs)
         self.classifier = nn.Linear(h, N_CLASSES)
 
-    def forward(self, input_ids, attention_mask, token_type_ids, audio,
-                labels=None) -> ModelOutput:
+    def forward(self, input_ids, attention_mask, token_type_ids, audio, labels=None,
+                word_audio=None, word_mask=None, frames=None, frame_mask=None) -> ModelOutput:
         opt = self.options
         token_mask = attention_mask.bool()  # (B, L)
         if opt.cms:
@@ -162,13 +162,16 @@ class CmsBertClr(SentimentModel):
                 lambda z, y, m: self.shift(z, y, m, audio))  # (B, L, H)
         else:
             hidden, extras = self.encode(input_ids, attention_mask, token_type_ids), {}
-        cls = self.dropout(hidden[:, 0])  # (B, H)
-        pred = self.regressor(cls).squeeze(-1).float()  # (B,)
+        h_cls, acoustic = self.fuse_acoustic(hidden[:, 0], word_audio, word_mask, frames,
+                                             frame_mask)
+        cls = self.dropout(h_cls)  # (B, H)
+        main = self.output(self.regressor(cls).float(), labels)  # (B, K) logits
+        pred = main.pred  # (B,)
         class_logits = self.classifier(cls).float()  # (B, 7)
-        extras = dict(extras, class_logits=class_logits.detach())
+        extras = dict(extras, class_logits=class_logits.detach(), **acoustic)
         loss = None
         if labels is not None:
-            mse = self.mse(pred, labels)
+            mse = main.loss  # the objective's loss (MSE for regression)
             loss = mse
             extras["loss_mse"] = mse.detach()
             if self.training and opt.aux_weight > 0:
@@ -183,4 +186,4 @@ class CmsBertClr(SentimentModel):
                                opt.temperature)
                 loss = loss + opt.contrastive_weight * nce
                 extras["loss_contrastive"] = nce.detach()
-        return ModelOutput(pred=pred, loss=loss, extras=extras)
+        return ModelOutput(pred=pred, loss=loss, extras=extras, logits=main.logits)

@@ -104,24 +104,40 @@ def word_piece_audio(
     return out
 
 
+MAX_FRAMES = 6000  # 10 ms frames kept per clip for the frame encoder (60 s); longer clips cut
+
+
 def prepare_batch(
     tokenizer,
-    items: Sequence[tuple[Sequence[str], np.ndarray | None]],  # (words, (n_words, D) or None)
+    items: Sequence[tuple],  # (words, (n_words, D) or None[, (T, D) frames or None])
     config: ModelConfig,
     audio_stats: AudioStats | None,
     labels: Sequence[float] | None = None,
+    frame_stats: AudioStats | None = None,
 ) -> dict[str, torch.Tensor]:
     """Tokenise pre-split words (truncated to ``config.max_len`` pieces, padded to the longest
     in the batch) and attach each piece's word audio.
 
     Returns ``input_ids``, ``attention_mask``, ``token_type_ids`` (B, L) long, ``audio``
-    (B, L, audio_dim) float32 and, with ``labels``, ``labels`` (B,) float32."""
-    words = [[str(w) for w in ws] or [""] for ws, _ in items]
+    (B, L, audio_dim) float32 and, with ``labels``, ``labels`` (B,) float32. Models with an
+    acoustic path (``config.audio_head != "none"``) also get the word vectors themselves,
+    ``word_audio`` (B, W, D) with ``word_mask`` (B, W), and with ``config.frames`` the frames,
+    ``frames`` (B, T, D) with ``frame_mask`` (B, T) (standardised with ``frame_stats``).
+    ``audio_stats`` None means the vectors are already standardised."""
+    words = [[str(w) for w in it[0]] or [""] for it in items]
     enc = tokenizer(words, is_split_into_words=True, truncation=True,
                     max_length=config.max_len, padding="longest", return_tensors="np")
     seq_len = enc["input_ids"].shape[1]
     audio = np.zeros((len(items), seq_len, config.audio_dim), dtype=np.float32)  # (B, L, D)
-    for b, (ws, feats) in enumerate(items):
+    acoustic = config.audio_head != "none"
+    n_words = min(config.max_len, max(len(w) for w in words)) if words else 0
+    word_audio = np.zeros((len(items), max(n_words, 1), config.audio_dim), np.float32)
+    word_mask = np.zeros((len(items), max(n_words, 1)), dtype=bool)
+    frame_list: list[np.ndarray | None] = []
+    for b, it in enumerate(items):
+        ws, feats = it[0], it[1]
+        frame_list.append(it[2] if len(it) > 2 else None)
+        word_mask[b, :min(len(words[b]), n_words)] = True
         if feats is None:
             continue
         feats = np.asarray(feats, dtype=np.float32)
@@ -130,6 +146,8 @@ def prepare_batch(
                              f"{len(ws)} words x {config.audio_dim} columns")
         std = audio_stats.standardise(feats) if audio_stats is not None else feats
         audio[b] = word_piece_audio(enc.word_ids(b), std, config.audio_dim, config.cls_audio)
+        if acoustic:
+            word_audio[b, :min(len(std), n_words)] = std[:n_words]
     batch = {
         "input_ids": torch.from_numpy(enc["input_ids"].astype(np.int64)),
         "attention_mask": torch.from_numpy(enc["attention_mask"].astype(np.int64)),
@@ -137,6 +155,33 @@ def prepare_batch(
             enc.get("token_type_ids", np.zeros_like(enc["input_ids"])).astype(np.int64)),
         "audio": torch.from_numpy(audio),
     }
+    if acoustic:
+        batch["word_audio"] = torch.from_numpy(word_audio)
+        batch["word_mask"] = torch.from_numpy(word_mask)
+    if acoustic and config.frames:
+        batch["frames"], batch["frame_mask"] = frame_batch(frame_list, config.audio_dim,
+                                                           frame_stats)
     if labels is not None:
         batch["labels"] = torch.tensor(list(labels), dtype=torch.float32)
     return batch
+
+
+def frame_batch(frames: Sequence[np.ndarray | None], dim: int, stats: AudioStats | None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad standardised frame matrices: ``frames`` (B, T, D) float32, ``frame_mask`` (B, T).
+
+    A clip without frames (a cache built without ``--frames``, or text only) has an empty mask,
+    so the frame encoder sees nothing from it (its summary is zero)."""
+    lengths = [0 if f is None else min(len(f), MAX_FRAMES) for f in frames]
+    t = max(1, max(lengths, default=0))
+    out = np.zeros((len(frames), t, dim), dtype=np.float32)
+    mask = np.zeros((len(frames), t), dtype=bool)
+    for b, f in enumerate(frames):
+        if f is None or lengths[b] == 0:
+            continue
+        f = np.asarray(f, dtype=np.float32)[:MAX_FRAMES]
+        if f.ndim != 2 or f.shape[1] != dim:
+            raise ModelError(f"frames of shape {f.shape} do not match {dim} columns")
+        out[b, :len(f)] = stats.standardise(f) if stats is not None else f
+        mask[b, :len(f)] = True
+    return torch.from_numpy(out), torch.from_numpy(mask)

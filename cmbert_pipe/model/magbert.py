@@ -205,9 +205,10 @@ class MagBert(SentimentModel):
         self.mag = MultimodalAdaptationGate(self.hidden_size, stream_dims, self.options.beta,
                                             self.options.shift_dropout)
         self.dropout = nn.Dropout(config.dropout)
-        self.regressor = nn.Linear(self.hidden_size, 1)
+        self.regressor = nn.Linear(self.hidden_size, self.n_outputs)
 
     def forward(self, input_ids, attention_mask, token_type_ids, audio, labels=None,
+                word_audio=None, word_mask=None, frames=None, frame_mask=None,
                 **streams) -> ModelOutput:
         streams = {"audio": audio, **check_streams(dict(self.options.streams), streams, audio)}
 
@@ -217,5 +218,6 @@ class MagBert(SentimentModel):
         x = encode_with_shift(self.encoder, input_ids, attention_mask, token_type_ids,
                               self.options.mag_layer, shift)
         hidden, extras = x  # (B, L, H)
-        pred = self.regressor(self.dropout(hidden[:, 0])).squeeze(-1).float()  # (B,)
-        return ModelOutput(pred=pred, loss=self.mse(pred, labels), extras=extras)
+        h, acoustic = self.fuse_acoustic(hidden[:, 0], word_audio, word_mask, frames, frame_mask)
+        logits = self.regressor(self.dropout(h)).float()  # (B, K)
+        return self.output(logits, labels, {**extras, **acoustic})

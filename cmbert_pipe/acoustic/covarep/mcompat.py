@@ -237,7 +237,8 @@ def v_findpeaks(x: np.ndarray, quadratic: bool = False, min_sep: float | None = 
     """
     x = np.asarray(x, dtype=float)
     if not quadratic:  # the compiled form (same comparisons, no rounding involved)
-        return _v_findpeaks_plain(np.ascontiguousarray(x), -1.0 if min_sep is None else float(min_sep))
+        sep = -1.0 if min_sep is None else float(min_sep)
+        return _v_findpeaks_plain(np.ascontiguousarray(x), sep)
     starts, ends = _peak_runs(x)
     k = starts + (ends - starts) // 2  # 0-based lower centre
     v = x[k].copy()
