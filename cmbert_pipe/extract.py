@@ -162,6 +162,8 @@ def extract_one(task: ExtractTask) -> FeatureRecord:
         "audio_sha256": task.audio_sha256,
         "transcript": utt.transcript,
         "aligner": alignment.aligner,
+        "align_method": alignment.method,
+        "align_quality": alignment.quality,
         "feature_set": fs.describe(),
         "n_frames": int(frames.shape[0]),
         "n_words_without_frames": int(empty.sum()),
@@ -181,6 +183,8 @@ def extract_one(task: ExtractTask) -> FeatureRecord:
         n_words=len(words),
         n_frames=int(frames.shape[0]),
         frame_hop_s=FRAME_HOP_S,
+        align_method=alignment.method,
+        align_quality=alignment.quality,
     )
 
 
@@ -197,6 +201,8 @@ def _record_from_entry(cache: FeatureCache, utt: Utterance, key: str, fs_name: s
         n_words=int(feats.shape[0]),
         n_frames=int(entry.meta.get("n_frames", 0)),
         frame_hop_s=FRAME_HOP_S,
+        align_method=str(entry.meta.get("align_method") or ""),
+        align_quality=entry.meta.get("align_quality"),
     )
 
 

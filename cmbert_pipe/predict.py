@@ -149,6 +149,7 @@ class PredictorSpec:
     device: str = "cpu"
     max_duration_s: float = MAX_DURATION_S  # longer clips are refused
     speaker_stats: str = ""  # audio_norm="speaker": JSON {speaker: [word stats, frame stats]}
+    min_align_quality: float | None = None  # refuse clips whose alignment quality is lower
 
 
 def bundle_digest(path: str | Path) -> str:
@@ -177,7 +178,8 @@ class Predictor:
     @classmethod
     def from_pretrained(cls, path: str | Path, *, aligner: str | None = None,
                         feature_set: str | None = None, device: str = "cpu",
-                        max_duration_s: float = MAX_DURATION_S) -> Predictor:
+                        max_duration_s: float = MAX_DURATION_S,
+                        min_align_quality: float | None = None) -> Predictor:
         """Load the bundle at ``path``; ``aligner``/``feature_set`` override what it recorded
         (a different feature set than the one trained on is refused by dimension); clips
         longer than ``max_duration_s`` are refused."""
@@ -191,7 +193,7 @@ class Predictor:
         if name == "pocketsphinx" and max_duration_s != MAX_DURATION_S:
             options = dict(options, max_duration_s=max_duration_s)  # the aligner's own limit
         spec = PredictorSpec(str(Path(path).resolve()), aligner, feature_set, str(device),
-                             max_duration_s)
+                             max_duration_s, min_align_quality=min_align_quality)
         predictor = cls(bundle, name, options, fs, spec)
         _PREDICTORS[spec] = predictor
         return predictor
@@ -223,6 +225,13 @@ class Predictor:
         alignment = self.aligner.align(utterance, wave=wave)
         if not alignment.words:
             raise AlignmentError("the aligner placed no word", utterance.audio)
+        from cmbert_pipe.align.quality import passes
+
+        least = self.spec.min_align_quality if self.spec else None
+        if not passes(alignment.quality, least):
+            raise AlignmentError(f"alignment quality {alignment.quality} (method "
+                                 f"{alignment.method or 'unknown'}) is below "
+                                 f"--min-align-quality {least}", utterance.audio)
         return alignment
 
     def _features(self, wave: np.ndarray, intervals) -> np.ndarray:
@@ -401,7 +410,8 @@ def _predict_item(spec: PredictorSpec, utt: Utterance, _key: ItemKey) -> Predict
     if predictor is None:
         predictor = Predictor.from_pretrained(spec.path, aligner=spec.aligner,
                                               feature_set=spec.feature_set, device=spec.device,
-                                              max_duration_s=spec.max_duration_s)
+                                              max_duration_s=spec.max_duration_s,
+                                              min_align_quality=spec.min_align_quality)
     if spec.speaker_stats and not getattr(predictor, "_speaker_stats", None):
         from cmbert_pipe.model.inputs import AudioStats
 

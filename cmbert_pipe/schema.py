@@ -153,6 +153,8 @@ class FeatureRecord:
     n_words: int
     n_frames: int = 0
     frame_hop_s: float = FRAME_HOP_S
+    align_method: str = ""  # how the words were aligned (Alignment.method)
+    align_quality: float | None = None  # Alignment.quality; None when the aligner gave none
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -36,7 +36,7 @@ import torch
 
 from cmbert_pipe import __version__
 from cmbert_pipe import distributed as ddp
-from cmbert_pipe.cache import FeatureCache, iter_examples
+from cmbert_pipe.cache import FeatureCache
 from cmbert_pipe.config import ModelConfig, TrainConfig
 from cmbert_pipe.errors import ConfigError, ModelError
 from cmbert_pipe.io import atomic_write_text
@@ -65,38 +65,46 @@ class Example:
 
 
 # -- data -------------------------------------------------------------------------------------
-def load_cache_examples(cache_root: str | Path, frames: bool = False
+def load_cache_examples(cache_root: str | Path, frames: bool = False,
+                        min_align_quality: float | None = None
                         ) -> tuple[list[Example], dict[str, Any]]:
     """Labelled examples of a feature cache, and the pipeline settings of its ``cache.json``.
 
     ``frames``: also read each entry's (T, D) frame matrix (ModelError if the cache was built
-    without ``--frames``)."""
+    without ``--frames``). With ``min_align_quality``, utterances whose alignment quality is
+    lower (or unknown) are left out; ``settings["align_methods"]`` counts the alignment methods
+    of those used."""
+    from cmbert_pipe.align.quality import describe_methods, passes
+
     cache = FeatureCache(cache_root)
     info = cache.info()
-    out = []
-    if frames:
-        for u, rec in cache.read_index():
-            if u.label is None:
-                continue
-            entry = cache.get(rec.key)
-            if "frames" not in entry.arrays:
-                raise ModelError("the cache has no frames (build it with `cmbert extract-audio "
-                                 "--frames`)", cache_root)
-            out.append(Example(u.id, tuple(str(w) for w in entry.arrays["words"]),
-                               np.asarray(entry.arrays["word_features"], dtype=np.float32),
-                               float(u.label), u.split or "", u.speaker or "",
-                               np.asarray(entry.arrays["frames"], dtype=np.float32)))
-    else:
-        for ex in iter_examples(cache_root):
-            u = ex.utterance
-            if u.label is None:
-                continue
-            out.append(Example(u.id, ex.words, ex.word_features, float(u.label), u.split or "",
-                               u.speaker or ""))
+    out, methods, left_out = [], [], 0
+    for u, rec in cache.read_index():
+        if u.label is None:
+            continue
+        if not passes(rec.align_quality, min_align_quality):
+            left_out += 1
+            continue
+        methods.append(rec.align_method)
+        entry = cache.get(rec.key)
+        if frames and "frames" not in entry.arrays:
+            raise ModelError("the cache has no frames (build it with `cmbert extract-audio "
+                             "--frames`)", cache_root)
+        out.append(Example(u.id, tuple(str(w) for w in entry.arrays["words"]),
+                           np.asarray(entry.arrays["word_features"], dtype=np.float32),
+                           float(u.label), u.split or "", u.speaker or "",
+                           np.asarray(entry.arrays["frames"], dtype=np.float32)
+                           if frames else None))
     if not out:
-        raise ModelError("no labelled utterances in the cache", cache_root)
+        raise ModelError("no labelled utterances in the cache"
+                         + (f" with alignment quality >= {min_align_quality}"
+                            if min_align_quality is not None else ""), cache_root)
     settings = {"source": "cache", "cache": str(cache_root), "cache_info": info,
+                "align_methods": describe_methods(methods), "min_align_quality": min_align_quality,
+                "left_out_for_align_quality": left_out,
                 "data_sha256": _digest_files([FeatureCache(cache_root).index_path])}
+    log.info("alignments used: %s; %d left out by --min-align-quality", settings["align_methods"],
+             left_out)
     return out, settings
 
 

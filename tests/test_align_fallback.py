@@ -165,3 +165,12 @@ def test_ten_minutes_with_three_words_is_refused(tmp_path, ravdess, aligner):
     sf.write(path, np.concatenate([load_audio(c) for c in clips]), SAMPLE_RATE)
     with pytest.raises(AlignmentError, match="far more than the transcript"):
         aligner.align(Utterance("l", path, "Kids are talking"))
+
+
+def test_quality_filter_and_method_counts():
+    from cmbert_pipe.align.quality import describe_methods, passes
+
+    assert passes(0.4, None) and passes(None, None) and passes(0.4, 0.3)
+    assert not passes(0.2, 0.3) and not passes(None, 0.3)  # unknown quality fails a minimum
+    assert describe_methods(["anchored", "viterbi", "viterbi", "", "proportional"]) == (
+        "viterbi 2, anchored 1, proportional 1, unknown 1")

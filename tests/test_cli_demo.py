@@ -49,7 +49,11 @@ def test_demo_runs_every_stage_and_reports(demo_run):
         m = report["metrics"][split]
         assert 0.0 <= m["acc2_non0"]["mean"] <= 1.0 and m["mae"]["mean"] >= 0.0
     md = (out / "report.md").read_text()
-    assert "| test | 5 |" in md and "acc2_non0" in md
+    refused = {f["item_id"] for f in report["failures"]}
+    manifest = (DEMO / "manifest.csv").read_text().splitlines()[1:]
+    n_test = sum(1 for row in manifest
+                 if row.split(",")[4] == "test" and row.split(",")[0] not in refused)
+    assert f"| test | {n_test} |" in md and "acc2_non0" in md
     pred = report["prediction"]
     assert pred["utterance_id"] == "pos09" and -3 <= pred["score"] <= 3
     assert [w["word"] for w in pred["words"]] == ["I", "would", "gladly", "watch", "it", "again"]

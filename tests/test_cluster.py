@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from cmbert_pipe.cli import app
 
 STATEMENTS = {"01": "Kids are talking by the door", "02": "Dogs are sitting by the door"}
 CLIPS = ("Actor_01/03-01-01-01-01-01-01", "Actor_01/03-01-03-01-02-01-01",
-         "Actor_02/03-01-05-02-02-02-02")
+         "Actor_02/03-01-02-01-02-01-02")
 
 
 @pytest.fixture(scope="module")
@@ -79,3 +80,25 @@ def test_unreachable_scheduler_names_it_and_writes_nothing(manifest, tmp_path):
     assert not (tmp_path / "out").exists()
     r = _invoke("align", manifest, "--out", tmp_path / "out", "--cluster", "local")
     assert r.exit_code == 2 and "local:N" in r.output and not (tmp_path / "out").exists()
+
+
+def test_a_rerun_says_which_key_part_changed(tmp_path):
+    """One mechanism for every stage: an edited transcript re-aligns and re-extracts that clip
+    and the summaries name what changed; the untouched clip stays current."""
+    from cmbert_pipe.align import align_corpus, get_aligner
+    from cmbert_pipe.extract import extract_corpus
+    from cmbert_pipe.schema import Utterance
+
+    demo = Path(__file__).resolve().parents[1] / "assets" / "demo"
+    utts = [Utterance("pos01", demo / "pos01.flac", "I really loved this movie"),
+            Utterance("neg01", demo / "neg01.flac", "I hated this movie")]
+    aligner = get_aligner("pocketsphinx")
+    align_corpus(utts, tmp_path / "align", aligner)
+    extract_corpus(utts, tmp_path / "align", tmp_path / "cache", feature_set="egemaps")
+    edited = [utts[0], Utterance("neg01", demo / "neg01.flac", "I hated that movie")]
+    again = align_corpus(edited, tmp_path / "align", aligner)
+    assert (again.skipped, again.done, again.changed) == (1, 1, (("transcript", 1),))
+    summary = extract_corpus(edited, tmp_path / "align", tmp_path / "cache",
+                             feature_set="egemaps")
+    assert (summary.skipped, summary.done) == (1, 1)
+    assert dict(summary.changed) == {"alignment": 1, "transcript": 1}

@@ -79,6 +79,7 @@ class PocketsphinxConfig:
     """Everything that changes a PocketSphinx alignment (all of it goes into cache keys)."""
 
     beam: float = 1e-48  # state beam of the first try (PocketSphinx default)
+    topn: int = 4  # Gaussians scored per frame in the first try (PocketSphinx default)
     retry_beam: float = 1e-100  # wider beam for the single retry when the first try fails
     retry_topn: int = 16  # Gaussians scored per frame in the retry (default 4: coarser)
     retry_shift_s: float = 0.005  # s: last resort, both searches on the frame grid shifted so
@@ -90,7 +91,9 @@ class PocketsphinxConfig:
     max_duration_s: float = 300.0  # s: longer recordings are refused (split them first)
     min_quality: float = 0.135  # below: the transcript does not match (exp(-4 / 2): fit -4)
     min_word_quality: float = 0.2  # a word whose own fit is below this fits poorly
-    max_poor_share: float = 0.3  # more of the words' time fitting poorly: transcript mismatch
+    max_poor_share: float = 0.3  # more of the words' time fitting poorly: transcript mismatch,
+    raised_voice_f0_hz: float = 350.0  # Hz: ... unless the voice is raised (median F0 above
+    #   this: shouting), where the model's word fit is unreliable (RAVDESS strong intensity)
     min_anchor_share: float = 0.5  # anchoring: at least this share of the words must be found
     min_anchor_quality: float = 0.15  # ... each with a fit of at least this quality
     unscorable_f0_hz: float = 450.0  # Hz: proportional placement only for voices whose median
@@ -105,6 +108,7 @@ class PocketsphinxConfig:
             raise ConfigError(f"max_duration_s must be positive, got {self.max_duration_s}")
 
 
+@functools.lru_cache(maxsize=1)
 def _version() -> str:
     from importlib.metadata import version
 
@@ -144,7 +148,7 @@ def _decoder(config: PocketsphinxConfig, wide: bool, lexicon: dict[str, tuple[st
         options = {"beam": b, "pbeam": b, "wbeam": b * 1e20, "topn": config.retry_topn,
                    "maxhmmpf": -1}
     else:
-        options = {"beam": config.beam, "pbeam": config.beam}
+        options = {"beam": config.beam, "pbeam": config.beam, "topn": config.topn}
     lines = []
     for key, prons in sorted(lexicon.items()):
         lines += [f"{key if i == 0 else f'{key}({i + 1})'} {p}" for i, p in enumerate(prons)]
@@ -327,12 +331,18 @@ class PocketsphinxAligner(Aligner):
                     f"frame (quality {quality:.3f}, below {cfg.min_quality}) with method "
                     f"{method}", utterance.audio)
             poor, share = path.poor_words(keys, cfg.min_word_quality)
-            if share > cfg.max_poor_share:
+            f0_hz = median_f0_hz(wave, segments) if share > cfg.max_poor_share else 0.0
+            if share > cfg.max_poor_share and f0_hz >= cfg.raised_voice_f0_hz:
+                log.warning("%s: %.0f%% of the words' time fits poorly, in a raised voice "
+                            "(median F0 %.0f Hz) where word fit is no evidence: kept",
+                            utterance.id, 100 * share, f0_hz)
+            elif share > cfg.max_poor_share:
                 raise AlignmentError(
                     "the transcript does not match the audio: "
                     + ", ".join(repr(words[i].text) for i in poor)
                     + f" ({share:.0%} of the words' time, more than {cfg.max_poor_share:.0%}) "
-                    f"fit the sound poorly (quality below {cfg.min_word_quality})",
+                    f"fit the sound poorly (quality below {cfg.min_word_quality}; voice median "
+                    f"F0 {f0_hz:.0f} Hz)",
                     utterance.audio)
             return self._to_alignment(utterance, words, keys, path, duration_s, shift_s,
                                       method=method, quality=quality)

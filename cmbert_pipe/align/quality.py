@@ -33,8 +33,10 @@ METHODS = (
 FIT_SCALE_NATS = 2.0  # nats per frame: quality exp(-1) at a mean fit of -2 nats per frame
 ENERGY_FRAME_S = 0.025  # s: energy window of the speech detector
 ENERGY_HOP_S = 0.010  # s
-SPEECH_ABOVE_FLOOR_DB = 15.0  # dB above the quietest frames (10th percentile) counts as voiced
-MIN_DYNAMIC_RANGE_DB = 15.0  # dB between quiet and loud frames; less: no speech in the file
+SPEECH_BAND_HZ = (150.0, 4000.0)  # Hz: the band whose energy the speech detector follows
+SPEECH_ABOVE_FLOOR_DB = 6.0  # dB above the quiet floor (10th percentile) at least counts as voiced
+SPEECH_RANGE_SHARE = 0.3  # ... and this share of the floor-to-peak (99th percentile) range
+MIN_DYNAMIC_RANGE_DB = 12.0  # dB between quiet and loud frames; less: no speech in the file
 MIN_GAP_S = 0.15  # s: shorter quiet stretches inside speech are bridged
 MIN_RUN_S = 0.05  # s: shorter loud blips are dropped
 F0_MIN_HZ, F0_MAX_HZ = 60, 1000  # pitch search range of median_f0_hz
@@ -44,26 +46,30 @@ MAX_SPEECH_SLACK_S = 3.0  # s of unscripted speech (fillers, laughter) allowed b
 
 
 def frame_energy_db(wave: np.ndarray) -> np.ndarray:
-    """(n_frames,) log energy in dB of 25 ms windows every 10 ms of a 16 kHz (N,) wave."""
+    """(n_frames,) log energy in dB, in the speech band (:data:`SPEECH_BAND_HZ`: mains hum and
+    rumble below it do not count), of Hann-windowed 25 ms frames every 10 ms of a 16 kHz wave."""
     win, hop = round(ENERGY_FRAME_S * SAMPLE_RATE), round(ENERGY_HOP_S * SAMPLE_RATE)
     if wave.shape[0] < win:
         wave = np.pad(wave, (0, win - wave.shape[0]))
     n = 1 + (wave.shape[0] - win) // hop
     idx = np.arange(win)[None, :] + hop * np.arange(n)[:, None]  # (n, win)
-    frames = wave[idx].astype(np.float64)
-    frames -= frames.mean(axis=1, keepdims=True)
-    return 10.0 * np.log10(np.mean(frames**2, axis=1) + 1e-12)
+    frames = wave[idx].astype(np.float64) * np.hanning(win)[None, :]
+    power = np.abs(np.fft.rfft(frames, 512, axis=1)) ** 2  # (n, 257)
+    hz = np.fft.rfftfreq(512, 1.0 / SAMPLE_RATE)
+    band = (hz >= SPEECH_BAND_HZ[0]) & (hz <= SPEECH_BAND_HZ[1])
+    return 10.0 * np.log10(power[:, band].sum(axis=1) / win + 1e-12)
 
 
 def speech_segments(wave: np.ndarray) -> tuple[tuple[float, float], ...]:
     """Voiced stretches ``((start_s, end_s), ...)`` of a 16 kHz wave: frames louder than the
-    quiet floor by :data:`SPEECH_ABOVE_FLOOR_DB`, short gaps bridged, short blips dropped.
-    Empty when the file has no loud-vs-quiet contrast (silence, steady noise or hum)."""
+    quiet floor by :data:`SPEECH_ABOVE_FLOOR_DB` and by :data:`SPEECH_RANGE_SHARE` of the
+    floor-to-peak range (noisy recordings have little range), short gaps bridged, short blips
+    dropped. Empty when the file has no loud-vs-quiet contrast (silence, steady noise, hum)."""
     db = frame_energy_db(wave)
     floor, peak = np.percentile(db, 10), np.percentile(db, 99)
     if peak - floor < MIN_DYNAMIC_RANGE_DB:
         return ()
-    voiced = db > floor + SPEECH_ABOVE_FLOOR_DB
+    voiced = db > floor + max(SPEECH_ABOVE_FLOOR_DB, SPEECH_RANGE_SHARE * (peak - floor))
     runs = _runs(voiced)
     merged: list[list[int]] = []
     for start, end in runs:
@@ -165,3 +171,21 @@ def clip_segments(segments: Sequence[tuple[float, float]], start_s: float,
     out = [(max(s, start_s), min(e, end_s)) for s, e in segments if e > start_s and s < end_s]
     out = [(s, e) for s, e in out if e > s]
     return out or [(start_s, max(end_s, start_s + 1e-3))]
+
+
+def passes(quality: float | None, min_quality: float | None) -> bool:
+    """Whether an alignment of ``quality`` passes ``--min-align-quality``; an unknown quality
+    (an aligner that gives none, e.g. dropped-in MFA TextGrids) passes only when no minimum
+    is asked for."""
+    return min_quality is None or (quality is not None and quality >= min_quality)
+
+
+def describe_methods(methods: Sequence[str]) -> str:
+    """``"viterbi 692, anchored 2, proportional 5"``: how many alignments each method made,
+    in the order of :data:`METHODS` (others, e.g. ``unknown``, last)."""
+    counts: dict[str, int] = {}
+    for m in methods:
+        counts[m or "unknown"] = counts.get(m or "unknown", 0) + 1
+    order = {m: i for i, m in enumerate(METHODS)}
+    return ", ".join(f"{m} {n}" for m, n in sorted(counts.items(),
+                                                   key=lambda kv: (order.get(kv[0], 99), kv[0])))

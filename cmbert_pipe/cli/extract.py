@@ -63,6 +63,9 @@ def extract_audio(
     jobs: int = typer.Option(FEATURES.jobs, "--jobs", "-j", help="Worker processes."),
     cluster: str | None = typer.Option(None, "--cluster", help=CLUSTER_HELP),
     force: bool = typer.Option(False, "--force", help="Recompute entries that are current."),
+    min_align_quality: float | None = typer.Option(
+        None, "--min-align-quality",
+        help="Leave out utterances whose alignment quality (0-1, docs/alignment.md) is below this."),
     max_duration_s: float = typer.Option(
         MAX_DURATION_S, "--max-duration", min=1.0,
         help="Refuse recordings longer than this (seconds), as align does."),
@@ -81,6 +84,7 @@ def extract_audio(
         scan = corpus_or_clip(corpus, transcript, transcripts, "extract-audio")
         if not alignments.is_dir():
             raise ConfigError("alignments folder not found; run `cmbert align` first", alignments)
+        scan = _filter_by_align_quality(scan, alignments, min_align_quality)
         with open_executor(config.jobs, cluster) as executor, \
                 progress_bar(f"extract {config.feature_set}", len(scan.utterances)) as bar:
             summary = extract_corpus(
@@ -94,6 +98,27 @@ def extract_audio(
             console.print(f"exported {len(written)} frame file(s) to {shown(out_dir / f'frames-{export}')}")
     out.print(f"cache: {shown(out_dir)}")
     report_summary(summary, out_dir / "extract_summary.json")
+
+
+def _filter_by_align_quality(scan, alignments: Path, min_quality: float | None):
+    """The scan without the utterances whose alignment quality is below ``min_quality``;
+    prints how many alignments each method made and how many were left out."""
+    from dataclasses import replace
+
+    from cmbert_pipe.align.driver import alignment_quality
+    from cmbert_pipe.align.quality import describe_methods, passes
+
+    kept, methods = [], []
+    for utt in scan.utterances:
+        method, quality = alignment_quality(alignments, utt)
+        if passes(quality, min_quality):
+            kept.append(utt)
+            methods.append(method)
+    left_out = len(scan.utterances) - len(kept)
+    out.print(f"alignments: {describe_methods(methods) or 'none'}"
+              + (f"; {left_out} left out (quality below {min_quality})"
+                 if min_quality is not None else ""))
+    return replace(scan, utterances=tuple(kept)) if left_out else scan
 
 
 @app.command("export-frames", short_help="Write cached frame matrices as CSV or NPZ, columns in COVAREP order.")

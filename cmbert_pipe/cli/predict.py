@@ -93,6 +93,9 @@ def predict_cmd(
                                                   "bundle's aligner."),
     jobs: int = typer.Option(DEFAULT_JOBS, "--jobs", "-j", min=1, max=MAX_JOBS,
                              help="Batch: worker processes."),
+    min_align_quality: float | None = typer.Option(
+        None, "--min-align-quality",
+        help="Refuse clips whose alignment quality (0-1, docs/alignment.md) is below this."),
     cluster: str | None = typer.Option(None, "--cluster", help="Batch: " + CLUSTER_HELP),
     max_duration_s: float = typer.Option(
         MAX_DURATION_S, "--max-duration", min=1.0,
@@ -117,14 +120,15 @@ def predict_cmd(
             if cluster:
                 parse_cluster(cluster)  # a malformed address: refused before any work
             _predict_corpus(audio, transcripts, model, output, force, aligner, jobs, cluster,
-                            max_duration_s)
+                            max_duration_s, min_align_quality)
             return
         if (transcript is None) == (text is None):
             raise ConfigError("give the transcript as a file argument or with --text (one)")
         console.print(f"loading {shown(model)} ...")
         with doing(f"loading the model bundle {model}"):
             predictor = Predictor.from_pretrained(model, aligner=aligner,
-                                                  max_duration_s=max_duration_s)
+                                                  max_duration_s=max_duration_s,
+                                                  min_align_quality=min_align_quality)
         prediction, maps = predictor.analyse(audio, text if text is not None else transcript)
         picture_error = None
         if attention_png is not None:
@@ -153,7 +157,8 @@ def predict_cmd(
 def _predict_corpus(corpus: Path, transcripts: Path | None, model: Path, output: Path,
                     force: bool, aligner: str | None, jobs: int = 1,
                     cluster: str | None = None,
-                    max_duration_s: float = MAX_DURATION_S) -> None:
+                    max_duration_s: float = MAX_DURATION_S,
+                    min_align_quality: float | None = None) -> None:
     from cmbert_pipe.predict import Predictor, failures_of_scan, predict_corpus
 
     scan = discover(corpus, transcripts)
@@ -163,7 +168,8 @@ def _predict_corpus(corpus: Path, transcripts: Path | None, model: Path, output:
                   f"unusable; loading {shown(model)} ...")
     with doing(f"loading the model bundle {model}"):
         predictor = Predictor.from_pretrained(model, aligner=aligner,
-                                              max_duration_s=max_duration_s)
+                                              max_duration_s=max_duration_s,
+                                              min_align_quality=min_align_quality)
     with open_executor(jobs, cluster) as executor, \
             progress_bar("predict", len(scan.utterances)) as bar:
         summary = predict_corpus(predictor, scan.utterances, output, force=force,

@@ -110,6 +110,7 @@ def train_cmd(
     threads: int = typer.Option(TRAIN.threads, "--threads", help="torch CPU threads (0 = default)."),
     max_train: int = typer.Option(TRAIN.max_train, "--max-train", help="Use only the first N training examples (0 = all)."),
     set_: list[str] = typer.Option([], "--set", help="Any model or training key, as in a recipe: --set model.options.beta=0.5 --set train.warmup=0.2 (repeatable; see docs/configuration.md)."),
+    min_align_quality: float | None = typer.Option(None, "--min-align-quality", help="Leave out utterances whose alignment quality (0-1, see docs/alignment.md) is below this."),
     audio_head: AudioHead = typer.Option(MODEL.audio_head, "--audio-head", help="Acoustic path fused with [CLS] by a learned gate: none (the model as published), pool (mean/std/first/last word vectors), encoder (learned; also reads the frames when the cache has them). For --model audio, none means pool."),
     audio_head_dim: int = typer.Option(MODEL.audio_head_dim, "--audio-head-dim", help="Size of the utterance audio vector."),
     frames: bool | None = typer.Option(None, "--frames/--no-frames", help="encoder head: read the 10 ms frames (default: when the cache has them)."),
@@ -162,7 +163,13 @@ def train_cmd(
         if text_only is not None:
             examples, settings = load_text_examples(text_only)
         else:
-            examples, settings = load_cache_examples(cache, frames=frames)
+            examples, settings = load_cache_examples(cache, frames=frames,
+                                                     min_align_quality=min_align_quality)
+            if dist_ctx.is_main:
+                console.print(f"alignments: {settings['align_methods']}"
+                              + (f"; {settings['left_out_for_align_quality']} left out (quality "
+                                 f"below {min_align_quality})" if min_align_quality is not None
+                                 else ""))
         mcfg = mcfg.replace(audio_dim=audio_dim_of(examples, mcfg.audio_dim), frames=frames)
         epochs = tcfg.epochs
         seed_list = list(tcfg.seeds)
