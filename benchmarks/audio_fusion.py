@@ -466,6 +466,8 @@ def report(args) -> None:
             for key, per, secs in rows:
                 if key in step:
                     ratio = f"{step[key]['ratio_to_tbert']:.2f}"
+                elif step:
+                    ratio = "—"
                 else:
                     ratio = (f"{np.mean(secs) / tbert_s:.2f}" if secs and tbert_s else "—")
                 table.append([names.get(key, key), str(len(per)),
