@@ -18,7 +18,7 @@ def tiny_model():
     enc = BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
                                num_attention_heads=2, intermediate_size=32,
                                max_position_embeddings=16), add_pooling_layer=False)
-    return build_model(ModelConfig(model="cmsbert-clr", audio_dim=4), encoder=enc)
+    return build_model(ModelConfig(model="cmsbert-clr", audio_dim=4, max_len=16), encoder=enc)
 
 
 def one_step(model, lr=0.1):

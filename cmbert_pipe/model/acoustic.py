@@ -1,6 +1,6 @@
 """The utterance-level acoustic path: an audio head and the gate that adds it to ``[CLS]``.
 
-DESIGN.md, "The acoustic path"::
+docs/models.md, "The acoustic path"::
 
     a = AudioHead(word vectors [, frames])          (B, d_a)
     g = σ(W_g [h_CLS ; a])                           (B, H)
