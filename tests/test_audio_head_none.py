@@ -22,22 +22,8 @@ import torch
 
 GOLDEN = Path(__file__).parent / "data" / "audio_head_none_golden.json"
 MODELS = ("tbert", "cmbert", "magbert", "cmsbert-clr")
-SENTENCES = ("kids are talking by the door", "dogs are sitting by the door",
-             "i really loved this movie", "that was a terrible waste of time")
-
-
-def examples(dim: int = 25):
-    from cmbert_pipe.train import Example
-
-    rng = np.random.default_rng(0)
-    out = []
-    for i in range(16):
-        words = tuple(SENTENCES[i % 4].split())
-        label = 2.0 if i % 2 else -2.0
-        feats = rng.normal(size=(len(words), dim)).astype(np.float32) + label
-        split = "train" if i < 10 else "dev" if i < 13 else "test"
-        out.append(Example(f"u{i}", words, feats, label, split))
-    return out
+# the same 16 synthetic examples as the fusion training tests, with 25-dim audio
+from test_fusions_train import examples  # noqa: E402
 
 
 def compute(model: str, tmp: Path) -> dict:
@@ -47,7 +33,7 @@ def compute(model: str, tmp: Path) -> dict:
     from cmbert_pipe.model.inputs import AudioStats, load_tokenizer, prepare_batch
     from cmbert_pipe.train import TrainConfig, predict_examples, train_one
 
-    exs = examples()
+    exs = examples(25)
     cfg = ModelConfig(model=model, audio_dim=25)
     tok = load_tokenizer("")
     stats = AudioStats.from_features([x.word_features for x in exs], 25)
