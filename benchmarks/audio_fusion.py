@@ -71,7 +71,17 @@ class Row:
     lr_head: float = 1e-2
     lr_fusion: float = 0.0
     select_metric: str = "loss"
+    modality_dropout: float = 0.0
     extra: dict = field(default_factory=dict)
+
+    def model_config(self, audio_dim: int, **changes):
+        from cmbert_pipe.model import ModelConfig
+
+        return ModelConfig(**{**dict(
+            model=self.model, audio_dim=audio_dim, audio_head=self.audio_head,
+            objective=self.objective, audio_norm=self.audio_norm, frames=self.frames,
+            modality_dropout=self.modality_dropout, options=dict(self.extra) or None),
+            **changes})
 
 
 # The published recipes (3 epochs, head 1e-2, MSE) for the models as published, and one recipe
@@ -89,6 +99,13 @@ ROWS = (
     Row("magbert+path", "MAG-BERT + acoustic path", "magbert", **ACOUSTIC),
     Row("cmsbert-clr", "CMSBERT-CLR (published)", "cmsbert-clr"),
     Row("cmsbert-clr+path", "CMSBERT-CLR + acoustic path", "cmsbert-clr", **ACOUSTIC),
+    # modality dropout (ModDrop), p = 0.3 fixed beforehand, not tuned
+    Row("cmbert+path+md", "CM-BERT + acoustic path + modality dropout", "cmbert", **ACOUSTIC,
+        modality_dropout=0.3),
+    Row("magbert+path+md", "MAG-BERT + acoustic path + modality dropout", "magbert",
+        **ACOUSTIC, modality_dropout=0.3),
+    Row("cmsbert-clr+path+md", "CMSBERT-CLR + acoustic path + modality dropout",
+        "cmsbert-clr", **ACOUSTIC, modality_dropout=0.3),
     # one part at a time, on the audio-only model (cheap): what each choice is worth
     Row("audio-encoder-mse", "  audio encoder, MSE instead of binary", "audio",
         **{**ACOUSTIC, "objective": "regression"}),
@@ -206,7 +223,6 @@ def train_row(row: Row, examples, settings, seeds, out_dir: Path, args) -> list[
     """Train ``row`` over ``seeds`` into ``out_dir``; per-seed test scores (cached)."""
     import torch
 
-    from cmbert_pipe.model import ModelConfig
     from cmbert_pipe.model.bundle import load_bundle
     from cmbert_pipe.train import (
         TrainConfig,
@@ -219,9 +235,7 @@ def train_row(row: Row, examples, settings, seeds, out_dir: Path, args) -> list[
 
     torch.set_num_threads(args.threads)
     dim = audio_dim_of(examples, 74)
-    mcfg = ModelConfig(model=row.model, audio_dim=dim, audio_head=row.audio_head,
-                       objective=row.objective, audio_norm=row.audio_norm, frames=row.frames,
-                       options=dict(row.extra) or None)
+    mcfg = row.model_config(dim)
     tcfg = TrainConfig(epochs=row.epochs, patience=row.patience, lr_head=row.lr_head,
                        lr_fusion=row.lr_fusion, select_metric=row.select_metric,
                        device="cpu", threads=args.threads, seeds=tuple(seeds))
@@ -354,13 +368,10 @@ def select(args) -> None:
 def train_row_only(row, examples, settings, seeds, out_dir, args):
     import torch
 
-    from cmbert_pipe.model import ModelConfig
     from cmbert_pipe.train import TrainConfig, audio_dim_of, train_seeds
 
     torch.set_num_threads(args.threads)
-    mcfg = ModelConfig(model=row.model, audio_dim=audio_dim_of(examples, 74),
-                       audio_head=row.audio_head, objective=row.objective,
-                       audio_norm=row.audio_norm, frames=row.frames)
+    mcfg = row.model_config(audio_dim_of(examples, 74))
     tcfg = TrainConfig(epochs=row.epochs, patience=row.patience, lr_head=row.lr_head,
                        lr_fusion=row.lr_fusion, select_metric=row.select_metric,
                        device="cpu", threads=args.threads, seeds=tuple(seeds))
@@ -374,7 +385,7 @@ def timing(args) -> None:
     over rounds, as a ratio to T-BERT. Written to OUT/timing.json."""
     import torch
 
-    from cmbert_pipe.model import ModelConfig, build_model
+    from cmbert_pipe.model import build_model
     from cmbert_pipe.model.inputs import load_tokenizer
     from cmbert_pipe.train import (
         audio_dim_of,
@@ -395,8 +406,7 @@ def timing(args) -> None:
     nets, batches, opts = {}, {}, {}
     for key in keys:
         row = BY_KEY[key]
-        cfg = ModelConfig(model=row.model, audio_dim=dim, audio_head=row.audio_head,
-                          objective=row.objective, audio_norm="global", frames=row.frames)
+        cfg = row.model_config(dim, audio_norm="global")
         torch.manual_seed(0)
         nets[key] = build_model(cfg).train()
         batches[key] = make_batches(train, tok, cfg, stats, 24,
