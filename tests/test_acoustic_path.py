@@ -125,17 +125,20 @@ def test_modality_dropout_hides_text_in_training_only():
     net = build_model(ModelConfig(model="cmbert", audio_dim=DIM, audio_head="pool",
                                   modality_dropout=0.4))
     h = torch.randn(4000, net.hidden_size) + 1.0  # no row is zero by chance
+    a = torch.randn(4000, 8)
+    a[2000:] = 0.0  # utterances without audio: their text is never hidden
     net.train()
     torch.manual_seed(0)
-    out = net.drop_text(h)
+    out = net.drop_text(h, a)
     zero = (out == 0).all(dim=1)
-    assert 0.35 < zero.float().mean().item() < 0.45
+    assert 0.35 < zero[:2000].float().mean().item() < 0.45
+    assert not zero[2000:].any()
     assert torch.equal(out[~zero], h[~zero])
     net.eval()
-    assert torch.equal(net.drop_text(h), h)
+    assert torch.equal(net.drop_text(h, a), h)
     plain = build_model(ModelConfig(model="cmbert", audio_dim=DIM, audio_head="pool")).train()
     state = torch.random.get_rng_state()
-    assert torch.equal(plain.drop_text(h), h)
+    assert torch.equal(plain.drop_text(h, a), h)
     assert torch.equal(torch.random.get_rng_state(), state)  # no draw: training unchanged
 
 
