@@ -31,12 +31,14 @@ def _inverse_filter(frames: np.ndarray, a: np.ndarray) -> np.ndarray:
     return np.einsum("fnk,fk->fn", windows, a[:, ::-1])
 
 
-def lpc_residual_two(x: np.ndarray, x_for_lpc: np.ndarray, win_len: int, shift: int, order: int) -> np.ndarray:
+def lpc_residual_two(x: np.ndarray, x_for_lpc: np.ndarray, win_len: int, shift: int, order: int,
+                     peak: float | None = None) -> np.ndarray:
     """Residual of ``x`` with LPC coefficients estimated on ``x_for_lpc`` (§2.2). (L,) -> (L,).
 
     Frames of ``win_len+1`` samples hopped by ``shift``, windowed by MATLAB ``hanning``,
     inverse-filtered, energy-matched to the windowed frame, overlap-added, and divided by the
-    maximum absolute value. An all-zero frame gives NaN over its span (as in the reference).
+    maximum absolute value (``peak`` when given: segmented extraction passes the whole file's,
+    1.0 for the raw residual). An all-zero frame gives NaN over its span (as in the reference).
     """
     win_len, shift, order = iround(win_len), iround(shift), iround(order)
     x = np.asarray(x, dtype=float)
@@ -57,13 +59,16 @@ def lpc_residual_two(x: np.ndarray, x_for_lpc: np.ndarray, win_len: int, shift: 
             inv *= gain[:, None]
             # Overlap-add: frames hop by ``shift``, so add per in-frame offset block.
             np.add.at(res, idx.ravel(), inv.ravel())
-        peak = np.nanmax(np.abs(res)) if n else 0.0
-        if peak > 0:
+        if peak is None:
+            peak = np.nanmax(np.abs(res)) if n else 0.0
+        if peak > 0 and peak != 1.0:
             res = res / peak
     return res
 
 
-def lpc_residual(x: np.ndarray, win_len: int = 400, shift: int = 80, order: int = 18) -> np.ndarray:
-    """COVAREP ``lpcresidual``: (L,) signal -> (L,) normalised LP residual (§2.1)."""
+def lpc_residual(x: np.ndarray, win_len: int = 400, shift: int = 80, order: int = 18,
+                 peak: float | None = None) -> np.ndarray:
+    """COVAREP ``lpcresidual``: (L,) signal -> (L,) normalised LP residual (§2.1); ``peak`` as
+    in :func:`lpc_residual_two`."""
     x = np.asarray(x, dtype=float)
-    return lpc_residual_two(x, x, win_len, shift, order)
+    return lpc_residual_two(x, x, win_len, shift, order, peak)
