@@ -85,7 +85,8 @@ log = logging.getLogger(__name__)
 
 CORE_S = 60.0  # seconds of output rows per segment
 MARGIN_S = 2.0  # context on each side: > every stage's reach (docs/performance.md)
-LONG_FILE_S = 120.0  # extract_frames_file segments files longer than this
+MIN_MARGIN_S = 1.8  # the widest reach: an unvoiced frame's 3 s sinusoidal window (SRH F0 = 1 Hz)
+LONG_FILE_S = 120.0  # extract_frames("covarep74") segments recordings longer than this
 SRH_HALF = 799  # SRH frame j covers 1-based samples m_j - 799 .. m_j + 798, m_j = 800 + 160 j
 SRH_FIRST = 800
 STREAM_CHUNK = 1 << 20  # Octave draws generated per block while seeking in the stream
@@ -105,6 +106,9 @@ class Segment:
 def plan_segments(n_samples: int, core_s: float = CORE_S, margin_s: float = MARGIN_S
                   ) -> list[Segment]:
     """Equal cores of about ``core_s`` covering [0, n), each with ``margin_s`` either side."""
+    if not margin_s >= MIN_MARGIN_S:
+        raise ValueError(f"margin_s {margin_s} is below {MIN_MARGIN_S} s, the widest context of a "
+                         "COVAREP stage (a 1 Hz frame's sinusoidal window)")
     core = max(GRID_HOP, int(round(core_s * FS / GRID_HOP)) * GRID_HOP)
     margin = int(math.ceil(margin_s * FS / GRID_HOP)) * GRID_HOP
     n_seg = max(1, -(-n_samples // core))
