@@ -209,12 +209,21 @@ class ModelConfig:
     frames: bool = False  # the encoder head also reads the 10 ms frames (cache with --frames)
     objective: str = "regression"  # regression (MSE) | binary | class7 (model/objectives.py)
     audio_norm: str = "global"  # audio standardisation: global (train stats) | speaker
+    # Modality dropout (ModDrop): in training, hide [CLS] from the acoustic fusion for this
+    # share of utterances, so that the acoustic path learns to carry the score alone.
+    modality_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         _choice("model", self.model, MODEL_NAMES)
         _choice("audio_head", self.audio_head, AUDIO_HEADS)
         _choice("objective", self.objective, OBJECTIVES)
         _choice("audio_norm", self.audio_norm, AUDIO_NORMS)
+        _require(0 <= self.modality_dropout < 1,
+                 f"modality_dropout must be in [0, 1), got {self.modality_dropout}")
+        _require(self.modality_dropout == 0 or (self.audio_head != "none"
+                                                and self.model not in ("audio", "tbert")),
+                 "modality_dropout needs a text model with an acoustic path "
+                 "(audio_head pool or encoder)")
         _require(self.audio_head_dim >= 2,
                  f"audio_head_dim must be at least 2, got {self.audio_head_dim}")
         _require(not self.frames or self.audio_head == "encoder",
