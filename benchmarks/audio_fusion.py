@@ -71,7 +71,17 @@ class Row:
     lr_head: float = 1e-2
     lr_fusion: float = 0.0
     select_metric: str = "loss"
+    modality_dropout: float = 0.0
     extra: dict = field(default_factory=dict)
+
+    def model_config(self, audio_dim: int, **changes):
+        from cmbert_pipe.model import ModelConfig
+
+        return ModelConfig(**{**dict(
+            model=self.model, audio_dim=audio_dim, audio_head=self.audio_head,
+            objective=self.objective, audio_norm=self.audio_norm, frames=self.frames,
+            modality_dropout=self.modality_dropout, options=dict(self.extra) or None),
+            **changes})
 
 
 # The published recipes (3 epochs, head 1e-2, MSE) for the models as published, and one recipe
@@ -89,6 +99,13 @@ ROWS = (
     Row("magbert+path", "MAG-BERT + acoustic path", "magbert", **ACOUSTIC),
     Row("cmsbert-clr", "CMSBERT-CLR (published)", "cmsbert-clr"),
     Row("cmsbert-clr+path", "CMSBERT-CLR + acoustic path", "cmsbert-clr", **ACOUSTIC),
+    # modality dropout (ModDrop), p = 0.3 fixed beforehand, not tuned
+    Row("cmbert+path+md", "CM-BERT + acoustic path + modality dropout", "cmbert", **ACOUSTIC,
+        modality_dropout=0.3),
+    Row("magbert+path+md", "MAG-BERT + acoustic path + modality dropout", "magbert",
+        **ACOUSTIC, modality_dropout=0.3),
+    Row("cmsbert-clr+path+md", "CMSBERT-CLR + acoustic path + modality dropout",
+        "cmsbert-clr", **ACOUSTIC, modality_dropout=0.3),
     # one part at a time, on the audio-only model (cheap): what each choice is worth
     Row("audio-encoder-mse", "  audio encoder, MSE instead of binary", "audio",
         **{**ACOUSTIC, "objective": "regression"}),
@@ -206,7 +223,6 @@ def train_row(row: Row, examples, settings, seeds, out_dir: Path, args) -> list[
     """Train ``row`` over ``seeds`` into ``out_dir``; per-seed test scores (cached)."""
     import torch
 
-    from cmbert_pipe.model import ModelConfig
     from cmbert_pipe.model.bundle import load_bundle
     from cmbert_pipe.train import (
         TrainConfig,
@@ -219,10 +235,9 @@ def train_row(row: Row, examples, settings, seeds, out_dir: Path, args) -> list[
 
     torch.set_num_threads(args.threads)
     dim = audio_dim_of(examples, 74)
-    mcfg = ModelConfig(model=row.model, audio_dim=dim, audio_head=row.audio_head,
-                       objective=row.objective, audio_norm=row.audio_norm, frames=row.frames,
-                       options=dict(row.extra) or None)
+    mcfg = row.model_config(dim)
     tcfg = TrainConfig(epochs=row.epochs, patience=row.patience, lr_head=row.lr_head,
+                       baselines=(),
                        lr_fusion=row.lr_fusion, select_metric=row.select_metric,
                        device="cpu", threads=args.threads, seeds=tuple(seeds))
     if args.score_only:  # the seeds an interrupted run finished, nothing trained
@@ -298,6 +313,59 @@ def run(args) -> None:
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
 
 
+MOSI_ROWS = ("tbert", "cmbert+path", "magbert+path", "cmsbert-clr+path", "magbert+path+md")
+
+
+def mosi(args) -> None:
+    """MOSI text only (``--text-only``: train/dev/test.tsv, no audio): does the acoustic path
+    hurt when there is no audio? Every row gets the published recipe (MSE, 3 epochs, lr 1e-2
+    outside BERT, epoch chosen by dev loss); the path rows add the acoustic path (and modality
+    dropout for ``+md``), which sees all-zero audio."""
+    from cmbert_pipe.train import TrainConfig, load_text_examples, train_seeds
+
+    examples, settings = load_text_examples(args.text_only)
+    out = Path(args.out) / "mosi"
+    out.mkdir(parents=True, exist_ok=True)
+    keys = MOSI_ROWS if args.rows == "all" else args.rows.split(",")
+    for key in keys:
+        row = dataclasses.replace(BY_KEY[key], objective="regression", audio_norm="global",
+                                  frames=False)
+        tcfg = TrainConfig(epochs=3, device="cpu", threads=args.threads, baselines=(),
+                           seeds=tuple(range(args.seeds)))
+        summary = train_seeds(examples, row.model_config(74), tcfg, list(tcfg.seeds),
+                              out / key, settings)
+        per_seed = [{**r.metrics["test"], "epoch_s": list(r.epoch_seconds)}
+                    for r in summary.per_seed]
+        (out / f"results-{key}.json").write_text(json.dumps({key: per_seed}, indent=1))
+        if not args.keep_weights:
+            for r in summary.per_seed:
+                (Path(r.bundle) / "model.safetensors").unlink(missing_ok=True)
+        a = [m["acc2_non0"] for m in per_seed]
+        print(f"[mosi] {row.name}: acc2 {100 * np.mean(a):.1f} ± "
+              f"{100 * np.std(a, ddof=1) if len(a) > 1 else 0:.1f}", flush=True)
+
+
+def mosi_table(folder: Path, names: dict[str, str]) -> tuple[str, dict]:
+    from _results import markdown_table
+
+    runs = read_results(folder)
+    table, data = [], {}
+    for key in MOSI_ROWS:
+        per = runs.get(key)
+        if not per:
+            continue
+        data[key] = per
+        table.append([names.get(key, key), str(len(per)),
+                      fmt([m["acc2_non0"] for m in per]), fmt([m["f1_non0"] for m in per]),
+                      fmt([m["mae"] for m in per], pct=False),
+                      fmt([m["corr"] for m in per], pct=False)])
+    head = ("## MOSI text only (no audio: the acoustic path sees zeros), test split\n\n"
+            "Published recipe for every row (MSE, 3 epochs, lr 1e-2 outside BERT, 2e-5 BERT, "
+            "epoch by dev loss), `--text-only ../shared/data/mosi-text`.\n\n")
+    return head + markdown_table(["model", "seeds", "acc2 non0 (%)", "F1 non0 (%)", "MAE",
+                                  "r"], table) + "\n", data
+
+
 def read_results(folder: Path) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
     for f in sorted(folder.glob("results-*.json")):
@@ -354,14 +422,12 @@ def select(args) -> None:
 def train_row_only(row, examples, settings, seeds, out_dir, args):
     import torch
 
-    from cmbert_pipe.model import ModelConfig
     from cmbert_pipe.train import TrainConfig, audio_dim_of, train_seeds
 
     torch.set_num_threads(args.threads)
-    mcfg = ModelConfig(model=row.model, audio_dim=audio_dim_of(examples, 74),
-                       audio_head=row.audio_head, objective=row.objective,
-                       audio_norm=row.audio_norm, frames=row.frames)
+    mcfg = row.model_config(audio_dim_of(examples, 74))
     tcfg = TrainConfig(epochs=row.epochs, patience=row.patience, lr_head=row.lr_head,
+                       baselines=(),
                        lr_fusion=row.lr_fusion, select_metric=row.select_metric,
                        device="cpu", threads=args.threads, seeds=tuple(seeds))
     return train_seeds(examples, mcfg, tcfg, seeds, out_dir, settings)
@@ -374,7 +440,7 @@ def timing(args) -> None:
     over rounds, as a ratio to T-BERT. Written to OUT/timing.json."""
     import torch
 
-    from cmbert_pipe.model import ModelConfig, build_model
+    from cmbert_pipe.model import build_model
     from cmbert_pipe.model.inputs import load_tokenizer
     from cmbert_pipe.train import (
         audio_dim_of,
@@ -395,8 +461,7 @@ def timing(args) -> None:
     nets, batches, opts = {}, {}, {}
     for key in keys:
         row = BY_KEY[key]
-        cfg = ModelConfig(model=row.model, audio_dim=dim, audio_head=row.audio_head,
-                          objective=row.objective, audio_norm="global", frames=row.frames)
+        cfg = row.model_config(dim, audio_norm="global")
         torch.manual_seed(0)
         nets[key] = build_model(cfg).train()
         batches[key] = make_batches(train, tok, cfg, stats, 24,
@@ -482,6 +547,10 @@ def report(args) -> None:
                 ["model", "runs", "bacc (%)", "acc (%)", "MAE", "r", "time ÷ T-BERT"],
                 table))
             body.append("")
+    for out in args.report:
+        if (Path(out) / "mosi").is_dir() and any((Path(out) / "mosi").glob("results-*.json")):
+            text, data["mosi"] = mosi_table(Path(out) / "mosi", names)
+            body.append(text)
     body.append(NOTES)
     write_result(args.name, "\n".join(body), data)
 
@@ -508,7 +577,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cache")
     ap.add_argument("--out")
-    ap.add_argument("--plan", choices=("fixed", "cv"), default="fixed")
+    ap.add_argument("--plan", choices=("fixed", "cv", "mosi"), default="fixed")
+    ap.add_argument("--text-only", default="../shared/data/mosi-text",
+                    help="--plan mosi: folder with train/dev/test.tsv")
     ap.add_argument("--folds", default="0,1,2,3,4,5")
     ap.add_argument("--rows", default="all")
     ap.add_argument("--seeds", type=int, default=5)
@@ -529,6 +600,8 @@ def main() -> None:
         timing(args)
     elif args.select:
         select(args)
+    elif args.plan == "mosi":
+        mosi(args)
     else:
         run(args)
 

@@ -185,7 +185,7 @@ class Predictor:
         longer than ``max_duration_s`` are refused."""
         from cmbert_pipe.model.bundle import load_bundle
 
-        bundle = load_bundle(path, device)
+        bundle = load_bundle(path, device, lite=True)
         name, options = _settings_aligner(bundle.settings)
         if aligner is not None and aligner != name:
             name, options = aligner, {}

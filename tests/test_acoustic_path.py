@@ -119,6 +119,51 @@ def test_zero_audio_adds_nothing_to_cls(model, head):
     assert np.all(ex.acoustic_shift == 0.0) and ex.acoustic_gate is not None
 
 
+def test_modality_dropout_hides_text_in_training_only():
+    """ModDrop on the text side: in training a share ≈ p of the utterances reach the gate with
+    h_CLS = 0 (the rest unchanged); in evaluation nothing is dropped; p = 0 draws nothing."""
+    net = build_model(ModelConfig(model="cmbert", audio_dim=DIM, audio_head="pool",
+                                  modality_dropout=0.4))
+    h = torch.randn(4000, net.hidden_size) + 1.0  # no row is zero by chance
+    a = torch.randn(4000, 8)
+    a[2000:] = 0.0  # utterances without audio: their text is never hidden
+    net.train()
+    torch.manual_seed(0)
+    out = net.drop_text(h, a)
+    zero = (out == 0).all(dim=1)
+    assert 0.35 < zero[:2000].float().mean().item() < 0.45
+    assert not zero[2000:].any()
+    assert torch.equal(out[~zero], h[~zero])
+    net.eval()
+    assert torch.equal(net.drop_text(h, a), h)
+    plain = build_model(ModelConfig(model="cmbert", audio_dim=DIM, audio_head="pool")).train()
+    state = torch.random.get_rng_state()
+    assert torch.equal(plain.drop_text(h, a), h)
+    assert torch.equal(torch.random.get_rng_state(), state)  # no draw: training unchanged
+
+
+def test_modality_dropout_text_hidden_means_audio_alone():
+    """With the text dropped, the fused vector is g ⊙ W_a a: the text tokens change nothing."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(model="magbert", audio_dim=DIM, audio_head="pool",
+                      modality_dropout=0.999999)
+    net = build_model(cfg).train()
+    for m in net.modules():  # hidden dropout off, ModDrop on: compare like with like
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    tok = load_tokenizer("")
+    rng = np.random.default_rng(1)
+    feats = rng.normal(size=(6, DIM)).astype(np.float32)
+    a = prepare_batch(tok, [(tuple(SENTENCES[0].split()), feats)], cfg, None)
+    b = prepare_batch(tok, [(tuple(SENTENCES[1].split()), feats)], cfg, None)
+    with torch.no_grad():
+        torch.manual_seed(1)
+        pa = net(**a).pred
+        torch.manual_seed(1)
+        pb = net(**b).pred
+    assert torch.allclose(pa, pb, atol=1e-5)
+
+
 def test_objectives_scores_and_losses():
     z = torch.tensor([[0.0], [2.0], [-4.0]])
     s = score_from_logits("binary", z)
@@ -202,6 +247,10 @@ def test_config_rejects_bad_values():
     assert ModelConfig(model="audio").audio_head == "pool"  # the audio model is its head
     with pytest.raises(ConfigError, match="no acoustic path"):
         ModelConfig(model="tbert", audio_head="pool")
+    with pytest.raises(ConfigError, match="modality_dropout"):
+        ModelConfig(model="cmbert", modality_dropout=0.3)  # no acoustic path to carry it
+    with pytest.raises(ConfigError, match="modality_dropout"):
+        ModelConfig(model="cmbert", audio_head="pool", modality_dropout=1.0)
 
 
 # -- every new option: train, save, load, evaluate, predict -----------------------------------
@@ -240,3 +289,40 @@ def test_train_save_load_evaluate(tmp_path, model, head, frames, objective, norm
         assert p.shape == (5,)
         if objective != "regression":  # the score of a classifier is bounded by construction
             assert np.all(np.abs(p) <= 3.0)
+
+
+# -- baselines beside every model -------------------------------------------------------------
+def test_audio_baseline_trained_beside_the_model(tmp_path):
+    """TrainConfig.baselines (default ("audio",)): the audio-only model with the model's own
+    head, objective and standardisation is trained on the same seeds into OUT/baselines/audio
+    and reported in summary.json; changing the baselines never retrains the model."""
+    exs = examples()
+    cfg = ModelConfig(model="magbert", audio_dim=DIM, audio_head="encoder", frames=True,
+                      objective="binary", audio_norm="speaker")
+    tc = TrainConfig(epochs=1, batch_size=8, device="cpu", threads=1, seeds=(0,))
+    assert tc.baselines == ("audio",)
+    summary = train_seeds(exs, cfg, tc, [0], tmp_path / "run")
+    base = summary.baselines["audio"]
+    assert base.model_config.model == "audio" and base.model_config.audio_head == "encoder"
+    assert base.model_config.frames and base.model_config.objective == "binary"
+    assert base.model_config.audio_norm == "speaker"
+    assert (tmp_path / "run" / "baselines" / "audio" / "seed-0" / "model.safetensors").is_file()
+    saved = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert saved["baselines"]["audio"]["mean_std"]["test"]["mae"]["mean"] == \
+        base.mean_std["test"]["mae"]["mean"]
+    again = train_seeds(exs, cfg, TrainConfig(epochs=1, batch_size=8, device="cpu", threads=1,
+                                              seeds=(0,), baselines=()), [0], tmp_path / "run")
+    assert again.per_seed[0].resumed and again.baselines == {}
+
+
+def test_no_audio_baseline_without_audio(tmp_path):
+    """Text-only data has no audio baseline; the audio model has no baseline of itself."""
+    exs = [Example(x.id, x.words, None, x.label, x.split) for x in examples()]
+    tc = TrainConfig(epochs=1, batch_size=8, device="cpu", threads=1, seeds=(0,))
+    summary = train_seeds(exs, ModelConfig(model="tbert"), tc, [0], tmp_path / "t")
+    assert summary.baselines == {} and not (tmp_path / "t" / "baselines").exists()
+    audio = train_seeds(examples(frames=False), ModelConfig(model="audio", audio_dim=DIM), tc,
+                        [0], tmp_path / "a")
+    assert audio.baselines == {}
+    with pytest.raises(ConfigError, match="baselines"):
+        TrainConfig(baselines=("probe",))

@@ -23,3 +23,15 @@ def test_every_command_is_listed_with_one_sentence_of_help():
     assert result.exit_code == 0
     for name in COMMANDS:
         assert name in result.output
+
+
+def test_docs_cli_reference_is_current():
+    """docs/cli.md is generated from the commands; an option added without regenerating it
+    (python -m cmbert_pipe.cli.reference > docs/cli.md) fails here."""
+    from pathlib import Path
+
+    from cmbert_pipe.cli.reference import reference
+
+    doc = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
+    assert doc.read_text(encoding="utf-8") == reference(), \
+        "docs/cli.md is stale: python -m cmbert_pipe.cli.reference > docs/cli.md"

@@ -133,19 +133,47 @@ def _version() -> str:
     return version("pocketsphinx")
 
 
+class _CmuDict:
+    """CMUdict of the pocketsphinx wheel, looked up lazily: word -> pronunciations in the file's
+    variant order (``the``, ``the(2)``, ...). Reading the 3.5 MB file is ~1 ms; parsing all 135k
+    lines into a dict cost ~0.4 s CPU on every new process (a cold ``cmbert predict``), so each
+    word is found with ``str.find`` when first asked for and remembered."""
+
+    def __init__(self, path: Path):
+        self._text = "\n" + path.read_text(encoding="utf-8")
+        self._seen: dict[str, tuple[str, ...] | None] = {}
+
+    def _lookup(self, word: str) -> tuple[str, ...] | None:
+        if word not in self._seen:
+            found: list[tuple[int, str]] = []
+            for head in (f"\n{word} ", f"\n{word}("):
+                at = self._text.find(head)
+                while at >= 0:
+                    end = self._text.find("\n", at + 1)
+                    line = self._text[at + 1 : end if end >= 0 else None].strip()
+                    name, _, phones = line.partition(" ")
+                    if phones and _base(name) == word:
+                        found.append((at, phones.strip()))
+                    at = self._text.find(head, at + 1)
+            self._seen[word] = tuple(p for _, p in sorted(found)) or None
+        return self._seen[word]
+
+    def __contains__(self, word: object) -> bool:
+        return isinstance(word, str) and bool(word) and self._lookup(word) is not None
+
+    def __getitem__(self, word: str) -> tuple[str, ...]:
+        prons = self._lookup(word) if word else None
+        if prons is None:
+            raise KeyError(word)
+        return prons
+
+
 @functools.lru_cache(maxsize=1)
-def _cmudict() -> dict[str, tuple[str, ...]]:
-    """CMUdict of the pocketsphinx wheel: word -> pronunciations, in the file's variant order."""
+def _cmudict() -> _CmuDict:
+    """CMUdict of the pocketsphinx wheel (word -> pronunciations, see :class:`_CmuDict`)."""
     import pocketsphinx
 
-    path = Path(pocketsphinx.get_model_path()) / "en-us" / "cmudict-en-us.dict"
-    entries: dict[str, list[str]] = {}
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            name, _, phones = line.strip().partition(" ")
-            if phones:
-                entries.setdefault(_base(name), []).append(phones.strip())
-    return {word: tuple(prons) for word, prons in entries.items()}
+    return _CmuDict(Path(pocketsphinx.get_model_path()) / "en-us" / "cmudict-en-us.dict")
 
 
 def _decoder(config: PocketsphinxConfig, wide: bool, lexicon: dict[str, tuple[str, ...]],

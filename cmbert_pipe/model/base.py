@@ -170,9 +170,24 @@ class SentimentModel(nn.Module):
             raise ModelError("this model has an acoustic path: the batch needs word_audio and "
                              "word_mask (prepare_batch adds them)")
         a, extras = self.audio_head(word_audio, word_mask, frames, frame_mask)  # (B, d_a)
+        h_cls = self.drop_text(h_cls, a)
         h, g = self.acoustic_gate(h_cls, a)
         return h, dict(extras, acoustic_gate=g.detach(),
                        acoustic_shift=gate_weight(g, h_cls, h).detach())
+
+    def drop_text(self, h_cls: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """Modality dropout (ModDrop: Neverova, Wolf, Taylor & Nebout, "ModDrop: adaptive
+        multi-modal gesture recognition", IEEE TPAMI 2016), text side: in training, each
+        utterance's ``h_CLS`` (B, H) is zeroed with probability ``config.modality_dropout``
+        before the gate, so that for those utterances the score must come from the acoustic path
+        alone. Utterances without audio (``a`` (B, d_a) all zero) always keep their text: hiding
+        it would leave nothing to learn from. No rescaling, and nothing at inference."""
+        p = self.config.modality_dropout
+        if not self.training or p <= 0:
+            return h_cls
+        drop = torch.rand(h_cls.shape[0], 1, device=h_cls.device) < p  # (B, 1)
+        drop &= (a != 0).any(dim=-1, keepdim=True)
+        return h_cls * (~drop).to(h_cls.dtype)
 
     def output(self, logits: torch.Tensor, labels: torch.Tensor | None,
                extras: dict[str, torch.Tensor] | None = None) -> ModelOutput:

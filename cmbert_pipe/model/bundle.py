@@ -39,6 +39,8 @@ from cmbert_pipe.io import dir_mode, file_digest, file_mode
 from cmbert_pipe.model import build_model
 from cmbert_pipe.model.base import ModelConfig, SentimentModel, load_encoder
 from cmbert_pipe.model.inputs import AudioStats
+from cmbert_pipe.model.lite import BertEncoder, LiteTokenizer
+from cmbert_pipe.model.lite import supports as lite_supports
 from cmbert_pipe.outputs import unsafe_id_reason
 
 log = logging.getLogger(__name__)
@@ -170,11 +172,15 @@ def read_config(path: str | Path) -> ModelConfig:
     return ModelConfig.from_dict(cfg)
 
 
-def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
+def load_bundle(path: str | Path, device: str | torch.device = "cpu", *,
+                lite: bool = False) -> Bundle:
     """Rebuild the model of a bundle (no download: the encoder comes from its saved config and
-    weights), its tokenizer and its audio statistics; the model is in eval mode on ``device``."""
+    weights), its tokenizer and its audio statistics; the model is in eval mode on ``device``.
+
+    ``lite=True`` (prediction) builds a plain BERT encoder and tokenizer without importing
+    ``transformers`` (model/lite.py: the same weights and outputs, a few seconds less to load);
+    encoders of another architecture still use ``transformers``."""
     from safetensors.torch import load_file
-    from transformers import AutoTokenizer
 
     path = Path(path)
     if not path.is_dir():
@@ -196,8 +202,10 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
         from cmbert_pipe.model import MODELS  # the package import registers every model
 
         encoder = None  # the audio-only model has none
+        lite = lite and lite_supports(enc_cfg) and (path / "tokenizer.json").is_file()
         if config.model not in MODELS or MODELS[config.model].uses_encoder:
-            encoder = load_encoder(config.bert, encoder_config=enc_cfg)
+            encoder = BertEncoder(enc_cfg) if lite else load_encoder(config.bert,
+                                                                     encoder_config=enc_cfg)
         model = build_model(config, encoder=encoder)
     try:
         state = load_file(str(path / "model.safetensors"))
@@ -215,9 +223,14 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
                          f"unexpected {result.unexpected_keys[:5]})", path / "model.safetensors")
     model.to(device).eval()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path), use_fast=True)
-    except (OSError, ValueError) as e:
-        raise ModelError(f"unreadable tokenizer ({e})", path) from None
+        if lite:
+            tokenizer = LiteTokenizer(path)
+        else:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(str(path), use_fast=True)
+    except Exception as e:  # noqa: BLE001 - the tokenizers library raises plain Exception
+        raise ModelError(f"unreadable tokenizer ({type(e).__name__}: {e})", path) from None
     with _bundle_file(path / "audio_stats.json"):
         stats = AudioStats.from_dict(_read_json(path / "audio_stats.json"))
         if len(stats.mean) != config.audio_dim or len(stats.std) != config.audio_dim:
@@ -237,6 +250,7 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
     return Bundle(model, tokenizer, config, stats, settings, metrics, path, frame_stats)
 
 
-def from_pretrained(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
+def from_pretrained(path: str | Path, device: str | torch.device = "cpu", *,
+                    lite: bool = False) -> Bundle:
     """Alias of :func:`load_bundle` (the Hugging Face name for it)."""
-    return load_bundle(path, device)
+    return load_bundle(path, device, lite=lite)
