@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import median_filter
 
-from cmbert_pipe.acoustic.covarep import envelope, rd
+from cmbert_pipe.acoustic.covarep import envelope, rd, voicequality
 from cmbert_pipe.acoustic.covarep.hmpd import _median9_cols
 from cmbert_pipe.acoustic.covarep.mcompat import OctaveRandom, _peak_runs, v_findpeaks
 
@@ -116,3 +116,25 @@ def test_compiled_msp_criterion_equals_the_numpy_form():
         )
         slow = rd._msp_error(cand, m_logabs, m_angle, f0, hp, 16000.0, maps[map_of])
         np.testing.assert_allclose(fast, slow, rtol=1e-9, atol=1e-12)
+
+
+def test_compiled_pairwise_sum_rounds_as_numpy():
+    rng = np.random.default_rng(7)
+    for n in range(0, 1100):
+        a = rng.normal(size=n) * 10.0 ** rng.normal(size=n)
+        assert voicequality._pairwise_sum(a, 0, n) == a.sum()
+
+
+def test_compiled_psp_fit_equals_the_numpy_form():
+    rng = np.random.default_rng(11)
+    k2 = voicequality._K2
+    spectra = []
+    for t in range(40):  # dB spectra of random pulses: smooth low end, ripples above
+        pulse = np.zeros(voicequality.PSP_NFFT)
+        width = int(rng.integers(20, 600))
+        pulse[:width] = np.sin(np.pi * np.arange(width) / width) ** (1 + t % 3) + 0.01 * rng.random(width)
+        spectra.append(voicequality._psp_spectrum(pulse))
+    spectra = np.array(spectra)
+    fast = voicequality._psp_a_rows(spectra, k2, voicequality._C_K2, voicequality._C_K4, voicequality._NN)
+    slow = np.array([voicequality.psp_a(row) for row in spectra])
+    np.testing.assert_array_equal(fast, slow)

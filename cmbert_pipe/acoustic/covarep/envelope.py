@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 
+import numba
 import numpy as np
 import scipy.fft as sfft
 
@@ -70,63 +71,156 @@ def _cos_tables(dftlen: int, width: int) -> tuple[np.ndarray, np.ndarray, np.nda
 
 def _te_iterate_table(log_half: np.ndarray, orders: np.ndarray, dftlen: int) -> np.ndarray:
     """:func:`_te_iterate` with cosine tables instead of FFTs (module docstring); same result to
-    rounding. ``orders.max() + 1`` must not exceed ``TE_TABLE_ORDERS``."""
-    n = log_half.shape[0]
-    half = dftlen // 2
-    quarter = dftlen // 4
-    dblim = np.log(10 ** (TE_PRECISION_DB / 20))
-    width = int(orders.max()) + 1
-    fe, fo, ge, go = _cos_tables(dftlen, TE_TABLE_ORDERS)
-    pw = np.full(half + 1, 2.0 / dftlen)  # Parseval weights of the symmetric extension
-    pw[0] = pw[-1] = 1.0 / dftlen
-    alt = pw * np.where(np.arange(half + 1) % 2 == 0, 1.0, -1.0)  # c[N/2] weights
+    rounding. ``orders.max() + 1`` must not exceed ``TE_TABLE_ORDERS``. The iterations run in
+    the compiled :func:`_te_table_kernel` (one pass over the bins before and one after the two
+    table products, which stay BLAS matrix products)."""
+    width = min(-(-(int(orders.max()) + 1) // 8) * 8, TE_TABLE_ORDERS)  # a few cached widths
+    fe, fo, ge, go = _cos_tables_width(dftlen, width)
     lw = _lifter_half_windows(orders, width)
-    in_order = np.arange(width)[None, :] <= orders[:, None]
+    dblim = float(np.log(10 ** (TE_PRECISION_DB / 20)))
+    return _te_table_kernel(np.ascontiguousarray(log_half, dtype=np.float64), orders.astype(np.int64),
+                            fe, fo, ge, go, lw, dblim, TE_MAX_ITER)
+
+
+@functools.lru_cache(maxsize=8)
+def _cos_tables_width(dftlen: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_cos_tables` cut to quefrencies q < width, each table contiguous (for BLAS)."""
+    fe, fo, ge, go = _cos_tables(dftlen, TE_TABLE_ORDERS)
+    we, wo = (width + 1) // 2, width // 2
+    out = (np.ascontiguousarray(fe[:, :we]), np.ascontiguousarray(fo[:, :wo]), ge[:we], go[:wo])
+    for t in out[:2]:
+        t.flags.writeable = False
+    return out
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _te_table_kernel(log_half, orders, fe, fo, ge, go, lw, dblim, max_iter):  # pragma: no cover
+    """True-Envelope iterations of (n, N/2+1) log spectra by the folded cosine tables.
+
+    Per iteration and frame: fold the log spectrum a into sum / difference halves, with the
+    Parseval sums (whole-cepstrum energy, c[N/2]) in the same pass; two table products give the
+    cepstrum q < width; the lifter update of Röbel & Rodet 2005; two table products give the
+    envelope v; a = max(a, v) and the convergence gap max(a0 - v) in one pass. A converged frame
+    is written out and its row replaced by the last active one (NaN gaps count as converged).
+    """
+    n, nb = log_half.shape
+    half = nb - 1
+    quarter = half // 2
+    dftlen = 2 * half
+    we = fe.shape[1]
+    wo = fo.shape[1]
+    width = we + wo
     a = log_half.copy()
-    a0 = log_half
-    cc = np.zeros((n, width))
+    a0 = log_half.copy()
     ids = np.arange(n)
+    ordr = orders.copy()
+    lwr = lw.copy()
+    cc = np.zeros((n, width))
     v_out = np.empty_like(log_half)
-    v = np.empty((n, half + 1))
-    for _ in range(TE_MAX_ITER):
-        we, wo = (width + 1) // 2, width // 2
-        lo, hi = a[:, :quarter + 1], a[:, half:quarter - 1:-1]  # b and N/2 - b, b = 0..N/4
-        s = lo + hi
-        d = lo - hi
-        s[:, quarter] = lo[:, quarter]  # the middle bin counts once
-        cca = np.empty((a.shape[0], width))  # (n_act, width): cepstrum q = 0..order
-        cca[:, 0::2] = s @ fe[:, :we]
-        cca[:, 1::2] = d @ fo[:, :wo]
-        total = a * a @ pw  # sum of the whole periodic cepstrum's squares, / 1
-        c_mid = a @ alt  # c[N/2]
-        c0 = cca[:, 0]
-        below_half = c0 * c0 + 0.5 * (total - c0 * c0 - c_mid * c_mid)  # q = 0..N/2-1
-        ccp = cca * 2.0
-        ccp[:, 0] = cca[:, 0]
-        ccp = np.where(in_order, ccp, 0.0)
-        head = np.sum(np.where(in_order, cca * cca, 0.0), axis=1)
-        eo = np.sqrt(4.0 * (below_half - head))
-        ei = np.sqrt(np.sum(ccp**2, axis=1))
-        lam = (ei + eo) / ei
-        cc = lam[:, None] * lw * (ccp - cc) + cc
-        ev = cc[:, 0::2] @ ge[:we]  # (n_act, N/4 + 1)
-        od = cc[:, 1::2] @ go[:wo]
-        v = np.empty_like(a)
-        v[:, :quarter + 1] = ev + od
-        v[:, half:quarter - 1:-1] = ev - od
-        np.maximum(a, v, out=a)
-        gap = np.max(a0 - v, axis=1)
-        done = (gap <= dblim) | np.isnan(gap)  # NaN (a zero spectrum) would stay NaN for 200 its
-        if done.any():
-            v_out[ids[done]] = v[done]
-            keep = ~done
-            ids = ids[keep]
-            if ids.size == 0:
-                return v_out
-            a, a0, orders = a[keep], a0[keep], orders[keep]
-            width = int(orders.max()) + 1  # the narrowest table the remaining frames need
-            cc, lw, in_order = cc[keep, :width], lw[keep, :width], in_order[keep, :width]
-    v_out[ids] = v
+    vb = np.empty_like(log_half)
+    s = np.empty((n, quarter + 1))
+    d = np.empty((n, quarter + 1))
+    cca_e = np.empty((n, we))
+    cca_o = np.empty((n, wo))
+    ce = np.empty((n, we))
+    co = np.empty((n, wo))
+    ev = np.empty((n, quarter + 1))
+    od = np.empty((n, quarter + 1))
+    total = np.empty(n)
+    cmid = np.empty(n)
+    done = np.zeros(n, dtype=np.bool_)
+    p_end = 1.0 / dftlen  # Parseval weights of the symmetric extension
+    p_in = 2.0 / dftlen
+    m = n
+    for _ in range(max_iter):
+        for r in range(m):
+            tot = 0.0
+            cm = 0.0
+            for b in range(nb):
+                x = a[r, b]
+                w = p_end if (b == 0 or b == half) else p_in
+                tot += x * x * w
+                cm += x * w if b % 2 == 0 else -(x * w)
+            total[r] = tot
+            cmid[r] = cm
+            for b in range(quarter):
+                lo = a[r, b]
+                hi = a[r, half - b]
+                s[r, b] = lo + hi
+                d[r, b] = lo - hi
+            s[r, quarter] = a[r, quarter]  # the middle bin counts once
+            d[r, quarter] = a[r, quarter] - a[r, quarter]  # 0, or NaN as lo - hi gives
+        np.dot(s[:m], fe, cca_e[:m])
+        np.dot(d[:m], fo, cca_o[:m])
+        for r in range(m):
+            o = ordr[r]
+            c0 = cca_e[r, 0]
+            below_half = c0 * c0 + 0.5 * (total[r] - c0 * c0 - cmid[r] * cmid[r])
+            head = 0.0
+            ei2 = 0.0
+            for q in range(min(o + 1, width)):
+                c = cca_e[r, q // 2] if q % 2 == 0 else cca_o[r, q // 2]
+                head += c * c
+                cp = c if q == 0 else 2.0 * c
+                ei2 += cp * cp
+            eo = np.sqrt(4.0 * (below_half - head))
+            ei = np.sqrt(ei2)
+            lam = (ei + eo) / ei
+            for q in range(width):
+                if q <= o:
+                    c = cca_e[r, q // 2] if q % 2 == 0 else cca_o[r, q // 2]
+                    cp = c if q == 0 else 2.0 * c
+                else:
+                    cp = 0.0
+                old = cc[r, q]
+                new = lam * lwr[r, q] * (cp - old) + old
+                cc[r, q] = new
+                if q % 2 == 0:
+                    ce[r, q // 2] = new
+                else:
+                    co[r, q // 2] = new
+        np.dot(ce[:m], ge, ev[:m])
+        np.dot(co[:m], go, od[:m])
+        for r in range(m):
+            gap = -np.inf
+            nan = False
+            for b in range(quarter + 1):
+                e = ev[r, b]
+                f = od[r, b]
+                for k in range(2):
+                    if k == 0:
+                        if b == quarter:
+                            continue  # bin N/4 is written once, from the mirrored half
+                        j, v = b, e + f
+                    else:
+                        j, v = half - b, e - f
+                    vb[r, j] = v
+                    x = a[r, j]
+                    if v > x or v != v:
+                        a[r, j] = v
+                    g = a0[r, j] - v
+                    if g > gap:
+                        gap = g
+                    elif g != g:
+                        nan = True
+            done[r] = nan or gap <= dblim
+        for r in range(m - 1, -1, -1):  # rows above r are active and not done
+            if not done[r]:
+                continue
+            v_out[ids[r]] = vb[r]
+            last = m - 1
+            if r != last:
+                a[r] = a[last]
+                a0[r] = a0[last]
+                cc[r] = cc[last]
+                lwr[r] = lwr[last]
+                ordr[r] = ordr[last]
+                ids[r] = ids[last]
+            m -= 1
+        if m == 0:
+            return v_out
+    for r in range(m):
+        v_out[ids[r]] = vb[r]
     return v_out
 
 

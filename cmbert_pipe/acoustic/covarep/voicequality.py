@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
+import numba
 import numpy as np
 import scipy.fft
 
@@ -119,6 +120,7 @@ def vq_params(g: np.ndarray, dg: np.ndarray, fs: int, gcis: np.ndarray) -> Voice
     naq, qoq, h1h2, hrf, psp = (np.zeros(n_gci) for _ in range(5))
     shift = iround(0.0005 * fs)
     h1h2_jobs: list[tuple[int, float, int]] = []  # (GCI index, F0, T0) per analysed cycle
+    psp_jobs: list[int] = []  # GCI index i > 0 per analysed cycle (PSP needs the previous GCI)
     for i in range(n_gci if n_gci >= 2 else 0):
         if i == 0:
             start, stop, t0 = 1, gn[0], gn[1] - gn[0]
@@ -144,16 +146,172 @@ def vq_params(g: np.ndarray, dg: np.ndarray, fs: int, gcis: np.ndarray) -> Voice
             t2 += 1
         qoq[i] = (t2 - t1) / t0
         h1h2_jobs.append((i, f0, int(t0)))
-        # PSP against a rectangular pulse of the same period.
         if i > 0:
-            cyc = g[gn[i - 1] - 1 : gn[i]]
-            cyc = cyc - np.min(cyc)
-            cyc = cyc / np.max(cyc)
-            a = psp_a(_psp_spectrum(cyc))
-            a_max = _psp_a_max(int(t0))
-            psp[i] = a / a_max
+            psp_jobs.append(i)
+    _psp_batch(g, gn, psp_jobs, psp)
     _h1h2_batch(dg, gn, h1h2_jobs, h1h2, hrf)
     return VoiceQuality(abscissa=gn.astype(float), naq=naq, qoq=qoq, h1h2=h1h2, hrf=hrf, psp=psp)
+
+
+def _psp_batch(g: np.ndarray, gn: np.ndarray, jobs: list[int], psp: np.ndarray, chunk: int = 64) -> None:
+    """PSP of each cycle g[G_(i-1) .. G_i] against a rectangular pulse of the same period, in
+    place: the cycle scaled to [0, 1], its 2048-point dB spectrum (``chunk`` cycles per batched
+    FFT), the parabola fit of :func:`psp_a` (compiled), divided by the pulse's."""
+    for c0 in range(0, len(jobs), chunk):
+        block = jobs[c0 : c0 + chunk]
+        frames = np.zeros((len(block), PSP_NFFT))
+        for r, i in enumerate(block):
+            cyc = g[gn[i - 1] - 1 : gn[i]]
+            cyc = cyc - np.min(cyc)
+            frames[r, : cyc.size] = cyc / np.max(cyc)
+        with np.errstate(divide="ignore"):
+            spec_db = 20 * np.log10(np.abs(scipy.fft.rfft(frames, axis=1)[:, : PSP_NFFT // 2]))
+        a = _psp_a_rows(spec_db, _K2, _C_K2, _C_K4, _NN)
+        for r, i in enumerate(block):
+            psp[i] = a[r] / _psp_a_max(int(gn[i] - gn[i - 1]))
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _pairwise_block(a, lo, n):  # pragma: no cover - compiled
+    """numpy's pairwise-sum leaf for n <= 128: 8 accumulators, then the rest in order."""
+    if n < 8:
+        res = 0.0
+        for i in range(lo, lo + n):
+            res += a[i]
+        return res
+    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+    i = 8
+    while i < n - (n % 8):
+        j = lo + i
+        r0 += a[j]
+        r1 += a[j + 1]
+        r2 += a[j + 2]
+        r3 += a[j + 3]
+        r4 += a[j + 4]
+        r5 += a[j + 5]
+        r6 += a[j + 6]
+        r7 += a[j + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += a[lo + i]
+        i += 1
+    return res
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _pairwise_sum(a, lo, n):  # pragma: no cover - compiled
+    """numpy's pairwise summation of a[lo:lo+n] (halves split at multiples of 8 down to blocks
+    of 128), so that sums round exactly as ``ndarray.sum`` does. The recursion runs on an
+    explicit stack (numba's on-disk cache does not handle recursive functions)."""
+    s_lo = np.empty(64, dtype=np.int64)
+    s_n = np.empty(64, dtype=np.int64)
+    s_st = np.zeros(64, dtype=np.int64)
+    vals = np.empty(64)
+    sp, vp = 1, 0
+    s_lo[0], s_n[0], s_st[0] = lo, n, 0
+    while sp > 0:
+        t = sp - 1
+        m = s_n[t]
+        if m <= 128:
+            vals[vp] = _pairwise_block(a, s_lo[t], m)
+            vp += 1
+            sp -= 1
+        elif s_st[t] == 0:
+            s_st[t] = 1
+            n2 = m // 2
+            n2 -= n2 % 8
+            s_lo[sp], s_n[sp], s_st[sp] = s_lo[t] + n2, m - n2, 0  # right half, summed second
+            s_lo[sp + 1], s_n[sp + 1], s_st[sp + 1] = s_lo[t], n2, 0  # left half, first
+            sp += 2
+        else:
+            vals[vp - 2] = vals[vp - 2] + vals[vp - 1]
+            vp -= 1
+            sp -= 1
+    return vals[0]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _psp_fit_jit(x, n, k2):  # pragma: no cover - compiled
+    """:func:`_psp_fit` with the same operations (BLAS dot, numpy's pairwise sums)."""
+    xn = x[:n]
+    k2n = k2[:n]
+    s_x = 0.0 + _pairwise_sum(xn, 0, n)
+    s_k2 = 0.0 + _pairwise_sum(k2n, 0, n)
+    a = (n * np.dot(xn, k2n) - s_x * s_k2) / (n * np.dot(k2n, k2n) - s_k2 * s_k2)
+    resid = xn - a * k2n
+    mean = (0.0 + _pairwise_sum(resid, 0, n)) / n
+    resid -= mean
+    return a, np.dot(resid, resid) / np.dot(xn, xn)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _psp_screen_jit(x, m, k2, c_k2, c_k4, nn):  # pragma: no cover - compiled
+    """:func:`_psp_screen` of x[:m], operation for operation."""
+    ne = np.empty(m)
+    c_x = 0.0
+    c_xk2 = 0.0
+    c_x2 = 0.0
+    for j in range(m):
+        v = x[j]
+        c_x = v if j == 0 else c_x + v
+        c_xk2 = v * k2[j] if j == 0 else c_xk2 + v * k2[j]
+        c_x2 = v * v if j == 0 else c_x2 + v * v
+        a = (nn[j] * c_xk2 - c_x * c_k2[j]) / (nn[j] * c_k4[j] - c_k2[j] * c_k2[j])
+        b = (c_x - a * c_k2[j]) / nn[j]
+        sse = (c_x2 - 2 * a * c_xk2 - 2 * b * c_x + a * a * c_k4[j] + 2 * a * b * c_k2[j]
+               + nn[j] * (b * b))
+        ne[j] = sse / c_x2
+    return ne
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _psp_a_rows(spec_db, k2, c_k2, c_k4, nn):  # pragma: no cover - compiled
+    """:func:`psp_a` of every row of (n, 1024) dB spectra, with the same decisions."""
+    out = np.empty(spec_db.shape[0])
+    lim = PSP_NE_LIMIT
+    for r in range(spec_db.shape[0]):
+        x = np.ascontiguousarray(spec_db[r])
+        n_max = x.size
+        guess = n_max
+        ne = np.empty(0)
+        for prefix in (min(128, n_max), n_max):
+            ne = _psp_screen_jit(x, prefix, k2, c_k2, c_k4, nn)
+            found = -1
+            for j in range(2, prefix):
+                if not ne[j] < lim:
+                    found = j - 2
+                    break
+            if found >= 0:
+                guess = found + 3
+                break
+        a_g, err_g = _psp_fit_jit(x, guess, k2)
+        ok = not err_g < lim or guess == n_max
+        if ok and guess > 3:
+            ok = True
+            for j in range(2, guess - 1):
+                if not ne[j] < 0.999 * lim:
+                    ok = False
+                    break
+            if not ok:
+                ok = _psp_fit_jit(x, guess - 1, k2)[1] < lim
+                if ok:
+                    for j in range(2, guess - 2):
+                        if not ne[j] < 0.999 * lim:
+                            ok = False
+                            break
+        if ok:
+            out[r] = a_g
+            continue
+        n = 3
+        while True:  # the reference loop, only when the screen was ambiguous
+            a, err = _psp_fit_jit(x, n, k2)
+            if not err < lim or n >= n_max:
+                out[r] = a
+                break
+            n += 1
+    return out
 
 
 @lru_cache(maxsize=2048)
