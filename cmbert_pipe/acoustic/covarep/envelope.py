@@ -355,8 +355,10 @@ def hspec_to_mel_cepstrum(half_mag: np.ndarray, fs: float, order: int) -> np.nda
     nbin = half_mag.shape[1]
     j, frac, exact, outside = _mel_warp(nbin, float(fs))
     warped = half_mag[:, j] * (1 - frac) + half_mag[:, j + 1] * frac
-    warped[:, exact] = half_mag[:, j[exact]]
-    warped[:, outside] = np.nan
+    if exact.size:
+        warped[:, exact] = half_mag[:, j[exact]]
+    if outside.size:
+        warped[:, outside] = np.nan
     if np.isnan(warped[:, -1]).all():
         warped[:, -1] = warped[:, -2]
     with np.errstate(divide="ignore"):
@@ -366,7 +368,8 @@ def hspec_to_mel_cepstrum(half_mag: np.ndarray, fs: float, order: int) -> np.nda
 @functools.lru_cache(maxsize=8)
 def _mel_warp(nbin: int, fs: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Linear-interpolation weights of the mel warping on ``nbin`` bins: each output bin f reads
-    the input at phi^-1(f) (j, frac), ``exact`` where it hits a bin, ``outside`` beyond phi."""
+    the input at phi^-1(f) (j, frac); ``exact`` lists the bins where it hits an input bin,
+    ``outside`` those beyond phi (index arrays)."""
     dftlen = 2 * (nbin - 1)
     f = np.arange(nbin) * fs / dftlen
     mel = MEL_CONST * np.log(1 + f / 700.0)
@@ -374,8 +377,8 @@ def _mel_warp(nbin: int, fs: float) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     # phi is one increasing abscissa shared by all rows: interpolate column-wise
     j = np.clip(np.searchsorted(phi, f, side="right") - 1, 0, nbin - 2)
     frac = (f - phi[j]) / (phi[j + 1] - phi[j])
-    exact = f == phi[j]
-    outside = (f < phi[0]) | (f > phi[-1])
+    exact = np.flatnonzero(f == phi[j])
+    outside = np.flatnonzero((f < phi[0]) | (f > phi[-1]))
     for t in (j, frac, exact, outside):
         t.flags.writeable = False
     return j, frac, exact, outside
