@@ -8,6 +8,13 @@ Each clip is aligned twice: with its own statement and with the other one ("Kids
 by the door" / "Dogs are sitting by the door": four of six words shared, the hardest "other
 sentence" there is). Rows are split by voice: raised (median F0 >= the backend's
 ``raised_voice_f0_hz``) or not, because per-word fit is not used as evidence in raised voices.
+
+Then a corpus-level rule that was considered, and what it would do on the same clips: a clip
+refused because too much of its words' time fits poorly is kept when its quality is no outlier
+among the speaker's other clips (those aligned with their right statement by a full path):
+modified z-score ``0.6745 (q - median) / MAD`` of at least -3.5, the outlier limit of
+Iglewicz & Hoaglin (1993, "How to detect and handle outliers"). Also the single-clip
+alternative: the poor-share limit raised just enough to keep every right transcript.
 Writes ``results/align_mismatch.md`` and ``.json``.
 """
 
@@ -21,6 +28,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import numpy as np  # noqa: E402
 from _results import markdown_table, write_result  # noqa: E402
 from align_speed import ravdess_utterances  # noqa: E402
 
@@ -32,6 +40,49 @@ from cmbert_pipe.errors import CmbertError  # noqa: E402
 from cmbert_pipe.schema import Utterance  # noqa: E402
 
 
+FULL_PATH = ("viterbi", "viterbi-wide", "garbage")
+OUTLIER_Z = -3.5  # Iglewicz & Hoaglin's modified z-score limit
+MIN_PEERS = 5  # other clips of the speaker the rule needs
+
+
+def modified_z(value: float, sample: list[float]) -> float:
+    med = float(np.median(sample))
+    mad = float(np.median(np.abs(np.asarray(sample) - med)))
+    return 0.6745 * (value - med) / max(mad, 1e-9)
+
+
+def _speaker_relative(peers, share_refused, counts, data, max_share) -> str:
+    """The considered rule's effect, and the raised single-clip limit's, as markdown."""
+    right_z = []  # each right clip kept by a full path against the speaker's other ones
+    for qualities in (q for q in peers.values() if len(q) > MIN_PEERS):
+        right_z += [modified_z(q, qualities[:i] + qualities[i + 1:])
+                    for i, q in enumerate(qualities)]
+    rows = []
+    for kind in ("right", "wrong"):
+        refused = [r for r in share_refused if r["kind"] == kind]
+        kept_rel = [r for r in refused if r["speaker"] in peers and len(peers[r["speaker"]]) >= MIN_PEERS
+                    and modified_z(r["quality"], peers[r["speaker"]]) >= OUTLIER_Z]
+        rows.append([kind, len(refused), len(kept_rel)])
+        data[f"share_refused/{kind}"] = len(refused)
+        data[f"speaker_relative_kept/{kind}"] = len(kept_rel)
+    right_shares = [r["share"] for r in share_refused if r["kind"] == "right"]
+    if right_shares:
+        limit = max(right_shares)
+        wrong_let = sum(1 for r in share_refused if r["kind"] == "wrong" and r["share"] <= limit)
+        rows.append(["wrong, kept by a poor-share limit of "
+                     f"{limit:.2f} (keeps every right one)", "", wrong_let])
+        data["raised_limit"] = {"max_poor_share": limit, "wrong_kept": wrong_let}
+    n_wrong = sum(n for (k, _, _), n in counts.items() if k == "wrong")
+    data["right_kept_modified_z_min"] = float(min(right_z)) if right_z else None
+    table = markdown_table(["transcript", f"refused: > {max_share:.0%} of the words' time "
+                            "fitting poorly", "kept by the speaker-relative rule"], rows)
+    return (f"\n### Considered, not adopted: speaker-relative evidence\n\n{table}\n"
+            f"Right transcripts kept today reach a modified z-score of "
+            f"{min(right_z, default=float('nan')):.2f} against their speaker's other clips, so a quality outlier "
+            f"is no proof of a wrong transcript; the rule would keep the wrong transcripts "
+            f"above (of {n_wrong}) to save the right ones. The refusal stays.\n")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--every", type=int, default=6, help="use every N-th clip")
@@ -39,15 +90,25 @@ def main() -> int:
     aligner = get_aligner("pocketsphinx")
     raised_hz = aligner.config.raised_voice_f0_hz
     counts: dict[tuple[str, str, str], int] = {}
+    peers: dict[str, list[float]] = {}  # speaker -> qualities of right transcripts, full path
+    share_refused: list[dict] = []  # refused by the poor-share rule: their evidence
     for utt in ravdess_utterances(args.every):
         wave = load_audio(utt.audio)
         voice = "raised" if median_f0_hz(wave, speech_segments(wave)) >= raised_hz else "normal"
         own = int(utt.id.split("-")[4])
         for kind, text in (("right", STATEMENTS[own]), ("wrong", STATEMENTS[3 - own])):
+            clip = Utterance(utt.id, utt.audio, text)
             try:
-                outcome = aligner.align(Utterance(utt.id, utt.audio, text), wave=wave).method
-            except CmbertError:
+                ali = aligner.align(clip, wave=wave)
+                outcome = ali.method
+                if kind == "right" and ali.method in FULL_PATH:
+                    peers.setdefault(utt.speaker, []).append(ali.quality)
+            except CmbertError as e:
                 outcome = "refused"
+                if "fit the sound poorly" in e.reason:
+                    _, quality, share = aligner.path_evidence(clip, wave)
+                    share_refused.append({"id": utt.id, "speaker": utt.speaker, "kind": kind,
+                                          "quality": quality, "share": share})
             counts[(kind, voice, outcome)] = counts.get((kind, voice, outcome), 0) + 1
     rows, data = [], {}
     for kind in ("right", "wrong"):
@@ -67,6 +128,7 @@ def main() -> int:
             "(wrong: four of six words shared).\n\n" + table
             + "\nA right transcript refused is a lost clip; a wrong one kept is a wrong "
               "alignment (its quality is lower: filter with `--min-align-quality`).\n")
+    body += _speaker_relative(peers, share_refused, counts, data, aligner.config.max_poor_share)
     print(body)
     path = write_result("align_mismatch", body, data,
                         title="Right vs wrong transcripts (RAVDESS)")

@@ -237,6 +237,7 @@ def train_row(row: Row, examples, settings, seeds, out_dir: Path, args) -> list[
     dim = audio_dim_of(examples, 74)
     mcfg = row.model_config(dim)
     tcfg = TrainConfig(epochs=row.epochs, patience=row.patience, lr_head=row.lr_head,
+                       baselines=(),
                        lr_fusion=row.lr_fusion, select_metric=row.select_metric,
                        device="cpu", threads=args.threads, seeds=tuple(seeds))
     if args.score_only:  # the seeds an interrupted run finished, nothing trained
@@ -329,7 +330,7 @@ def mosi(args) -> None:
     for key in keys:
         row = dataclasses.replace(BY_KEY[key], objective="regression", audio_norm="global",
                                   frames=False)
-        tcfg = TrainConfig(epochs=3, device="cpu", threads=args.threads,
+        tcfg = TrainConfig(epochs=3, device="cpu", threads=args.threads, baselines=(),
                            seeds=tuple(range(args.seeds)))
         summary = train_seeds(examples, row.model_config(74), tcfg, list(tcfg.seeds),
                               out / key, settings)
@@ -426,6 +427,7 @@ def train_row_only(row, examples, settings, seeds, out_dir, args):
     torch.set_num_threads(args.threads)
     mcfg = row.model_config(audio_dim_of(examples, 74))
     tcfg = TrainConfig(epochs=row.epochs, patience=row.patience, lr_head=row.lr_head,
+                       baselines=(),
                        lr_fusion=row.lr_fusion, select_metric=row.select_metric,
                        device="cpu", threads=args.threads, seeds=tuple(seeds))
     return train_seeds(examples, mcfg, tcfg, seeds, out_dir, settings)

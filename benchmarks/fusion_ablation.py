@@ -178,7 +178,7 @@ def run_row(row: Row, examples, settings, args, out_root: Path, *, epochs: int |
     mcfg = ModelConfig(model=row.model, cls_audio=row.cls_audio, options=dict(row.options),
                        audio_dim=audio_dim_of(examples, 74))
     tcfg = TrainConfig(epochs=epochs or args.epochs, ema=row.ema, device=args.device,
-                       threads=args.threads)
+                       threads=args.threads, baselines=())
     if lr_head is not None:
         tcfg = TrainConfig(**{**tcfg.to_dict(), "lr_head": lr_head})
     row_dir = out_root / row.key

@@ -47,7 +47,7 @@ SHARED = Path(os.environ.get("CMBERT_SHARED_DATA", REPO.parent / "shared" / "dat
 def _train(cache: Path, out: Path, epochs: int, threads: int, ddp: int) -> list[float]:
     cmd = [sys.executable, "-m", "cmbert_pipe", "train", str(cache), "--out", str(out),
            "--model", "cmbert", "--seeds", "1", "--epochs", str(epochs), "--batch-size", "8",
-           "--device", "cpu", "--threads", str(threads)]
+           "--device", "cpu", "--threads", str(threads), "--baselines", ""]
     if ddp:
         cmd += ["--ddp", str(ddp)]
     env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1",

@@ -55,6 +55,7 @@ DATASET_KINDS = ("folder", "manifest", "ravdess", "mosi")  # cmbert_pipe.dataset
 SCALINGS = ("paper", "reference")
 CLS_AUDIO = ("zero", "mean")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
+BASELINES = ("audio", "tbert")  # reference models trained beside a model (TrainConfig.baselines)
 AUDIO_HEADS = ("none", "pool", "encoder")  # cmbert_pipe.model.acoustic
 OBJECTIVES = ("regression", "binary", "class7")  # cmbert_pipe.model.objectives
 AUDIO_NORMS = ("global", "speaker")
@@ -296,6 +297,10 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads; 0 = leave as is
     max_train: int = 0  # use only the first N training examples (tiny runs); 0 = all
     seeds: tuple = DEFAULT_SEEDS  # one model per seed, reported as mean ± std
+    # Reference models trained beside the model on the same splits and seeds, reported next to
+    # it (summary.json "baselines", the pipeline report): "audio" = the audio-only model (its
+    # acoustic head alone, no BERT: cheap), "tbert" = text only (costs as much as the model).
+    baselines: tuple = ("audio",)
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}")
@@ -319,6 +324,9 @@ class TrainConfig:
         _choice("amp", self.amp, AMP_MODES)
         _require(self.threads >= 0, f"threads must be >= 0 (0 = default), got {self.threads}")
         _require(self.max_train >= 0, f"max_train must be >= 0 (0 = all), got {self.max_train}")
+        object.__setattr__(self, "baselines", tuple(self.baselines))
+        for name in self.baselines:
+            _choice("baselines", name, BASELINES)
         seeds = tuple(self.seeds)
         _require(bool(seeds) and all(isinstance(s, int) and not isinstance(s, bool)
                                      for s in seeds),
@@ -329,12 +337,13 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["seeds"] = list(self.seeds)
+        d["baselines"] = list(self.baselines)
         return d
 
     def optimisation(self) -> dict[str, Any]:
         """Every setting that changes a trained model (all but the list of seeds)."""
         d = self.to_dict()
-        del d["seeds"]
+        del d["seeds"], d["baselines"]
         return d
 
 

@@ -53,6 +53,19 @@ def report_markdown(out_dir: Path, config: PipelineConfig, model_config: ModelCo
                   if split in r["metrics"]), "")
         cells = [format_mean_std(k, metrics[split].get(k)) for k in REPORT_METRICS]
         lines.append(f"| {split} | {n} | " + " | ".join(cells) + " |")
+    baselines = train_summary.get("baselines") or {}
+    if baselines:
+        split = "test" if "test" in metrics else next(iter(metrics), "test")
+        lines += ["", f"## Beside its baselines ({split} split, same seeds)", "",
+                  "What the audio alone (`audio`: the model's acoustic head, no BERT) and the text "
+                  "alone (`tbert`) reach on the same splits: the model should beat both.", "",
+                  "| model | " + " | ".join(REPORT_METRICS) + " |",
+                  "|" + "---|" * (len(REPORT_METRICS) + 1)]
+        rows = {model_config.model: metrics}
+        rows.update({f"{name} baseline": b.get("mean_std", {}) for name, b in baselines.items()})
+        for name, ms in rows.items():
+            cells = [format_mean_std(k, ms.get(split, {}).get(k)) for k in REPORT_METRICS]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "## Stages", "",
               "| stage | status | seconds | items | done | current | failed |",
               "|---|---|---|---|---|---|---|"]
@@ -92,6 +105,8 @@ def write_report(out_dir: Path, config: PipelineConfig, model_config: ModelConfi
         "config": config.to_dict(),
         "metrics": train_summary.get("mean_std", {}),
         "per_seed": train_summary.get("per_seed", {}),
+        "baselines": {name: b.get("mean_std", {})
+                      for name, b in (train_summary.get("baselines") or {}).items()},
         "stages": [dataclasses.asdict(s) for s in stages],
         "failures": [f.to_dict() for f in failures],
         "prediction": prediction.to_dict() if prediction is not None else None,

@@ -27,7 +27,7 @@ import random
 import resource
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -566,8 +566,8 @@ def peak_memory(device: torch.device) -> dict[str, float]:
 
 
 # -- several seeds ----------------------------------------------------------------------------
-IGNORED_ON_RESUME = ("threads", "device", "seeds")  # how fast, or which other seeds: not what
-# a seed learns
+IGNORED_ON_RESUME = ("threads", "device", "seeds", "baselines")  # how fast, which other seeds
+# or which baselines beside it: not what a seed learns
 
 
 def _plain(value: Any) -> Any:
@@ -586,10 +586,13 @@ def seed_is_current(seed_dir: Path, model_config: ModelConfig, train_config: Tra
     except (OSError, ValueError, AttributeError) as e:
         return False, f"its config cannot be read ({type(e).__name__})"
     changes = []
-    had, want = _plain(config), _plain(model_config.to_dict())
+    # keys a bundle predates (options added later) read as their defaults
+    had = {**_plain(ModelConfig(model=config.get("model", model_config.model)).to_dict()),
+           **_plain(config)}
+    want = _plain(model_config.to_dict())
     changes += [f"model {k}: {had.get(k)!r} -> {want.get(k)!r}"
                 for k in sorted(set(had) | set(want)) if had.get(k) != want.get(k)]
-    had = _plain(settings.get("train") or {})
+    had = {**_plain(TrainConfig().to_dict()), **_plain(settings.get("train") or {})}
     want = _plain(train_config.to_dict())
     changes += [f"train {k}: {had.get(k)!r} -> {want.get(k)!r}"
                 for k in sorted(set(had) | set(want))
@@ -628,6 +631,8 @@ class TrainSummary:
     versions: dict[str, str]
     wall_s: float
     out_dir: Path
+    # reference models trained beside this one (TrainConfig.baselines): name -> their summary
+    baselines: dict[str, TrainSummary] = field(default_factory=dict)
 
     @property
     def notes(self) -> tuple[str, ...]:
@@ -654,7 +659,40 @@ class TrainSummary:
         return {"model_config": self.model_config.to_dict(),
                 "train_config": self.train_config.to_dict(), "settings": self.settings,
                 "seeds": list(self.seeds), "per_seed": per_seed, "mean_std": self.mean_std,
-                "notes": list(self.notes), "versions": self.versions, "wall_s": self.wall_s}
+                "notes": list(self.notes), "versions": self.versions, "wall_s": self.wall_s,
+                "baselines": {name: {"model_config": b.model_config.to_dict(),
+                                     "mean_std": b.mean_std, "out_dir": str(b.out_dir)}
+                              for name, b in self.baselines.items()}}
+
+
+def baseline_configs(examples: Sequence[Example], model_config: ModelConfig,
+                     train_config: TrainConfig) -> dict[str, ModelConfig]:
+    """The reference models of ``train_config.baselines`` that make sense beside
+    ``model_config``: ``audio`` (the audio-only model with the model's acoustic head, objective
+    and standardisation; ``pool`` when the model has no acoustic path) when the data has audio,
+    ``tbert`` (text only, the model's encoder and objective); never the model itself. Not under
+    DDP (train them in a plain run)."""
+    out: dict[str, ModelConfig] = {}
+    if ddp.current().world_size > 1:
+        return out
+    has_audio = any(ex.word_features is not None for ex in examples)
+    for name in train_config.baselines:
+        if name == model_config.model or (name == "audio" and not has_audio):
+            continue
+        if name == "audio":
+            head = model_config.audio_head if model_config.audio_head != "none" else "pool"
+            out[name] = ModelConfig(
+                model="audio", audio_dim=model_config.audio_dim, audio_head=head,
+                audio_head_dim=model_config.audio_head_dim,
+                frames=model_config.frames and head == "encoder",
+                objective=model_config.objective, audio_norm=model_config.audio_norm,
+                dropout=model_config.dropout)
+        else:
+            out[name] = ModelConfig(model="tbert", bert=model_config.bert,
+                                    max_len=model_config.max_len,
+                                    objective=model_config.objective,
+                                    dropout=model_config.dropout)
+    return out
 
 
 def train_seeds(
@@ -707,9 +745,16 @@ def train_seeds(
         results.append(dataclasses.replace(res, retrained_because=changed) if changed else res)
     mean_std_ = {split: mean_std([r.metrics[split] for r in results if split in r.metrics])
                  for split in SPLITS if any(split in r.metrics for r in results)}
+    baselines = {}
+    for name, config in baseline_configs(examples, model_config, train_config).items():
+        log.info("baseline %s beside %s: %s/baselines/%s", name, model_config.model, out_dir,
+                 name)
+        baselines[name] = train_seeds(examples, config,
+                                      dataclasses.replace(train_config, baselines=()), seeds,
+                                      out_dir / "baselines" / name, settings)
     summary = TrainSummary(model_config, train_config, dict(settings or {}), tuple(seeds),
                            tuple(results), mean_std_, versions(), time.perf_counter() - t0,
-                           out_dir)
+                           out_dir, baselines)
     if ddp.current().is_main:
         atomic_write_text(out_dir / "summary.json",
                           json.dumps(summary.to_dict(), indent=2, default=str))

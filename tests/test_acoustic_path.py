@@ -289,3 +289,40 @@ def test_train_save_load_evaluate(tmp_path, model, head, frames, objective, norm
         assert p.shape == (5,)
         if objective != "regression":  # the score of a classifier is bounded by construction
             assert np.all(np.abs(p) <= 3.0)
+
+
+# -- baselines beside every model -------------------------------------------------------------
+def test_audio_baseline_trained_beside_the_model(tmp_path):
+    """TrainConfig.baselines (default ("audio",)): the audio-only model with the model's own
+    head, objective and standardisation is trained on the same seeds into OUT/baselines/audio
+    and reported in summary.json; changing the baselines never retrains the model."""
+    exs = examples()
+    cfg = ModelConfig(model="magbert", audio_dim=DIM, audio_head="encoder", frames=True,
+                      objective="binary", audio_norm="speaker")
+    tc = TrainConfig(epochs=1, batch_size=8, device="cpu", threads=1, seeds=(0,))
+    assert tc.baselines == ("audio",)
+    summary = train_seeds(exs, cfg, tc, [0], tmp_path / "run")
+    base = summary.baselines["audio"]
+    assert base.model_config.model == "audio" and base.model_config.audio_head == "encoder"
+    assert base.model_config.frames and base.model_config.objective == "binary"
+    assert base.model_config.audio_norm == "speaker"
+    assert (tmp_path / "run" / "baselines" / "audio" / "seed-0" / "model.safetensors").is_file()
+    saved = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert saved["baselines"]["audio"]["mean_std"]["test"]["mae"]["mean"] == \
+        base.mean_std["test"]["mae"]["mean"]
+    again = train_seeds(exs, cfg, TrainConfig(epochs=1, batch_size=8, device="cpu", threads=1,
+                                              seeds=(0,), baselines=()), [0], tmp_path / "run")
+    assert again.per_seed[0].resumed and again.baselines == {}
+
+
+def test_no_audio_baseline_without_audio(tmp_path):
+    """Text-only data has no audio baseline; the audio model has no baseline of itself."""
+    exs = [Example(x.id, x.words, None, x.label, x.split) for x in examples()]
+    tc = TrainConfig(epochs=1, batch_size=8, device="cpu", threads=1, seeds=(0,))
+    summary = train_seeds(exs, ModelConfig(model="tbert"), tc, [0], tmp_path / "t")
+    assert summary.baselines == {} and not (tmp_path / "t" / "baselines").exists()
+    audio = train_seeds(examples(frames=False), ModelConfig(model="audio", audio_dim=DIM), tc,
+                        [0], tmp_path / "a")
+    assert audio.baselines == {}
+    with pytest.raises(ConfigError, match="baselines"):
+        TrainConfig(baselines=("probe",))

@@ -203,3 +203,22 @@ def test_killed_run_resumes_without_losing_finished_work(tmp_path, speech):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["skipped"] >= len(finished) and summary["done"] + summary["skipped"] == 6
     assert len(list(out.glob("*.TextGrid"))) == 6
+
+
+def test_a_folder_of_ravdess_clips_is_aligned_with_the_statements_its_names_give(
+        tmp_path, shared_data):
+    """No transcript files, RAVDESS names: the statement comes from the name (a folder with
+    one other name stays a folder whose clips lack transcripts)."""
+    corpus, out = tmp_path / "rav" / "Actor_01", tmp_path / "out"
+    corpus.mkdir(parents=True)
+    for name in ("03-01-01-01-01-01-01", "03-01-05-02-02-01-01"):
+        src = shared_data / "ravdess-dev" / "Actor_01" / f"{name}.flac"
+        (corpus / f"{name}.flac").write_bytes(src.read_bytes())
+    result = _run(str(tmp_path / "rav"), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert "aligned by: viterbi 2" in result.output
+    side = json.loads((out / "03-01-05-02-02-01-01.align.json").read_text(encoding="utf-8"))
+    assert side["transcript"] == "Dogs are sitting by the door" and side["method"] == "viterbi"
+    (corpus / "other.flac").write_bytes((corpus / "03-01-01-01-01-01-01.flac").read_bytes())
+    result = _run(str(tmp_path / "rav"), "--out", str(tmp_path / "out2"))
+    assert result.exit_code != 0 and "no transcript" in result.output

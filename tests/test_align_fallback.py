@@ -12,6 +12,7 @@ import soundfile as sf
 from cmbert_pipe.align import align_corpus, get_aligner, load_alignment
 from cmbert_pipe.align.quality import (
     check_fits,
+    fill_unplaced,
     median_f0_hz,
     place_by_phones,
     quality_from_fit,
@@ -49,6 +50,17 @@ def _harmonic(f0_hz: float, seconds: float) -> np.ndarray:
 def test_place_by_phones_skips_pauses_and_follows_phone_counts():
     spans = place_by_phones([2, 2, 4], [(1.0, 2.0), (3.0, 4.0)])
     assert spans[0] == (1.0, 1.5) and spans[1] == (1.5, 2.0) and spans[2] == (3.0, 4.0)
+
+
+def test_fill_unplaced_shares_the_gap_evenly_or_by_phones_over_voiced_time():
+    spans = [(0.5, 0.9), None, None, (1.6, 2.0), None]
+    assert fill_unplaced(spans, 0.0, 2.6) == [(0.5, 0.9), (0.9, 1.25), (1.25, 1.6),
+                                              (1.6, 2.0), (2.0, 2.6)]
+    # by phones over the voiced part of the gap (1.0-1.4 s): 1 phone then 3 phones
+    filled = fill_unplaced([(0.5, 0.9), None, None, (1.6, 2.0)], 0.0, 2.0, [2, 1, 3, 2],
+                           [(0.4, 0.9), (1.0, 1.4), (1.6, 2.0)])
+    assert filled[1:3] == [(1.0, 1.1), (1.1, 1.4)]
+    assert fill_unplaced([None, (1.0, 2.0)], 0.2, 3.0) == [(0.2, 1.0), (1.0, 2.0)]
 
 
 def test_check_fits_names_the_evidence():

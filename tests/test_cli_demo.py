@@ -54,6 +54,10 @@ def test_demo_runs_every_stage_and_reports(demo_run):
     n_test = sum(1 for row in manifest
                  if row.split(",")[4] == "test" and row.split(",")[0] not in refused)
     assert f"| test | {n_test} |" in md and "acc2_non0" in md
+    # the audio-only baseline beside the model, on the same seeds (TrainConfig.baselines)
+    base = report["baselines"]["audio"]["test"]
+    assert 0.0 <= base["acc2_non0"]["mean"] <= 1.0
+    assert "## Beside its baselines (test split, same seeds)" in md and "| audio baseline |" in md
     pred = report["prediction"]
     assert pred["utterance_id"] == "pos09" and -3 <= pred["score"] <= 3
     assert [w["word"] for w in pred["words"]] == ["I", "would", "gladly", "watch", "it", "again"]

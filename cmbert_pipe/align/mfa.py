@@ -28,6 +28,7 @@ import numpy as np
 
 from cmbert_pipe.align.base import Aligner, register
 from cmbert_pipe.align.normalize import NORMALIZER_VERSION, SpokenWord, spoken_words
+from cmbert_pipe.align.quality import fill_unplaced
 from cmbert_pipe.align.textgrid import read_textgrid
 from cmbert_pipe.audio import load_audio
 from cmbert_pipe.errors import AlignmentError, CmbertError
@@ -84,21 +85,9 @@ def map_words(words: Sequence[SpokenWord], mfa_words: Sequence[WordInterval]) ->
             for k in range(i2 - i1):
                 times[i1 + k] = (start + k * step, start + (k + 1) * step)
     # words MFA left out: share the silence between the neighbours' boundaries
-    i = 0
-    while i < len(times):
-        if times[i] is not None:
-            i += 1
-            continue
-        j = i
-        while j < len(times) and times[j] is None:
-            j += 1
-        left = times[i - 1][1] if i > 0 else (mfa_words[0].start_s if mfa_words else 0.0)
-        right = times[j][0] if j < len(times) else (mfa_words[-1].end_s if mfa_words else left)
-        right = max(right, left)
-        step = (right - left) / (j - i)
-        for k in range(i, j):
-            times[k] = (left + (k - i) * step, left + (k - i + 1) * step)
-        i = j
+    first = mfa_words[0].start_s if mfa_words else 0.0
+    last = mfa_words[-1].end_s if mfa_words else first
+    times = fill_unplaced(times, first, last)
     return [WordInterval(w.text, round(t[0], 4), round(t[1], 4))
             for w, t in zip(words, times, strict=True)]
 

@@ -33,6 +33,10 @@ reported at ``k * 10 ms + boundary_offset_s`` (0 measured best among -10..+10 ms
 ``silprob`` 1.0 (PocketSphinx's default is 0.005) lets the optional silence between words
 take the pauses instead of the words swallowing them (20 ms agreement with MFA's reference
 62.3 % -> 68.6 %). Ideas measured and not kept are listed in docs/alignment.md.
+
+Speed: each worker thread keeps its default and wide decoders (acoustic model loaded once) and
+resets their front end before every utterance, so results equal a fresh decoder's
+(:func:`_reused_decoder`).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ import logging
 import math
 import os
 import tempfile
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -52,13 +57,15 @@ from cmbert_pipe.align.base import Aligner, register
 from cmbert_pipe.align.g2p import g2p
 from cmbert_pipe.align.normalize import NORMALIZER_VERSION, SpokenWord, spoken_words
 from cmbert_pipe.align.quality import (
+    METHODS,
     check_fits,
-    clip_segments,
+    fill_unplaced,
     median_f0_hz,
     place_by_phones,
     quality_from_fit,
     speech_segments,
 )
+from cmbert_pipe.align.segment import Piece, SegmentationError, plan_pieces
 from cmbert_pipe.audio import load_audio
 from cmbert_pipe.errors import AlignmentError, AudioError, ConfigError, TranscriptError
 from cmbert_pipe.schema import SAMPLE_RATE, Alignment, PhoneInterval, Utterance, WordInterval
@@ -88,7 +95,14 @@ class PocketsphinxConfig:
     boundary_offset_s: float = 0.0  # s added to every frame boundary (0 measured best, README)
     frame_rate_hz: int = 100  # analysis frames per second (the acoustic model was trained at 100)
     cmn: str = "live"  # cepstral mean normalisation: "live" (running estimate) or "batch"
-    max_duration_s: float = 300.0  # s: longer recordings are refused (split them first)
+    max_duration_s: float = 300.0  # s: longer recordings are refused
+    segment_above_s: float = 60.0  # s: longer recordings are cut at pauses and aligned piece
+    #   by piece (memory bounded by the piece, :mod:`.segment`)
+    segment_window_s: float = 40.0  # s: window of the word pass that finds the cuts
+    segment_margin_s: float = 5.0  # s: words ending in the window's last stretch are not trusted
+    segment_min_pause_s: float = 0.25  # s: a pause this long between words is a cut point
+    segment_beam: float = 1e-80  # beam of that word pass (every HMM kept, default Gaussians):
+    #   the default beam lost its way on a 40 s window and cut in the wrong place
     min_quality: float = 0.135  # below: the transcript does not match (exp(-4 / 2): fit -4)
     min_word_quality: float = 0.2  # a word whose own fit is below this fits poorly
     max_poor_share: float = 0.3  # more of the words' time fitting poorly: transcript mismatch,
@@ -106,6 +120,10 @@ class PocketsphinxConfig:
     def __post_init__(self) -> None:
         if not self.max_duration_s > 0:
             raise ConfigError(f"max_duration_s must be positive, got {self.max_duration_s}")
+        if not 0 <= self.segment_margin_s < self.segment_window_s <= self.segment_above_s:
+            raise ConfigError("expected 0 <= segment_margin_s < segment_window_s <= "
+                              f"segment_above_s, got {self.segment_margin_s}, "
+                              f"{self.segment_window_s}, {self.segment_above_s}")
 
 
 @functools.lru_cache(maxsize=1)
@@ -158,20 +176,20 @@ def _cmudict() -> _CmuDict:
     return _CmuDict(Path(pocketsphinx.get_model_path()) / "en-us" / "cmudict-en-us.dict")
 
 
-def _decoder(config: PocketsphinxConfig, wide: bool, lexicon: dict[str, tuple[str, ...]]):
+def _decoder(config: PocketsphinxConfig, wide: bool, lexicon: dict[str, tuple[str, ...]],
+             beam: float | None = None):
     """A fresh decoder that knows exactly ``lexicon`` (key -> pronunciations) and no LM.
 
-    A new decoder per utterance makes each alignment independent of what the process aligned
-    before (a reused PocketSphinx decoder carries state from one utterance to the next, which
-    changed word boundaries and whether the phone pass succeeded). With a dictionary of the
-    utterance's own words and no language model, creating one costs ~10 ms.
-
     The wide one (the retry) scores more Gaussians per frame, keeps every HMM and prunes with
-    far wider beams: slower, but it finds a path where the default search loses it.
+    far wider beams: slower, but it finds a path where the default search loses it. ``beam``:
+    that beam instead, with every HMM kept and the default Gaussians (the long-recording pass).
     """
     from pocketsphinx import Decoder
 
-    if wide:
+    if beam is not None:
+        options = {"beam": beam, "pbeam": beam, "wbeam": beam * 1e20, "topn": config.topn,
+                   "maxhmmpf": -1}
+    elif wide:
         b = config.retry_beam
         options = {"beam": b, "pbeam": b, "wbeam": b * 1e20, "topn": config.retry_topn,
                    "maxhmmpf": -1}
@@ -188,6 +206,46 @@ def _decoder(config: PocketsphinxConfig, wide: bool, lexicon: dict[str, tuple[st
                        frate=config.frame_rate_hz, cmn=config.cmn, **options)
     finally:
         os.unlink(dict_path)
+
+
+_REUSED = threading.local()  # per thread: (config, wide) -> (decoder, key -> pronunciations)
+
+
+def _reused_decoder(config: PocketsphinxConfig, wide: bool,
+                    lexicon: dict[str, tuple[str, ...]]):
+    """A decoder for ``lexicon`` that is kept for the next utterance of this thread, in the
+    state a fresh one starts in: the same results as :func:`_decoder`, without loading the
+    acoustic model again (~10 % of the CPU time of a short clip).
+
+    A decoder carries state from one utterance to the next: the running cepstral mean
+    (``cmn`` live) and the noise estimate of the front end (``remove_noise``), which changed
+    word boundaries. ``reinit_feat`` rebuilds the front end and the feature computation from
+    the configuration, so each utterance starts where a fresh decoder starts. The dictionary
+    only grows (``add_word``): the forced-alignment search (``set_align_text``) uses only the
+    words of the transcript, so other words in it change nothing. A key already known with
+    other pronunciations (not possible with :meth:`PocketsphinxAligner._lexicon`, whose keys
+    determine their pronunciations) gets a fresh decoder instead.
+    """
+    cache = getattr(_REUSED, "decoders", None)
+    if cache is None:
+        cache = _REUSED.decoders = {}
+    entry = cache.get((config, wide))
+    if entry is None or any(entry[1].get(k, p) != p for k, p in lexicon.items()):
+        entry = cache[(config, wide)] = (_decoder(config, wide, lexicon), dict(lexicon))
+        return entry[0]
+    decoder, known = entry
+    for key, prons in sorted(lexicon.items()):
+        if key not in known:
+            for i, pron in enumerate(prons):
+                decoder.add_word(key if i == 0 else f"{key}({i + 1})", pron, update=False)
+            known[key] = prons
+    decoder.reinit_feat()
+    return decoder
+
+
+def clear_reused_decoders() -> None:
+    """Drop this thread's kept decoders (the next alignment builds fresh ones)."""
+    _REUSED.decoders = {}
 
 
 def _pcm16(wave: np.ndarray) -> bytes:
@@ -211,6 +269,8 @@ class PocketsphinxAligner(Aligner):
             "backend": "pocketsphinx",
             "version": _version(),
             "model": "en-us (pocketsphinx wheel) + cmudict-en-us",
+            # the decoder is kept per worker but reset to a fresh one's state per utterance
+            # (bit-identical results, tests/test_align_determinism.py): the value stays
             "decoder": "fresh per utterance, its own words only, no LM",
             "g2p": "g2p-en checkpoint20 (numpy GRU)",
             "normalizer": NORMALIZER_VERSION,
@@ -347,7 +407,15 @@ class PocketsphinxAligner(Aligner):
         why = check_fits(sum(n_phones), duration_s, sum(e - s for s, e in segments))
         if why is not None:
             raise AlignmentError(why, utterance.audio)
+        if duration_s > cfg.segment_above_s:
+            return self._align_long(utterance, words, keys, lexicon, wave, duration_s)
+        return self._align_words(utterance, words, keys, lexicon, wave, n_phones, segments,
+                                 duration_s)
 
+    def _align_words(self, utterance, words, keys, lexicon, wave, n_phones, segments,
+                     duration_s) -> Alignment:
+        """The search, the evidence on its path, and the fallbacks (after the checks)."""
+        cfg = self.config
         found = self._search(utterance, keys, lexicon, wave)
         if isinstance(found, tuple):
             method, path, shift_s = found
@@ -377,13 +445,141 @@ class PocketsphinxAligner(Aligner):
         return self._fallback(utterance, words, keys, found, wave, n_phones, segments,
                               duration_s)
 
+    def path_evidence(self, utterance: Utterance,
+                      wave: np.ndarray | None = None) -> tuple[str, float, float] | None:
+        """(method, quality, poor-word share) of the path the search finds for a short
+        recording, before any refusal; None when no full path is found. For diagnosis and
+        benchmarks: what :meth:`align` judges."""
+        words = spoken_words(utterance.transcript, source=str(utterance.audio))
+        wave = load_audio(utterance.audio) if wave is None else wave
+        keys, lexicon, _ = self._lexicon(words, str(utterance.audio))
+        found = self._search(utterance, keys, lexicon, wave)
+        if not isinstance(found, tuple):
+            return None
+        method, path, _ = found
+        return (method, quality_from_fit(path.fit(keys)),
+                path.poor_words(keys, self.config.min_word_quality)[1])
+
+    # -- long recordings ----------------------------------------------------------------------
+    def _spot(self, keys, lexicon, wave, beams: tuple[float, ...], t0_s: float, t1_s: float,
+              first: int) -> list[tuple[int, float, float]]:
+        """The words from ``first`` on that a word pass places in ``wave[t0_s:t1_s]``, with a
+        grammar that accepts any prefix of them (see :mod:`.segment`): (index, start_s,
+        end_s), times in the whole recording; each of ``beams`` tried in turn until one places
+        a word. Offered words: four times as many as the transcript's average rate puts in the
+        window (more when the window holds them all)."""
+        cfg = self.config
+        rate = len(keys) / max(wave.shape[0] / SAMPLE_RATE, 1e-3)  # words per s
+        n_offer = math.ceil(4 * rate * (t1_s - t0_s)) + 20
+        pcm = _pcm16(wave[round(t0_s * SAMPLE_RATE):round(t1_s * SAMPLE_RATE)])
+        hop = 1.0 / cfg.frame_rate_hz
+        while True:
+            offered = keys[first:first + n_offer]
+            placed: list[tuple[int, float, float]] = []
+            for beam in beams:
+                decoder = _decoder(cfg, False, {k: lexicon[k] for k in offered}, beam=beam)
+                n = len(offered)
+                arcs = [(i, i + 1, 1.0, k) for i, k in enumerate(offered)]
+                arcs += [(i, n, 1.0) for i in range(1, n)]  # stop after any word
+                try:
+                    decoder.add_fsg("prefix", decoder.create_fsg("prefix", 0, n, arcs))
+                    decoder.activate_search("prefix")
+                    decoder.start_utt()
+                    decoder.process_raw(pcm, full_utt=True)
+                    decoder.end_utt()
+                    segs = list(decoder.seg()) if decoder.hyp() is not None else []
+                except RuntimeError as e:
+                    log.debug("pocketsphinx prefix pass: %s", e)
+                    segs = []
+                i = 0
+                for seg in segs:
+                    if i < n and _base(seg.word) == offered[i]:
+                        placed.append((first + i, t0_s + seg.start_frame * hop,
+                                       t0_s + (seg.end_frame + 1) * hop))
+                        i += 1
+                if placed:
+                    break
+            if len(placed) < len(offered) or first + n_offer >= len(keys):
+                return placed
+            n_offer *= 2  # every offered word placed: the window may hold more
+
+    def _align_long(self, utterance, words, keys, lexicon, wave, duration_s) -> Alignment:
+        """Cut at pauses (:func:`.segment.plan_pieces`), align each piece on its own, join:
+        memory is bounded by the piece length, not the recording's. Where a piece cannot be
+        aligned, the rest is planned again from its start with the retry's wider beam (a
+        word pass that lost its way puts the cut in the wrong place). The method is the last
+        in :data:`.quality.METHODS` order any piece needed; the quality is the pieces' mean
+        weighted by their length."""
+        cfg = self.config
+        out_words: list[WordInterval] = []
+        out_phones: list[PhoneInterval] = []
+        methods, weighted = [], 0.0
+        start_s, first, failed = 0.0, 0, None
+        while first < len(keys):
+            beams = (cfg.retry_beam,) if failed else (cfg.segment_beam, cfg.retry_beam)
+            pieces = plan_pieces(
+                duration_s, len(keys), functools.partial(self._spot, keys, lexicon, wave, beams),
+                start_s=start_s, first_word=first, window_s=cfg.segment_window_s,
+                margin_s=cfg.segment_margin_s, min_pause_s=cfg.segment_min_pause_s)
+            try:
+                for piece in pieces:
+                    if failed is not None and piece == failed[0]:
+                        raise failed[1]  # planned again, cut the same way: the same failure
+                    try:
+                        ali = self._align_piece(utterance, words, keys, lexicon, wave, piece)
+                    except AlignmentError as e:
+                        if failed is not None:
+                            raise
+                        log.info("%s: %s; planning again from %.1f s with the wide beam",
+                                 utterance.id, e.reason, piece.start_s)
+                        failed = (piece, e)
+                        break
+                    log.info("%s: piece %.1f-%.1f s aligned (%s)", utterance.id,
+                             piece.start_s, piece.end_s, ali.method)
+                    off = piece.start_s
+                    out_words += [WordInterval(w.word, round(w.start_s + off, 4),
+                                               round(w.end_s + off, 4)) for w in ali.words]
+                    out_phones += [PhoneInterval(p.phone, round(p.start_s + off, 4),
+                                                 round(p.end_s + off, 4)) for p in ali.phones]
+                    methods.append(ali.method)
+                    weighted += (ali.quality or 0.0) * (piece.end_s - piece.start_s)
+                    start_s, first = piece.end_s, piece.end_word
+            except SegmentationError as e:
+                raise AlignmentError(f"the transcript does not match the audio: {e}",
+                                     utterance.audio) from None
+        method = max(methods, key=METHODS.index)
+        return Alignment(utterance.id, tuple(out_words), tuple(out_phones),
+                         duration_s=round(duration_s, 6), aligner=f"pocketsphinx-{_version()}",
+                         method=method, quality=round(weighted / duration_s, 4))
+
+    def _align_piece(self, utterance, words, keys, lexicon, wave, piece: Piece) -> Alignment:
+        """One piece of a long recording aligned like a short one (times in the piece)."""
+        sub_wave = wave[round(piece.start_s * SAMPLE_RATE):round(piece.end_s * SAMPLE_RATE)]
+        sub_keys = keys[piece.first_word:piece.end_word]
+        sub = Utterance(f"{utterance.id}@{piece.start_s:.1f}s", utterance.audio,
+                        utterance.transcript)
+        n_phones = [0 if k == NOISE_WORD else len(lexicon[k][0].split()) for k in sub_keys]
+        segments = speech_segments(sub_wave)
+        piece_s = sub_wave.shape[0] / SAMPLE_RATE
+        try:
+            why = check_fits(sum(n_phones), piece_s, sum(e - s for s, e in segments))
+            if why is not None:
+                raise AlignmentError(why, utterance.audio)
+            return self._align_words(sub, words[piece.first_word:piece.end_word], sub_keys,
+                                     lexicon, sub_wave, n_phones, segments, piece_s)
+        except AlignmentError as e:
+            raise AlignmentError(
+                f"{e.reason} (in the piece {piece.start_s:.1f}-{piece.end_s:.1f} s, words "
+                f"{piece.first_word + 1}-{piece.end_word} of the transcript)",
+                utterance.audio) from None
+
     def _search(self, utterance, keys, lexicon, wave):
         """(method, path, grid shift in s) of the first full path found, or None: default
         beams, wide beams (on two frame grids), then the garbage grammar."""
         cfg = self.config
         shifts = (0.0, cfg.retry_shift_s) if cfg.retry_shift_s > 0 else (0.0,)
         pcm0 = _pcm16(wave)
-        path = self._run(_decoder(cfg, False, lexicon), keys, pcm0)
+        path = self._run(_reused_decoder(cfg, False, lexicon), keys, pcm0)
         if path is not None and path.phones is not None:
             return "viterbi", path, 0.0
         best = ("viterbi", path, 0.0) if path is not None else None
@@ -391,7 +587,8 @@ class PocketsphinxAligner(Aligner):
         for shift_s in shifts:
             log.info("%s: retrying with the wide search (grid shift %g s)", utterance.id, shift_s)
             pcm = pcm0 if shift_s == 0 else _pcm16(wave[round(shift_s * SAMPLE_RATE):])
-            wide = self._run(_decoder(cfg, True, lexicon), keys, pcm, partial=shift_s == 0)
+            wide = self._run(_reused_decoder(cfg, True, lexicon), keys, pcm,
+                             partial=shift_s == 0)
             if wide is not None and _n_matched(wide.words, keys) < len(keys):
                 partial, wide = wide, None  # the words placed before the search lost its way
             if wide is not None and (best is None or wide.phones is not None):
@@ -430,7 +627,9 @@ class PocketsphinxAligner(Aligner):
             spans: list[tuple[float, float] | None] = [None] * len(keys)
             for i, (start, end, _) in anchors.items():
                 spans[i] = (start * hop, end * hop)
-            _fill_gaps(spans, n_phones, segments, duration_s)
+            first = segments[0][0] if segments else 0.0
+            last = segments[-1][1] if segments else duration_s
+            spans = fill_unplaced(spans, first, last, n_phones, segments)
             quality = round(sum(quality_from_fit(a[2]) for a in anchors.values()) / len(keys), 4)
             method = "anchored"
         else:
@@ -577,26 +776,6 @@ def _positional_lexicon(keys: list[str], lexicon: dict[str, tuple[str, ...]]):
     out = {f"w{i}": lexicon[k] for i, k in enumerate(keys)}
     out[GARBAGE_WORD] = NOISE_PRONUNCIATIONS
     return out
-
-
-def _fill_gaps(spans: list, n_phones: list[int], segments, duration_s: float) -> None:
-    """Give every ``None`` in ``spans`` a place: runs of unplaced words share the voiced time
-    between their placed neighbours (the speech edges at the ends) by phone counts."""
-    first = segments[0][0] if segments else 0.0
-    last = segments[-1][1] if segments else duration_s
-    i = 0
-    while i < len(spans):
-        if spans[i] is not None:
-            i += 1
-            continue
-        j = i
-        while j < len(spans) and spans[j] is None:
-            j += 1
-        lo = spans[i - 1][1] if i > 0 else min(first, spans[j][0] if j < len(spans) else last)
-        hi = spans[j][0] if j < len(spans) else max(last, lo)
-        inside = clip_segments(segments, lo, hi)
-        spans[i:j] = place_by_phones(n_phones[i:j], inside)
-        i = j
 
 
 def _n_matched(segments: list[tuple[str, int, int]], keys: list[str]) -> int:

@@ -5,6 +5,7 @@ transcript can fit it, the normalised quality score, and placement of words by p
     >>> check_fits(n_phones=20, duration_s=3.5, speech_s=sum(e - s for s, e in segments))
     >>> spans = place_by_phones([3, 2, 5], segments)      # one (start_s, end_s) per word
     >>> quality_from_fit(-1.2)                            # 0.55
+    >>> fill_unplaced([(0.5, 0.9), None, (1.6, 2.0)], 0.0, 2.5)   # the gap shared out
 
 Quality: PocketSphinx scores every frame relative to its best-scoring senone, so the mean log
 score per frame of the words on the path (``fit``, nats, <= 0) is a log-likelihood ratio
@@ -33,6 +34,7 @@ METHODS = (
 FIT_SCALE_NATS = 2.0  # nats per frame: quality exp(-1) at a mean fit of -2 nats per frame
 ENERGY_FRAME_S = 0.025  # s: energy window of the speech detector
 ENERGY_HOP_S = 0.010  # s
+ENERGY_BLOCK_FRAMES = 3000  # frames per block (30 s of audio, ~10 MB per array)
 SPEECH_BAND_HZ = (150.0, 4000.0)  # Hz: the band whose energy the speech detector follows
 SPEECH_ABOVE_FLOOR_DB = 6.0  # dB above the quiet floor (10th percentile) at least counts as voiced
 SPEECH_RANGE_SHARE = 0.3  # ... and this share of the floor-to-peak (99th percentile) range
@@ -52,12 +54,16 @@ def frame_energy_db(wave: np.ndarray) -> np.ndarray:
     if wave.shape[0] < win:
         wave = np.pad(wave, (0, win - wave.shape[0]))
     n = 1 + (wave.shape[0] - win) // hop
-    idx = np.arange(win)[None, :] + hop * np.arange(n)[:, None]  # (n, win)
-    frames = wave[idx].astype(np.float64) * np.hanning(win)[None, :]
-    power = np.abs(np.fft.rfft(frames, 512, axis=1)) ** 2  # (n, 257)
     hz = np.fft.rfftfreq(512, 1.0 / SAMPLE_RATE)
     band = (hz >= SPEECH_BAND_HZ[0]) & (hz <= SPEECH_BAND_HZ[1])
-    return 10.0 * np.log10(power[:, band].sum(axis=1) / win + 1e-12)
+    window = np.hanning(win)[None, :]
+    out = np.empty(n)
+    for b in range(0, n, ENERGY_BLOCK_FRAMES):  # in blocks: bounded memory on long recordings
+        m = min(ENERGY_BLOCK_FRAMES, n - b)
+        idx = np.arange(win)[None, :] + hop * (b + np.arange(m))[:, None]  # (m, win)
+        power = np.abs(np.fft.rfft(wave[idx].astype(np.float64) * window, 512, axis=1)) ** 2
+        out[b:b + m] = 10.0 * np.log10(power[:, band].sum(axis=1) / win + 1e-12)  # (m,)
+    return out
 
 
 def speech_segments(wave: np.ndarray) -> tuple[tuple[float, float], ...]:
@@ -171,6 +177,39 @@ def clip_segments(segments: Sequence[tuple[float, float]], start_s: float,
     out = [(max(s, start_s), min(e, end_s)) for s, e in segments if e > start_s and s < end_s]
     out = [(s, e) for s, e in out if e > s]
     return out or [(start_s, max(end_s, start_s + 1e-3))]
+
+
+def fill_unplaced(
+    spans: list[tuple[float, float] | None],
+    first_s: float,
+    last_s: float,
+    n_phones: Sequence[int] | None = None,
+    segments: Sequence[tuple[float, float]] | None = None,
+) -> list[tuple[float, float]]:
+    """``spans`` with every ``None`` given a place: each run of unplaced words shares the time
+    between the end of the placed word before it and the start of the placed word after it
+    (``first_s`` / ``last_s`` at the ends). With ``segments`` (voiced stretches) and
+    ``n_phones`` (one count per word) a run is laid over the voiced parts of that time by
+    phone counts (:func:`place_by_phones`); without, it is split evenly."""
+    out = list(spans)
+    i = 0
+    while i < len(out):
+        if out[i] is not None:
+            i += 1
+            continue
+        j = i
+        while j < len(out) and out[j] is None:
+            j += 1
+        nxt = out[j][0] if j < len(out) else last_s
+        lo = out[i - 1][1] if i > 0 else min(first_s, nxt)
+        hi = max(nxt, lo)
+        if segments is not None and n_phones is not None:
+            out[i:j] = place_by_phones(n_phones[i:j], clip_segments(segments, lo, hi))
+        else:
+            step = (hi - lo) / (j - i)
+            out[i:j] = [(lo + k * step, lo + (k + 1) * step) for k in range(j - i)]
+        i = j
+    return out  # type: ignore[return-value]
 
 
 def passes(quality: float | None, min_quality: float | None) -> bool:

@@ -23,14 +23,16 @@ from rich.table import Table
 from cmbert_pipe.audio import AUDIO_EXTENSIONS
 from cmbert_pipe.cli.app import STATE, console, shown, user_errors  # noqa: F401 (re-exported)
 from cmbert_pipe.config import build_sections
-from cmbert_pipe.corpus import TRANSCRIPT_EXTENSIONS, CorpusScan, discover, single_clip
+from cmbert_pipe.corpus import TRANSCRIPT_EXTENSIONS, CorpusScan, single_clip
+from cmbert_pipe.datasets import discover_corpus
 from cmbert_pipe.errors import ConfigError, TranscriptError
 from cmbert_pipe.io import atomic_write_text
 from cmbert_pipe.schema import BatchSummary, ItemFailure
 
 # The CORPUS [TRANSCRIPT] --transcripts declarations shared by align and extract-audio.
-CORPUS_ARG = typer.Argument(..., help="Folder of audio + same-stem .txt/.lab transcripts, a "
-                            "manifest CSV, or one audio clip.")
+CORPUS_ARG = typer.Argument(..., help="Folder of audio + same-stem .txt/.lab transcripts (or "
+                            "of RAVDESS clips, whose names give the transcript), a manifest CSV, "
+                            "or one audio clip.")
 TRANSCRIPT_ARG = typer.Argument(None, help="With a single clip as CORPUS: its transcript file.")
 TRANSCRIPTS_OPT = typer.Option(None, "--transcripts", help="Folder holding the same-stem "
                                "transcripts, if not beside the audio (sub-folders mirrored).")
@@ -44,8 +46,8 @@ def is_corpus(path: Path) -> bool:
 def corpus_or_clip(corpus: Path, transcript: Path | None, transcripts: Path | None,
                    command: str) -> CorpusScan:
     """The ``CORPUS [TRANSCRIPT]`` arguments of ``align`` and ``extract-audio``: a folder of
-    audio with same-stem transcripts (in ``transcripts`` if given) or a manifest CSV, or one
-    clip and its transcript file. A transcript that cannot be read is the clip's failure."""
+    audio with same-stem transcripts (in ``transcripts`` if given), a RAVDESS folder, or a
+    manifest CSV, or one clip and its transcript file. A transcript that cannot be read is the clip's failure."""
     if transcript is not None:
         if is_corpus(corpus) or corpus.suffix.lower() not in AUDIO_EXTENSIONS:
             raise ConfigError("a transcript argument goes with a single audio clip "
@@ -62,7 +64,7 @@ def corpus_or_clip(corpus: Path, transcript: Path | None, transcripts: Path | No
                           f"TRANSCRIPT ... (a {'/'.join(TRANSCRIPT_EXTENSIONS)} file)", corpus)
     if not corpus.exists():
         raise ConfigError("corpus not found", corpus)
-    return discover(corpus, transcripts)
+    return discover_corpus(corpus, transcripts)
 
 
 def with_load_failures(summary: BatchSummary, failures: Sequence[ItemFailure]) -> BatchSummary:

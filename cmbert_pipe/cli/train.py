@@ -62,6 +62,23 @@ def mean_std_table(title: str, ms: dict[str, dict[str, dict[str, float]]]) -> Ta
     return table
 
 
+def baseline_table(summary) -> Table:
+    """The model beside its baselines (``TrainSummary.baselines``) on the test split (dev when
+    the data has no test split), mean ± std over the same seeds."""
+    split = "test" if "test" in summary.mean_std else next(iter(summary.mean_std))
+    cols = {summary.model_config.model: summary.mean_std.get(split, {})}
+    for name, base in summary.baselines.items():
+        what = ("audio only" if name == "audio" else "text only")
+        cols[f"{base.model_config.model} ({what})"] = base.mean_std.get(split, {})
+    table = Table(title=f"{split} split: the model beside its baselines (same seeds)")
+    table.add_column("metric")
+    for name in cols:
+        table.add_column(name, justify="right")
+    for name in METRIC_NAMES:
+        table.add_row(name, *[format_mean_std(name, m.get(name)) for m in cols.values()])
+    return table
+
+
 MODEL, TRAIN = ModelConfig(), TrainConfig()  # the defaults the help shows
 ModelName = choices("ModelName", MODEL_NAMES)
 AudioHead = choices("AudioHead", AUDIO_HEADS)
@@ -125,6 +142,7 @@ def train_cmd(
     warmup_head: float = typer.Option(TRAIN.warmup_head, "--warmup-head", help="Warm-up fraction of the output layer (< 0 = --warmup)."),
     patience: int = typer.Option(TRAIN.patience, "--patience", help="Early stopping: stop after N epochs without a better dev score (0 = off)."),
     select_metric: SelectMetric = typer.Option(TRAIN.select_metric, "--select-metric", help="Dev score that picks the best epoch and drives early stopping: loss (the published rule), mae, or a metric to maximise such as bacc2_non0."),
+    baselines: str = typer.Option(",".join(TRAIN.baselines), "--baselines", help="Reference models trained beside MODEL on the same splits and seeds and shown next to it: audio (the audio-only model, no BERT: cheap), tbert (text only), comma-separated; '' = none."),
     ddp_procs: int = typer.Option(0, "--ddp", help="Train with DistributedDataParallel on N "
                                   "processes of this host (torchrun; gloo on CPU, one GPU each "
                                   "on CUDA). The global batch stays --batch-size."),
@@ -145,6 +163,9 @@ def train_cmd(
         computed = {}
         if typed_here(ctx, "seeds") or typed_here(ctx, "seed_start"):
             computed["train.seeds"] = ("--seeds", list(range(seed_start, seed_start + seeds)))
+        if typed_here(ctx, "baselines"):
+            computed["train.baselines"] = ("--baselines",
+                                           [b.strip() for b in baselines.split(",") if b.strip()])
         typed = typed_options(ctx, TRAIN_KEYS, set_, computed, model=ModelConfig,
                               train=TrainConfig)
         mcfg, tcfg = typed["model"], typed["train"]
@@ -210,6 +231,8 @@ def train_cmd(
             return
         out.print(mean_std_table(f"{mcfg.model} over {len(seed_list)} seed(s), mean ± std",
                                  summary.mean_std))
+        if summary.baselines:
+            out.print(baseline_table(summary))
         for note in summary.notes:
             console.print(f"note: {note}")
         console.print(f"summary: {shown(out_dir / 'summary.json')}  wall {summary.wall_s:.0f} s")

@@ -16,9 +16,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from cmbert_pipe.corpus import CorpusScan, discover_folder, discover_manifest
+from cmbert_pipe.audio import AUDIO_EXTENSIONS
+from cmbert_pipe.corpus import CorpusScan, discover, discover_folder, discover_manifest
 from cmbert_pipe.datasets.mosi import load_mosi
-from cmbert_pipe.datasets.ravdess import RavdessSplits, load_ravdess
+from cmbert_pipe.datasets.ravdess import RavdessSplits, load_ravdess, parse_name
 from cmbert_pipe.config import DATASET_KINDS
 from cmbert_pipe.errors import ConfigError
 from cmbert_pipe.schema import Utterance
@@ -53,6 +54,26 @@ def load_dataset(kind: str, path: str | Path, options: dict[str, Any] | None = N
     return load_mosi(path, options.get("folds") or None)
 
 
+def discover_corpus(corpus: str | Path, transcripts: str | Path | None = None) -> CorpusScan:
+    """A folder of audio with transcripts or a manifest (:func:`cmbert_pipe.corpus.discover`);
+    a folder where no audio file has a transcript but every one has a RAVDESS name is read as
+    RAVDESS (the name gives the statement), every actor in it kept."""
+    scan = discover(corpus, transcripts)
+    root = Path(corpus)
+    if scan.utterances or transcripts is not None or not root.is_dir():
+        return scan
+    actors = set()
+    for path in root.rglob("*"):
+        if path.is_file() and path.suffix.lower() in AUDIO_EXTENSIONS:
+            try:
+                actors.add(parse_name(path.stem).actor)
+            except ValueError:
+                return scan
+    if not actors:
+        return scan
+    return load_ravdess(root, RavdessSplits(train=tuple(sorted(actors)), dev=(), test=()))
+
+
 def assign_splits(utterances: tuple[Utterance, ...] | list[Utterance], dev_fraction: float = 0.1,
                   test_fraction: float = 0.1) -> tuple[Utterance, ...]:
     """Give every utterance without a split one, deterministically from a hash of its speaker
@@ -72,4 +93,4 @@ def assign_splits(utterances: tuple[Utterance, ...] | list[Utterance], dev_fract
     return tuple(out)
 
 
-__all__ = ["DATASETS", "CorpusScan", "assign_splits", "load_dataset"]
+__all__ = ["DATASETS", "CorpusScan", "assign_splits", "discover_corpus", "load_dataset"]
