@@ -138,3 +138,22 @@ def test_compiled_psp_fit_equals_the_numpy_form():
     fast = voicequality._psp_a_rows(spectra, k2, voicequality._C_K2, voicequality._C_K4, voicequality._NN)
     slow = np.array([voicequality.psp_a(row) for row in spectra])
     np.testing.assert_array_equal(fast, slow)
+
+
+@pytest.mark.parametrize("n", [25, 26, 90, 400])
+def test_compiled_short_filtfilt_is_scipys_to_the_bit(n):
+    from scipy.signal import filtfilt
+
+    from cmbert_pipe.acoustic.covarep.hmpd import PDD_TAPS, _filtfilt_short
+
+    rng = np.random.default_rng(n)
+    x = np.cos(rng.uniform(0, 6, size=(n, 30)))
+    x[:, 3] = 1.0  # constant columns: PDD's z = 1 exactly
+    x[:, 4] = 0.0
+    x[::3, 5] = -0.0
+    hann = 0.5 * (1 - np.cos(2 * np.pi * np.arange(PDD_TAPS) / (PDD_TAPS - 1)))
+    for b in (hann / hann.sum(), np.full(PDD_TAPS, 1.0 / PDD_TAPS), rng.random(4)):
+        ref = filtfilt(b, [1.0], x, axis=0, padtype="odd", padlen=3 * (b.size - 1))
+        got = _filtfilt_short(b, x)
+        np.testing.assert_array_equal(got, ref)
+        np.testing.assert_array_equal(np.signbit(got), np.signbit(ref))
