@@ -172,3 +172,11 @@ def test_compiled_pdm_filtfilt_equals_the_correlate1d_form():
         y = hmpd._fir_steady(b, ext)
         ref = hmpd._fir_steady(b, y[::-1])[::-1][edge:-edge]
         np.testing.assert_array_equal(hmpd._filtfilt_m(b, x), ref)
+
+
+def test_compiled_filtfilts_refuse_inputs_shorter_than_their_padding():
+    from cmbert_pipe.acoustic.covarep.hmpd import PDD_TAPS, PDM_TAPS, _filtfilt_m
+
+    for taps in (PDD_TAPS, PDM_TAPS):
+        with pytest.raises(ValueError, match="filtfilt needs more than"):
+            _filtfilt_m(np.full(taps, 1.0 / taps), np.zeros((3 * (taps - 1), 4)))
