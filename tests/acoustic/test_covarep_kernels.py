@@ -157,3 +157,26 @@ def test_compiled_short_filtfilt_is_scipys_to_the_bit(n):
         got = _filtfilt_short(b, x)
         np.testing.assert_array_equal(got, ref)
         np.testing.assert_array_equal(np.signbit(got), np.signbit(ref))
+
+
+def test_compiled_pdm_filtfilt_equals_the_correlate1d_form():
+    from cmbert_pipe.acoustic.covarep import hmpd
+
+    rng = np.random.default_rng(4)
+    b = np.full(hmpd.PDM_TAPS, 1.0 / hmpd.PDM_TAPS)
+    edge = 3 * (b.size - 1)
+    for n in (73, 74, 150, 500):
+        x = np.sin(rng.uniform(0, 6, size=(n, 21)))
+        x[:, 2] = 0.0  # exact zeros must stay exact (the grid's zero masks)
+        ext = np.concatenate((2 * x[:1] - x[edge:0:-1], x, 2 * x[-1:] - x[-2 : -edge - 2 : -1]), axis=0)
+        y = hmpd._fir_steady(b, ext)
+        ref = hmpd._fir_steady(b, y[::-1])[::-1][edge:-edge]
+        np.testing.assert_array_equal(hmpd._filtfilt_m(b, x), ref)
+
+
+def test_compiled_filtfilts_refuse_inputs_shorter_than_their_padding():
+    from cmbert_pipe.acoustic.covarep.hmpd import PDD_TAPS, PDM_TAPS, _filtfilt_m
+
+    for taps in (PDD_TAPS, PDM_TAPS):
+        with pytest.raises(ValueError, match="filtfilt needs more than"):
+            _filtfilt_m(np.full(taps, 1.0 / taps), np.zeros((3 * (taps - 1), 4)))

@@ -209,12 +209,60 @@ def _filtfilt_m(b, x):
     :func:`_filtfilt_short`, which adds the products in scipy's order."""
     b = np.asarray(b, dtype=float)
     edge = 3 * (b.size - 1)
+    if x.shape[0] <= edge:  # the compiled forms index the padding without bounds checks
+        raise ValueError(f"filtfilt needs more than {edge} frames, got {x.shape[0]}")
     if b.size <= PDD_TAPS:
         return _filtfilt_short(b, np.ascontiguousarray(x, dtype=float))
+    if b.size % 2 and np.array_equal(b, b[::-1]):
+        return _filtfilt_symmetric(b, np.ascontiguousarray(x, dtype=float))
     ext = np.concatenate((2 * x[:1] - x[edge:0:-1], x, 2 * x[-1:] - x[-2 : -edge - 2 : -1]), axis=0)
     y = _fir_steady(b, ext)
     y = _fir_steady(b, y[::-1])[::-1]
     return y[edge:-edge]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _fir_steady_symmetric(w, u):  # pragma: no cover - compiled
+    """:func:`_fir_steady` for a symmetric odd-length FIR ``w``, adding in the order of
+    scipy.ndimage's correlate1d for symmetric weights: x[t] w[s], then (x[t-k] + x[t+k]) w[s-k]
+    for k = s..1 (s = len(w) // 2). u (M, B), the past repeating u[0] -> (M, B)."""
+    m, nb = u.shape
+    s = w.size // 2
+    h = w.size - 1  # rows of u[0] prepended
+    out = np.empty((m, nb))
+    for t in range(m):
+        p = t + s  # centre in the prepended sequence
+        acc = out[t]
+        centre = u[max(p - h, 0)]
+        wc = w[s]
+        for c in range(nb):
+            acc[c] = centre[c] * wc
+        for jj in range(-s, 0):
+            coef = w[s + jj]
+            lo = u[max(p + jj - h, 0)]
+            hi = u[max(p - jj - h, 0)]
+            for c in range(nb):
+                acc[c] += (lo[c] + hi[c]) * coef
+    return out
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _filtfilt_symmetric(b, x):  # pragma: no cover - compiled
+    """The long-filter branch of :func:`_filtfilt_m` for a symmetric FIR (PDM's 25-frame mean),
+    operation for operation: odd extension by 3 (len(b) - 1) rows, steady-state FIR forward,
+    then over the reversed output, reversed back and cut. x (N, B) -> (N, B)."""
+    n, nb = x.shape
+    edge = 3 * (b.size - 1)
+    m = n + 2 * edge
+    ext = np.empty((m, nb))
+    for i in range(edge):
+        for c in range(nb):
+            ext[i, c] = 2 * x[0, c] - x[edge - i, c]
+            ext[edge + n + i, c] = 2 * x[n - 1, c] - x[n - 2 - i, c]
+    ext[edge : edge + n] = x
+    y = _fir_steady_symmetric(b, ext)
+    y = _fir_steady_symmetric(b, y[::-1].copy())
+    return y[::-1][edge : edge + n].copy()
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
