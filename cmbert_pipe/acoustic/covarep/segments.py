@@ -26,11 +26,11 @@ HMPD largest harmonic, fill Octave's random stream over (frame, harmonic) and   
 Passes 1 to 3 redo the LP residuals and the SRH scores (~25 % more CPU on a long file); HMPD's
 random fill is drawn from the same Octave stream at each segment frame's whole-file position.
 What can still differ from a one-shot run is rounding: IIR filters (SEDREAMS' and creak's
-high/band-pass, the polarity high-pass) start from a segment edge, scaled copies normalise by a
-different peak, and blocks of summation are cut elsewhere, so a value may move in its last bits
-and, where COVAREP thresholds such a value (HMPD's PDD at exactly 1, an argmax tie), a row can
-change more; tests/acoustic/test_covarep_segments.py bounds this and
-``benchmarks/covarep_memory.py`` measures it on real speech.
+high/band-pass, the polarity high-pass) start from a segment edge, and blocks of summation
+(HMPD's bin blocks, FFT convolution blocks) are cut elsewhere, so a value may move in its last
+bits: HMPD by at most ~1e-5 in float32, and peakSlope on frames of pure digital silence, which
+are FFT rounding noise. Everything else is bit-identical in float32
+(tests/acoustic/test_covarep_segments.py; ``benchmarks/covarep_memory.py`` on real speech).
 
 Audio files at 16 kHz that libsndfile reads are decoded segment by segment (``soundfile``
 seek + read); other files are decoded once to 16 kHz float32 (4 bytes per sample) first.
