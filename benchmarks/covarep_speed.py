@@ -14,7 +14,8 @@ of a same-process yardstick for machine speed: a 25 ms / 10 ms Hann log-magnitud
 (512-point rfft) of the same audio; this tree is also given as a multiple of openSMILE's
 ComParE-2016 low-level descriptors on the same audio (the ``compare`` feature set). The files are the reference WAVs of
 ``../shared/data/covarep-ref`` and clean read speech from ``../shared/data/mfa-test``; the worst
-file is named. Every file's (K, 74) matrices from both trees are compared column by column
+file is named. Each file is decoded once, by this tree's loader, and both workers get the same
+samples. Every file's (K, 74) matrices from both trees are compared column by column
 (largest absolute difference, rows differing by more than 1e-4 relative). Each worker's first
 call (imports done, compiled kernels loaded from numba's on-disk cache or compiled) is reported
 as "first call", and its peak resident memory (VmHWM) at the end.
@@ -107,7 +108,9 @@ def worker(repeat: int) -> None:
         if cmd.get("quit"):
             print(json.dumps({"hwm_mb": hwm_mb()}), flush=True)
             return
-        x = load_audio(cmd["path"]).astype(np.float64)  # (N,) 16 kHz
+        # (N,) 16 kHz: decoded once by this tree's loader, so both trees see the same samples
+        path = cmd["path"]
+        x = np.load(path) if path.endswith(".npy") else load_audio(path).astype(np.float64)
         if first is None:  # first call: kernels loaded / compiled, filter designs, FFT plans
             t0 = time.process_time()
             extract(x[: 16000 * 2], 16000)
@@ -207,11 +210,15 @@ def speed_run(args) -> None:
         per_file, stages = [], {k: {} for k in trees}
         maxdiff, nrows = np.zeros(74), np.zeros(74, dtype=int)
         info = {}
+        from cmbert_pipe.audio import load_audio
+
         for set_name, name, path in files:
             rec = {"set": set_name, "file": name}
+            wav = tmp / "input.npy"
+            np.save(wav, load_audio(path).astype(np.float64))
             feats = {}
             for k, w in workers.items():
-                r = w.ask(path=str(path), out=str(tmp / f"{k}.npy"), compare=k == "this tree")
+                r = w.ask(path=str(wav), out=str(tmp / f"{k}.npy"), compare=k == "this tree")
                 feats[k] = np.load(tmp / f"{k}.npy")
                 rec[k] = r
                 info[k] = {

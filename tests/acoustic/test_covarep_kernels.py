@@ -138,3 +138,45 @@ def test_compiled_psp_fit_equals_the_numpy_form():
     fast = voicequality._psp_a_rows(spectra, k2, voicequality._C_K2, voicequality._C_K4, voicequality._NN)
     slow = np.array([voicequality.psp_a(row) for row in spectra])
     np.testing.assert_array_equal(fast, slow)
+
+
+@pytest.mark.parametrize("n", [25, 26, 90, 400])
+def test_compiled_short_filtfilt_is_scipys_to_the_bit(n):
+    from scipy.signal import filtfilt
+
+    from cmbert_pipe.acoustic.covarep.hmpd import PDD_TAPS, _filtfilt_short
+
+    rng = np.random.default_rng(n)
+    x = np.cos(rng.uniform(0, 6, size=(n, 30)))
+    x[:, 3] = 1.0  # constant columns: PDD's z = 1 exactly
+    x[:, 4] = 0.0
+    x[::3, 5] = -0.0
+    hann = 0.5 * (1 - np.cos(2 * np.pi * np.arange(PDD_TAPS) / (PDD_TAPS - 1)))
+    for b in (hann / hann.sum(), np.full(PDD_TAPS, 1.0 / PDD_TAPS), rng.random(4)):
+        ref = filtfilt(b, [1.0], x, axis=0, padtype="odd", padlen=3 * (b.size - 1))
+        got = _filtfilt_short(b, x)
+        np.testing.assert_array_equal(got, ref)
+        np.testing.assert_array_equal(np.signbit(got), np.signbit(ref))
+
+
+def test_compiled_pdm_filtfilt_equals_the_correlate1d_form():
+    from cmbert_pipe.acoustic.covarep import hmpd
+
+    rng = np.random.default_rng(4)
+    b = np.full(hmpd.PDM_TAPS, 1.0 / hmpd.PDM_TAPS)
+    edge = 3 * (b.size - 1)
+    for n in (73, 74, 150, 500):
+        x = np.sin(rng.uniform(0, 6, size=(n, 21)))
+        x[:, 2] = 0.0  # exact zeros must stay exact (the grid's zero masks)
+        ext = np.concatenate((2 * x[:1] - x[edge:0:-1], x, 2 * x[-1:] - x[-2 : -edge - 2 : -1]), axis=0)
+        y = hmpd._fir_steady(b, ext)
+        ref = hmpd._fir_steady(b, y[::-1])[::-1][edge:-edge]
+        np.testing.assert_array_equal(hmpd._filtfilt_m(b, x), ref)
+
+
+def test_compiled_filtfilts_refuse_inputs_shorter_than_their_padding():
+    from cmbert_pipe.acoustic.covarep.hmpd import PDD_TAPS, PDM_TAPS, _filtfilt_m
+
+    for taps in (PDD_TAPS, PDM_TAPS):
+        with pytest.raises(ValueError, match="filtfilt needs more than"):
+            _filtfilt_m(np.full(taps, 1.0 / taps), np.zeros((3 * (taps - 1), 4)))

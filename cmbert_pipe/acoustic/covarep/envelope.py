@@ -9,10 +9,10 @@ own convergence (per-frame mask), so results equal a frame-by-frame evaluation.
 
 Speed: an iteration only needs the first ``order + 1`` cepstral coefficients and the energy of
 the rest, and its smoothed cepstrum has only ``order + 1`` non-zero coefficients. So instead of a
-4096-point DCT-I and inverse FFT per iteration, the low coefficients are a product with a cached
-cosine table (folded by the even/odd symmetry cos(2 pi q (N/2 - b) / N) = (-1)^q cos(2 pi q b / N),
-half the work), the high-quefrency energy comes from Parseval, and the envelope is again a
-product with the table. Frames are sorted by order so that each block's table is as narrow as
+4096-point DCT-I and inverse FFT per iteration, the low coefficients are products with cached
+cosine tables (folded by the symmetry cos(2 pi q (N/2 - b) / N) = (-1)^q cos(2 pi q b / N), and
+the even q once more about N/8: 3/8 of the unfolded work), the high-quefrency energy comes from
+Parseval, and the envelope is again a product with the tables. Frames are sorted by order so that each block's table is as narrow as
 its widest frame. Equal to the FFT form to rounding (~1e-13); orders above ``TE_TABLE_ORDERS``
 (silence frames) keep the FFT form.
 """
@@ -47,69 +47,76 @@ def _lifter_half_windows(orders: np.ndarray, width: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=4)
-def _cos_tables(dftlen: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Folded cosine tables for quefrencies q < width on bins b = 0..dftlen/4.
+def _cos_tables(dftlen: int, width: int) -> tuple[np.ndarray, ...]:
+    """Folded cosine tables cos(2 pi q b / N) for quefrencies q < width.
 
-    Returns (fe, fo, ge, go): fe (B, We) / fo (B, Wo) give the even / odd cepstral coefficients
-    of a symmetric log spectrum from its folded sum / difference (DCT-I weights and 1/dftlen
-    included); ge (We, B) / go (Wo, B) give the folded even / odd parts of the envelope.
+    Returns (f0, f2, fo, g0, g2, go): f0 (E+1, W0) for q = 0 mod 4 and f2 (E+1, W2) for
+    q = 2 mod 4 on bins b = 0..N/8 (E = N/8), fo (Q+1, Wo) for odd q on b = 0..N/4 (Q = N/4);
+    g0, g2, go are their transposes. Even q fold twice (about N/4 and about N/8), odd q once.
     """
-    quarter = dftlen // 4
-    b = np.arange(quarter + 1)[:, None]  # (B, 1)
+    quarter, eighth = dftlen // 4, dftlen // 8
     q = np.arange(width)[None, :]
-    c = np.cos(2 * np.pi * ((q * b) % dftlen) / dftlen)  # (B, W) exact argument reduction
-    c[quarter, 1::2] = 0.0  # cos(pi q / 2) for odd q
-    wgt = np.full((quarter + 1, 1), 2.0 / dftlen)
-    wgt[0] = 1.0 / dftlen
-    f = c * wgt  # b = 0 pairs with b = dftlen/2 (weight 1 each); the middle bin has weight 2
-    fe, fo = np.ascontiguousarray(f[:, 0::2]), np.ascontiguousarray(f[:, 1::2])
-    ge, go = np.ascontiguousarray(c[:, 0::2].T), np.ascontiguousarray(c[:, 1::2].T)
-    for t in (fe, fo, ge, go):
+
+    def table(n_bins, qs):
+        b = np.arange(n_bins)[:, None]
+        return np.cos(2 * np.pi * ((qs * b) % dftlen) / dftlen)  # exact argument reduction
+
+    f0 = table(eighth + 1, q[:, 0::4])
+    f2 = table(eighth + 1, q[:, 2::4])
+    f2[eighth] = 0.0  # cos(pi q / 4) for q = 2 mod 4
+    fo = table(quarter + 1, q[:, 1::2])
+    fo[quarter] = 0.0  # cos(pi q / 2) for odd q
+    out = tuple(np.ascontiguousarray(t) for t in (f0, f2, fo, f0.T, f2.T, fo.T))
+    for t in out:
         t.flags.writeable = False
-    return fe, fo, ge, go
+    return out
 
 
 def _te_iterate_table(log_half: np.ndarray, orders: np.ndarray, dftlen: int) -> np.ndarray:
     """:func:`_te_iterate` with cosine tables instead of FFTs (module docstring); same result to
     rounding. ``orders.max() + 1`` must not exceed ``TE_TABLE_ORDERS``. The iterations run in
-    the compiled :func:`_te_table_kernel` (one pass over the bins before and one after the two
+    the compiled :func:`_te_table_kernel` (one pass over the bins before and one after the
     table products, which stay BLAS matrix products)."""
     width = min(-(-(int(orders.max()) + 1) // 8) * 8, TE_TABLE_ORDERS)  # a few cached widths
-    fe, fo, ge, go = _cos_tables_width(dftlen, width)
+    tables = _cos_tables_width(dftlen, width)
     lw = _lifter_half_windows(orders, width)
     dblim = float(np.log(10 ** (TE_PRECISION_DB / 20)))
-    return _te_table_kernel(np.ascontiguousarray(log_half, dtype=np.float64), orders.astype(np.int64),
-                            fe, fo, ge, go, lw, dblim, TE_MAX_ITER)
+    return _te_table_kernel(np.ascontiguousarray(log_half, dtype=np.float64),
+                            orders.astype(np.int64), *tables, lw, dblim, TE_MAX_ITER)
 
 
 @functools.lru_cache(maxsize=8)
-def _cos_tables_width(dftlen: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _cos_tables_width(dftlen: int, width: int) -> tuple[np.ndarray, ...]:
     """:func:`_cos_tables` cut to quefrencies q < width, each table contiguous (for BLAS)."""
-    fe, fo, ge, go = _cos_tables(dftlen, TE_TABLE_ORDERS)
-    we, wo = (width + 1) // 2, width // 2
-    out = (np.ascontiguousarray(fe[:, :we]), np.ascontiguousarray(fo[:, :wo]), ge[:we], go[:wo])
-    for t in out[:2]:
+    f0, f2, fo, g0, g2, go = _cos_tables(dftlen, TE_TABLE_ORDERS)
+    w0, w2, wo = (width + 3) // 4, (width + 1) // 4, width // 2
+    out = (np.ascontiguousarray(f0[:, :w0]), np.ascontiguousarray(f2[:, :w2]),
+           np.ascontiguousarray(fo[:, :wo]), g0[:w0], g2[:w2], go[:wo])
+    for t in out[:3]:
         t.flags.writeable = False
     return out
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _te_table_kernel(log_half, orders, fe, fo, ge, go, lw, dblim, max_iter):  # pragma: no cover
+def _te_table_kernel(log_half, orders, f0, f2, fo, g0, g2, go, lw, dblim, max_iter):  # pragma: no cover
     """True-Envelope iterations of (n, N/2+1) log spectra by the folded cosine tables.
 
-    Per iteration and frame: fold the log spectrum a into sum / difference halves, with the
-    Parseval sums (whole-cepstrum energy, c[N/2]) in the same pass; two table products give the
-    cepstrum q < width; the lifter update of Röbel & Rodet 2005; two table products give the
-    envelope v; a = max(a, v) and the convergence gap max(a0 - v) in one pass. A converged frame
-    is written out and its row replaced by the last active one (NaN gaps count as converged).
+    Per iteration and frame: fold the log spectrum a about N/4 (sum s / difference d) and the
+    weighted sum again about N/8, with the Parseval sums (whole-cepstrum energy, c[N/2]) in the
+    same pass; three table products give the cepstrum q < width (q = 0, 2 mod 4 and odd); the
+    lifter update of Röbel & Rodet 2005; three table products give the envelope v; a = max(a, v)
+    and the convergence gap max(a0 - v) in one pass. A converged frame is written out and its
+    row replaced by the last active one (NaN gaps count as converged).
     """
     n, nb = log_half.shape
     half = nb - 1
     quarter = half // 2
+    eighth = quarter // 2
     dftlen = 2 * half
-    we = fe.shape[1]
+    w0 = f0.shape[1]
+    w2 = f2.shape[1]
     wo = fo.shape[1]
-    width = we + wo
+    width = lw.shape[1]
     a = log_half.copy()
     a0 = log_half.copy()
     ids = np.arange(n)
@@ -118,48 +125,84 @@ def _te_table_kernel(log_half, orders, fe, fo, ge, go, lw, dblim, max_iter):  # 
     cc = np.zeros((n, width))
     v_out = np.empty_like(log_half)
     vb = np.empty_like(log_half)
-    s = np.empty((n, quarter + 1))
-    d = np.empty((n, quarter + 1))
-    cca_e = np.empty((n, we))
-    cca_o = np.empty((n, wo))
-    ce = np.empty((n, we))
+    u = np.empty((n, eighth + 1))  # weighted s folded about N/8: sum (q = 0 mod 4) ...
+    x2 = np.empty((n, eighth + 1))  # ... and difference (q = 2 mod 4)
+    d = np.empty((n, quarter + 1))  # weighted d (odd q)
+    ca0 = np.empty((n, w0))
+    ca2 = np.empty((n, w2))
+    cao = np.empty((n, wo))
+    c0 = np.empty((n, w0))
+    c2 = np.empty((n, w2))
     co = np.empty((n, wo))
-    ev = np.empty((n, quarter + 1))
+    e0 = np.empty((n, eighth + 1))
+    e2 = np.empty((n, eighth + 1))
     od = np.empty((n, quarter + 1))
+    t = np.empty(quarter + 1)
+    ev = np.empty(quarter + 1)
     total = np.empty(n)
     cmid = np.empty(n)
     done = np.zeros(n, dtype=np.bool_)
-    p_end = 1.0 / dftlen  # Parseval weights of the symmetric extension
+    p_end = 1.0 / dftlen  # DCT-I / Parseval weights of the symmetric extension
     p_in = 2.0 / dftlen
     m = n
     for _ in range(max_iter):
         for r in range(m):
-            tot = 0.0
-            cm = 0.0
-            for b in range(nb):
-                x = a[r, b]
-                w = p_end if (b == 0 or b == half) else p_in
-                tot += x * x * w
-                cm += x * w if b % 2 == 0 else -(x * w)
-            total[r] = tot
-            cmid[r] = cm
-            for b in range(quarter):
-                lo = a[r, b]
-                hi = a[r, half - b]
-                s[r, b] = lo + hi
-                d[r, b] = lo - hi
-            s[r, quarter] = a[r, quarter]  # the middle bin counts once
-            d[r, quarter] = a[r, quarter] - a[r, quarter]  # 0, or NaN as lo - hi gives
-        np.dot(s[:m], fe, cca_e[:m])
-        np.dot(d[:m], fo, cca_o[:m])
+            row = a[r]
+            # Parseval sums: 4 independent chains over the inner bins (odd / even b)
+            sq_o = 0.0
+            sq_e = 0.0
+            sm_o = 0.0
+            sm_e = 0.0
+            b = 1
+            while b + 1 < half:
+                x = row[b]
+                y = row[b + 1]
+                sq_o += x * x
+                sq_e += y * y
+                sm_o += x
+                sm_e += y
+                b += 2
+            while b < half:
+                x = row[b]
+                if b % 2:
+                    sq_o += x * x
+                    sm_o += x
+                else:
+                    sq_e += x * x
+                    sm_e += x
+                b += 1
+            x = row[0]
+            y = row[half]
+            sgn = 1.0 if half % 2 == 0 else -1.0
+            total[r] = p_in * (sq_o + sq_e) + p_end * (x * x + y * y)
+            cmid[r] = p_in * (sm_e - sm_o) + p_end * (x + sgn * y)
+            t[0] = p_end * (row[0] + row[half])
+            d[r, 0] = p_end * (row[0] - row[half])
+            for b in range(1, quarter):
+                lo = row[b]
+                hi = row[half - b]
+                t[b] = p_in * (lo + hi)
+                d[r, b] = p_in * (lo - hi)
+            x = row[quarter]  # the middle bin counts once
+            t[quarter] = p_in * x
+            d[r, quarter] = p_in * (x - x)  # 0, or NaN as lo - hi gives
+            for b in range(eighth):
+                u[r, b] = t[b] + t[quarter - b]
+                x2[r, b] = t[b] - t[quarter - b]
+            u[r, eighth] = t[eighth]
+            x2[r, eighth] = t[eighth] - t[eighth]
+        np.dot(u[:m], f0, ca0[:m])
+        np.dot(x2[:m], f2, ca2[:m])
+        np.dot(d[:m], fo, cao[:m])
         for r in range(m):
             o = ordr[r]
-            c0 = cca_e[r, 0]
-            below_half = c0 * c0 + 0.5 * (total[r] - c0 * c0 - cmid[r] * cmid[r])
+            cz = ca0[r, 0]
+            below_half = cz * cz + 0.5 * (total[r] - cz * cz - cmid[r] * cmid[r])
             head = 0.0
             ei2 = 0.0
             for q in range(min(o + 1, width)):
-                c = cca_e[r, q // 2] if q % 2 == 0 else cca_o[r, q // 2]
+                k = q % 4
+                c = ca0[r, q // 4] if k == 0 else (ca2[r, q // 4] if k == 2 else cao[r, q // 2])
                 head += c * c
                 cp = c if q == 0 else 2.0 * c
                 ei2 += cp * cp
@@ -167,42 +210,48 @@ def _te_table_kernel(log_half, orders, fe, fo, ge, go, lw, dblim, max_iter):  # 
             ei = np.sqrt(ei2)
             lam = (ei + eo) / ei
             for q in range(width):
+                k = q % 4
                 if q <= o:
-                    c = cca_e[r, q // 2] if q % 2 == 0 else cca_o[r, q // 2]
+                    c = ca0[r, q // 4] if k == 0 else (ca2[r, q // 4] if k == 2 else cao[r, q // 2])
                     cp = c if q == 0 else 2.0 * c
                 else:
                     cp = 0.0
                 old = cc[r, q]
                 new = lam * lwr[r, q] * (cp - old) + old
                 cc[r, q] = new
-                if q % 2 == 0:
-                    ce[r, q // 2] = new
+                if k == 0:
+                    c0[r, q // 4] = new
+                elif k == 2:
+                    c2[r, q // 4] = new
                 else:
                     co[r, q // 2] = new
-        np.dot(ce[:m], ge, ev[:m])
+        np.dot(c0[:m], g0, e0[:m])
+        np.dot(c2[:m], g2, e2[:m])
         np.dot(co[:m], go, od[:m])
         for r in range(m):
+            vr = vb[r]
+            # even part: E0 + E2 up to N/8, E0 - E2 mirrored above it
+            for b in range(eighth + 1):
+                ev[b] = e0[r, b] + e2[r, b]
+            for b in range(eighth + 1, quarter + 1):
+                ev[b] = e0[r, quarter - b] - e2[r, quarter - b]
+            for b in range(quarter):
+                vr[b] = ev[b] + od[r, b]
+            for b in range(quarter + 1):  # bin N/4 is written from this (mirrored) half
+                vr[half - b] = ev[b] - od[r, b]
+            ar = a[r]
+            for j in range(nb):
+                v = vr[j]
+                x = ar[j]
+                ar[j] = v if (v > x or v != v) else x
+            a0r = a0[r]
             gap = -np.inf
             nan = False
-            for b in range(quarter + 1):
-                e = ev[r, b]
-                f = od[r, b]
-                for k in range(2):
-                    if k == 0:
-                        if b == quarter:
-                            continue  # bin N/4 is written once, from the mirrored half
-                        j, v = b, e + f
-                    else:
-                        j, v = half - b, e - f
-                    vb[r, j] = v
-                    x = a[r, j]
-                    if v > x or v != v:
-                        a[r, j] = v
-                    g = a0[r, j] - v
-                    if g > gap:
-                        gap = g
-                    elif g != g:
-                        nan = True
+            for j in range(nb):
+                g = a0r[j] - vr[j]
+                if g > gap:
+                    gap = g
+                nan |= g != g
             done[r] = nan or gap <= dblim
         for r in range(m - 1, -1, -1):  # rows above r are active and not done
             if not done[r]:
@@ -299,10 +348,28 @@ def hspec_to_mel_cepstrum(half_mag: np.ndarray, fs: float, order: int) -> np.nda
     """Mel-warped cepstrum of half magnitude spectra (§12.4): (N, B) -> (N, order+1).
 
     Output is (c0, 2 c1, ..., 2 c_order) of the real cepstrum of the mel-warped log envelope,
-    natural-log units.
+    natural-log units. Only order + 1 coefficients are read, so the inverse DFT is a product with
+    a cached cosine table instead of a full inverse FFT (equal to rounding).
     """
     half_mag = np.atleast_2d(np.abs(half_mag))
     nbin = half_mag.shape[1]
+    j, frac, exact, outside = _mel_warp(nbin, float(fs))
+    warped = half_mag[:, j] * (1 - frac) + half_mag[:, j + 1] * frac
+    if exact.size:
+        warped[:, exact] = half_mag[:, j[exact]]
+    if outside.size:
+        warped[:, outside] = np.nan
+    if np.isnan(warped[:, -1]).all():
+        warped[:, -1] = warped[:, -2]
+    with np.errstate(divide="ignore"):
+        return np.log(warped) @ _cepstrum_table(nbin, order + 1)
+
+
+@functools.lru_cache(maxsize=8)
+def _mel_warp(nbin: int, fs: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Linear-interpolation weights of the mel warping on ``nbin`` bins: each output bin f reads
+    the input at phi^-1(f) (j, frac); ``exact`` lists the bins where it hits an input bin,
+    ``outside`` those beyond phi (index arrays)."""
     dftlen = 2 * (nbin - 1)
     f = np.arange(nbin) * fs / dftlen
     mel = MEL_CONST * np.log(1 + f / 700.0)
@@ -310,18 +377,27 @@ def hspec_to_mel_cepstrum(half_mag: np.ndarray, fs: float, order: int) -> np.nda
     # phi is one increasing abscissa shared by all rows: interpolate column-wise
     j = np.clip(np.searchsorted(phi, f, side="right") - 1, 0, nbin - 2)
     frac = (f - phi[j]) / (phi[j + 1] - phi[j])
-    warped = half_mag[:, j] * (1 - frac) + half_mag[:, j + 1] * frac
-    exact = f == phi[j]
-    warped[:, exact] = half_mag[:, j[exact]]
-    outside = (f < phi[0]) | (f > phi[-1])
-    warped[:, outside] = np.nan
-    if np.isnan(warped[:, -1]).all():
-        warped[:, -1] = warped[:, -2]
-    with np.errstate(divide="ignore"):
-        cep = np.fft.irfft(np.log(warped), n=dftlen, axis=1)
-    out = cep[:, : order + 1].copy()
-    out[:, 1:] *= 2.0
-    return out
+    exact = np.flatnonzero(f == phi[j])
+    outside = np.flatnonzero((f < phi[0]) | (f > phi[-1]))
+    for t in (j, frac, exact, outside):
+        t.flags.writeable = False
+    return j, frac, exact, outside
+
+
+@functools.lru_cache(maxsize=8)
+def _cepstrum_table(nbin: int, n_coef: int) -> np.ndarray:
+    """(nbin, n_coef) table: a symmetric log spectrum's half (N/2 + 1 bins) times it gives the
+    real cepstrum's (c0, 2 c1, ..., 2 c_{n_coef-1}), i.e. irfft(., N)[:n_coef] scaled."""
+    dftlen = 2 * (nbin - 1)
+    b = np.arange(nbin)[:, None]
+    q = np.arange(n_coef)[None, :]
+    weight = np.full((nbin, 1), 2.0 / dftlen)  # inner bins appear twice in the full spectrum
+    weight[0] = weight[-1] = 1.0 / dftlen
+    table = weight * np.cos(2 * np.pi * ((q * b) % dftlen) / dftlen)  # exact argument reduction
+    table[:, 1:] *= 2.0
+    table = np.ascontiguousarray(table)
+    table.flags.writeable = False
+    return table
 
 
 def mcep_frames(frames: HarmonicFrames, fs: float, order: int = 24) -> np.ndarray:

@@ -203,21 +203,111 @@ def _median9_cols(x):  # pragma: no cover - compiled
 def _filtfilt_m(b, x):
     """MATLAB filtfilt of FIR ``b`` along axis 0 (odd extension of 3*(len(b)-1) samples, steady
     initial states). Long filters (PDM's 25 frames) use a direct correlation (3x faster than
-    scipy's per-column FIR path, equal to 2e-15); the short PDD
-    ones keep scipy's filtfilt: PDD = sqrt(-2 ln z) is 0 at z = 1 exactly, so a last-bit
-    change of z there moves PDD from 0 (then the 0.001 floor) to ~1e-8 and its cepstrum far."""
+    scipy's per-column FIR path, equal to 2e-15); the short PDD ones must equal scipy's filtfilt
+    to the last bit (PDD = sqrt(-2 ln z) is 0 at z = 1 exactly, so a last-bit change of z there
+    moves PDD from 0, then the 0.001 floor, to ~1e-8 and its cepstrum far): they run in
+    :func:`_filtfilt_short`, which adds the products in scipy's order."""
     b = np.asarray(b, dtype=float)
     edge = 3 * (b.size - 1)
+    if x.shape[0] <= edge:  # the compiled forms index the padding without bounds checks
+        raise ValueError(f"filtfilt needs more than {edge} frames, got {x.shape[0]}")
     if b.size <= PDD_TAPS:
-        return filtfilt(b, [1.0], x, axis=0, padtype="odd", padlen=edge)
+        return _filtfilt_short(b, np.ascontiguousarray(x, dtype=float))
+    if b.size % 2 and np.array_equal(b, b[::-1]):
+        return _filtfilt_symmetric(b, np.ascontiguousarray(x, dtype=float))
     ext = np.concatenate((2 * x[:1] - x[edge:0:-1], x, 2 * x[-1:] - x[-2 : -edge - 2 : -1]), axis=0)
     y = _fir_steady(b, ext)
     y = _fir_steady(b, y[::-1])[::-1]
     return y[edge:-edge]
 
 
-def hmpd_features(frames: HarmonicFrames, fs: float, rng=None):
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _fir_steady_symmetric(w, u):  # pragma: no cover - compiled
+    """:func:`_fir_steady` for a symmetric odd-length FIR ``w``, adding in the order of
+    scipy.ndimage's correlate1d for symmetric weights: x[t] w[s], then (x[t-k] + x[t+k]) w[s-k]
+    for k = s..1 (s = len(w) // 2). u (M, B), the past repeating u[0] -> (M, B)."""
+    m, nb = u.shape
+    s = w.size // 2
+    h = w.size - 1  # rows of u[0] prepended
+    out = np.empty((m, nb))
+    for t in range(m):
+        p = t + s  # centre in the prepended sequence
+        acc = out[t]
+        centre = u[max(p - h, 0)]
+        wc = w[s]
+        for c in range(nb):
+            acc[c] = centre[c] * wc
+        for jj in range(-s, 0):
+            coef = w[s + jj]
+            lo = u[max(p + jj - h, 0)]
+            hi = u[max(p - jj - h, 0)]
+            for c in range(nb):
+                acc[c] += (lo[c] + hi[c]) * coef
+    return out
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _filtfilt_symmetric(b, x):  # pragma: no cover - compiled
+    """The long-filter branch of :func:`_filtfilt_m` for a symmetric FIR (PDM's 25-frame mean),
+    operation for operation: odd extension by 3 (len(b) - 1) rows, steady-state FIR forward,
+    then over the reversed output, reversed back and cut. x (N, B) -> (N, B)."""
+    n, nb = x.shape
+    edge = 3 * (b.size - 1)
+    m = n + 2 * edge
+    ext = np.empty((m, nb))
+    for i in range(edge):
+        for c in range(nb):
+            ext[i, c] = 2 * x[0, c] - x[edge - i, c]
+            ext[edge + n + i, c] = 2 * x[n - 1, c] - x[n - 2 - i, c]
+    ext[edge : edge + n] = x
+    y = _fir_steady_symmetric(b, ext)
+    y = _fir_steady_symmetric(b, y[::-1].copy())
+    return y[::-1][edge : edge + n].copy()
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _filtfilt_short(b, x):  # pragma: no cover - compiled
+    """scipy ``filtfilt(b, [1], x, axis=0, padtype="odd", padlen=3 (len(b) - 1))`` for a short FIR
+    ``b`` (at most 12 taps), bit for bit: scipy filters each column with ``np.convolve``, whose
+    interior outputs numpy computes as s = 0; s += d[i + j] * b[h - j] for j = 0..h (h = len(b)
+    - 1). Only interior outputs reach the kept samples (the padding is 3 h >= 2 h long), so the
+    initial states and the edge outputs, which scipy adds / computes otherwise, never matter.
+    x (N, B) with N > 3 h -> (N, B)."""
+    n, nb = x.shape
+    h = b.size - 1
+    edge = 3 * h
+    m = n + 2 * edge
+    ext = np.empty((m, nb))
+    for i in range(edge):
+        for c in range(nb):
+            ext[i, c] = 2 * x[0, c] - x[edge - i, c]
+            ext[edge + n + i, c] = 2 * x[n - 1, c] - x[n - 2 - i, c]
+    ext[edge : edge + n] = x
+    fwd = np.zeros((n + 2 * h, nb))  # forward outputs edge - h .. edge + n + h - 1 (interior)
+    for k in range(n + 2 * h):
+        t = edge - h + k
+        acc = fwd[k]
+        for j in range(h + 1):  # each column adds its products in scipy's order (j = 0..h)
+            coef = b[h - j]
+            row = ext[t - h + j]
+            for c in range(nb):
+                acc[c] += row[c] * coef
+    out = np.zeros((n, nb))
+    for k in range(n):  # backward pass over the reversed forward output, read back in place
+        acc = out[k]
+        for j in range(h + 1):
+            coef = b[h - j]
+            row = fwd[k + 2 * h - j]
+            for c in range(nb):
+                acc[c] += row[c] * coef
+    return out
+
+
+def hmpd_features(frames: HarmonicFrames, fs: float, rng=None, hmax: int | None = None):
     """HMPD streams on the 5 ms grid (§13 K1–K8).
+
+    ``hmax`` is the largest harmonic count of the file (default: of ``frames``; segmented
+    extraction passes the whole file's, with ``frames`` padded to its width).
 
     Returns (u_s (n,), PDM (n, 25) in rad, PDD (n, 13) warped cepstrum). Needs more than 72
     frames (the 25-frame filtfilt), i.e. about 0.82 s of audio; raises ValueError otherwise.
@@ -229,7 +319,7 @@ def hmpd_features(frames: HarmonicFrames, fs: float, rng=None):
         raise ValueError(f"HMPD needs more than {3 * (PDM_TAPS - 1)} analysis frames, got {n_fr}")
     nbin = HMPD_DFTLEN // 2 + 1
     pd = phase_distortion(frames, fs)
-    hmax = int(frames.n_harm.max())
+    hmax = int(frames.n_harm.max()) if hmax is None else int(hmax)
     # RNG draw #1, column-major: drawing blocks of columns in order gives the same stream
     pe = np.empty((n_fr, hmax + 1))
     for c in range(0, hmax + 1, 8):

@@ -216,7 +216,7 @@ def _spectral_streams(x, fs, srh, res18, cols, streams, cpu) -> list[str]:
             blocks = []
             for lo in range(0, srh.centres.size, MCEP_CHUNK_FRAMES):
                 sl = slice(lo, lo + MCEP_CHUNK_FRAMES)
-                fr = harmonic_peak_picking(x, fs, srh.centres[sl], srh.f0_hz[sl], keep_spectrum=True)
+                fr = harmonic_peak_picking(x, fs, srh.centres[sl], srh.f0_hz[sl], partials=False)
                 blocks.append(mcep_frames(fr, fs, 24))
             mcep = np.concatenate(blocks, axis=0)
         else:

@@ -132,14 +132,17 @@ class HarmonicFrames:
 
 
 def harmonic_peak_picking(
-    x: np.ndarray, fs: float, centres, f0s, dftlen: int = DFT_LEN, keep_spectrum: bool = True
+    x: np.ndarray, fs: float, centres, f0s, dftlen: int = DFT_LEN, keep_spectrum: bool = True,
+    partials: bool = True,
 ) -> HarmonicFrames:
     """Harmonic peak-picking sinusoidal analysis (docs/covarep74.md §9), batched over frames.
 
     x (L,) polarity-corrected float64 signal; centres (J,) 0-based window centres (SRH
     m_j); f0s (J,) SRH f0 in Hz. Returns the kept frames as :class:`HarmonicFrames`; with
     ``keep_spectrum=False`` the (N, 2049) spectra (16 kB per frame, needed only by MCEP) are
-    not kept. Frames are independent, so a caller may also split ``centres`` into chunks.
+    not kept; with ``partials=False`` only the spectra are computed (the partial arrays are
+    (N, 0)), which is all MCEP reads. Frames are independent, so a caller may also split
+    ``centres`` into chunks.
     """
     x = np.asarray(x, dtype=float)
     L = x.size
@@ -153,7 +156,7 @@ def harmonic_peak_picking(
     nbin = dftlen // 2 + 1
     max_h = mround((fs / 2 - f0s / 2) / f0s).astype(np.int64)
     max_h[f0s < F0_FLOOR_HZ] = 0  # digital silence: no partials (module docstring)
-    hmax = int(max_h.max()) if n else 0
+    hmax = (int(max_h.max()) if n else 0) if partials else -1  # -1: no partial columns
     spectrum = np.empty((n if keep_spectrum else 0, nbin), dtype=complex)
     freqs = np.full((n, hmax + 1), np.nan)
     amps = np.full((n, hmax + 1), np.nan)
@@ -163,7 +166,8 @@ def harmonic_peak_picking(
         spec = _zero_phase_spectra(x, centres[sl], half[sl], dftlen)
         if keep_spectrum:
             spectrum[sl] = spec
-        _partials(spec, fs, f0s[sl], max_h[sl], dftlen, freqs[sl], amps[sl], phases[sl])
+        if partials:
+            _partials(spec, fs, f0s[sl], max_h[sl], dftlen, freqs[sl], amps[sl], phases[sl])
     return HarmonicFrames(centres / fs, centres, f0s, max_h, freqs, amps, phases, spectrum)
 
 

@@ -15,7 +15,7 @@ import numba
 import numpy as np
 import scipy.fft
 
-from cmbert_pipe.acoustic.covarep.mcompat import hamming_m, iround, v_findpeaks
+from cmbert_pipe.acoustic.covarep.mcompat import _v_findpeaks_plain, hamming_m, iround
 
 F0_MIN_HZ, F0_MAX_HZ = 20.0, 500.0  # exclusive F0 range of analysed cycles
 QOQ_LEVEL = 0.5
@@ -325,7 +325,8 @@ def _h1h2_batch(dg: np.ndarray, gn: np.ndarray, jobs: list[tuple[int, float, int
                 hrf: np.ndarray, chunk: int = 64) -> None:
     """H1-H2 (and HRF) from three periods of the flow derivative around each GCI, in place.
 
-    The 16000-point spectra are computed ``chunk`` frames per batched real FFT.
+    The 16000-point spectra are computed ``chunk`` frames per batched real FFT; peaks are
+    picked on magnitudes and only the harmonics' levels are turned into dB.
     """
     n = dg.size
     for c0 in range(0, len(jobs), chunk):
@@ -337,15 +338,42 @@ def _h1h2_batch(dg: np.ndarray, gn: np.ndarray, jobs: list[tuple[int, float, int
             seg = dg[a0 - 1 : a1][:H1H2_NFFT]
             frames[r, : seg.size] = seg * _hamming(a1 - a0 + 1)[: seg.size]
         half = np.abs(scipy.fft.rfft(frames, axis=1))  # (c, 8001)
-        with np.errstate(divide="ignore"):
-            half_db = 20 * np.log10(half)
         for r, (i, f0, _) in enumerate(block):
-            spec = np.concatenate((half_db[r], half_db[r, -2:0:-1]))  # two-sided, 16000 bins
-            pos, amp = v_findpeaks(spec, False, f0 / 2)
-            if pos.size >= 5:
-                n_harm = int(np.floor(HRF_LIMIT_HZ / f0))
-                targets = np.arange(1, n_harm + 1) * f0
-                idx = np.argmin(np.abs(pos[None, :] - targets[:, None]), axis=1)
-                h_amp = amp[idx]
+            n_harm = int(np.floor(HRF_LIMIT_HZ / f0))
+            bins = _harmonic_peak_bins(half[r], f0, n_harm)
+            if bins.size:
+                with np.errstate(divide="ignore"):
+                    h_amp = 20 * np.log10(half[r, bins])  # dB only where it is read
                 h1h2[i] = h_amp[0] - h_amp[1]
                 hrf[i] = np.sum(h_amp[1:]) / h_amp[0]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _harmonic_peak_bins(mag, f0, n_harm):  # pragma: no cover - compiled
+    """Half-spectrum bins of the peaks nearest to f0, 2 f0, ..., n_harm f0 (Hz = bins here).
+
+    VOICEBOX peaks (pruned closer than f0/2) of the two-sided magnitude spectrum, as COVAREP
+    picks them on the dB spectrum: 20 log10 is increasing, so the same peaks win (barring two
+    magnitudes within an ulp of each other, which the log cannot tell apart either). Empty when
+    fewer than 5 peaks are found (H1-H2 and HRF then stay 0).
+    """
+    n = mag.size
+    two = np.empty(2 * (n - 1))
+    two[:n] = mag
+    for j in range(n, 2 * (n - 1)):
+        two[j] = mag[2 * (n - 1) - j]
+    pos, _ = _v_findpeaks_plain(two, f0 / 2)
+    if pos.size < 5:
+        return np.empty(0, dtype=np.int64)
+    out = np.empty(n_harm, dtype=np.int64)
+    for h in range(n_harm):
+        target = (h + 1) * f0
+        best = 0
+        best_d = abs(pos[0] - target)
+        for k in range(1, pos.size):
+            d = abs(pos[k] - target)
+            if d < best_d:
+                best, best_d = k, d
+        j = int(pos[best]) - 1  # 0-based in the two-sided spectrum
+        out[h] = j if j < n else 2 * (n - 1) - j
+    return out
