@@ -151,6 +151,12 @@ def _opensmile_set(name: str) -> FeatureSet:
 # -- COVAREP-equivalent -----------------------------------------------------------------------
 
 def _covarep_extract(wave: np.ndarray) -> np.ndarray:
+    """COVAREP-74 frames; recordings longer than LONG_FILE_S go segment by segment (bounded
+    memory, the same frames: covarep/segments.py)."""
+    from cmbert_pipe.acoustic.covarep.segments import LONG_FILE_S, extract_covarep74_segmented
+
+    if len(wave) > LONG_FILE_S * SAMPLE_RATE:
+        return extract_covarep74_segmented(wave, SAMPLE_RATE)
     from cmbert_pipe.acoustic.covarep.pipeline import extract_covarep74
 
     return np.asarray(extract_covarep74(wave, fs=SAMPLE_RATE), dtype=np.float32)

@@ -62,17 +62,38 @@ def _bandpass(x: np.ndarray, fs: float) -> np.ndarray:
     return sosfiltfilt(sos, x)
 
 
-def _power_peaks(bp: np.ndarray, fs: float):
-    """Very-short-term power peaks: (centre sample indices, rise dB, fall dB, power dB)."""
+def _power_db(bp: np.ndarray) -> np.ndarray:
+    """Very-short-term power (dB) of 64-sample frames hopped by 32, frame i at samples 32 i..."""
     n_blocks = bp.size // VSP_HOP
     block = np.sum(bp[: n_blocks * VSP_HOP].reshape(n_blocks, VSP_HOP) ** 2, axis=1)
-    p_db = 10 * np.log10((block[:-1] + block[1:]) / VSP_LEN + 1e-12)  # 64-sample frames, hop 32
+    return 10 * np.log10((block[:-1] + block[1:]) / VSP_LEN + 1e-12)
+
+
+def level_maxima(x: np.ndarray, fs: float, lo: int, hi: int) -> tuple[float, float]:
+    """(max very-short-term power dB, max frame energy dB) over the frames of ``x`` that start
+    (power) or sit (energy) at samples lo..hi-1: the file-wide levels that segmented extraction
+    passes to :func:`creak_features` (the maximum over segments' cores is the file's)."""
+    x = np.asarray(x, dtype=float)
+    p_db = _power_db(_bandpass(x, fs))
+    starts = VSP_HOP * np.arange(p_db.size)
+    sel = p_db[(starts >= lo) & (starts < hi)]
+    n_det = x.size // HOP
+    e_db, _ = _by_chunks(_energy_zcr_chunk, n_det, np.pad(x, ENERGY_LEN // 2), fs)
+    det = HOP * np.arange(1, n_det + 1) - 1
+    e_sel = e_db[(det >= lo) & (det < hi)]
+    return (float(sel.max()) if sel.size else -np.inf, float(e_sel.max()) if e_sel.size else -np.inf)
+
+
+def _power_peaks(bp: np.ndarray, fs: float, p_max_db: float | None = None):
+    """Very-short-term power peaks: (centre sample indices, rise dB, fall dB, power dB);
+    "loud" is within PEAK_RANGE_DB of ``p_max_db`` (default: this signal's loudest frame)."""
+    p_db = _power_db(bp)
     n = p_db.size
     pad = np.pad(p_db, 3, mode="edge")
     neigh = sliding_window_view(pad, 7)  # (F, 7) +-3 frames
     is_max = p_db >= neigh.max(axis=1)
     prominent = p_db - neigh.min(axis=1) >= PEAK_PROMINENCE_DB
-    loud = p_db >= p_db.max() - PEAK_RANGE_DB
+    loud = p_db >= (p_db.max() if p_max_db is None else p_max_db) - PEAK_RANGE_DB
     idx = np.flatnonzero(is_max & prominent & loud)
     idx = idx[(idx > 0) & (idx < n - 1)]
     padr = np.pad(p_db, RISE_FALL_SPAN, mode="edge")
@@ -137,10 +158,11 @@ def _ifp_chunk(centres: np.ndarray, padded: np.ndarray, fs: float) -> np.ndarray
     return np.clip(ifp, -1.0, 1.0)
 
 
-def _energy_zcr(x: np.ndarray, fs: float, n_det: int):
-    """Normalised log energy (dB re the maximum) and zero-crossing rate (per ms) per frame."""
+def _energy_zcr(x: np.ndarray, fs: float, n_det: int, e_max_db: float | None = None):
+    """Normalised log energy (dB re the maximum, or ``e_max_db``) and zero-crossing rate (per
+    ms) per frame."""
     e_db, zcr = _by_chunks(_energy_zcr_chunk, n_det, np.pad(x, ENERGY_LEN // 2), fs)
-    return e_db - e_db.max(), zcr
+    return e_db - (e_db.max() if e_max_db is None else e_max_db), zcr
 
 
 def _energy_zcr_chunk(centres: np.ndarray, padded: np.ndarray, fs: float):
@@ -223,11 +245,14 @@ def _vuv_at_detector(srh_vuv, n_det: int) -> np.ndarray:
     return np.interp(HOP * np.arange(1, n_det + 1), 800 + HOP * np.arange(v.size), v, left=0.0, right=0.0)
 
 
-def creak_features(x: np.ndarray, fs: float, res18=None, srh_vuv=None, srh_f0=None) -> np.ndarray:
+def creak_features(x: np.ndarray, fs: float, res18=None, srh_vuv=None, srh_f0=None,
+                   levels: tuple[float, float, float] | None = None) -> np.ndarray:
     """(N, 13) detector-frame features (FEATURE_NAMES) at sample numbers 160 j, j = 1..N.
 
     res18: the LP residual of x (computed here when None); srh_vuv, srh_f0: SRH voicing and f0
-    per 10 ms frame (voicing zeros and F0mean = 100 Hz when None)."""
+    per 10 ms frame (voicing zeros and F0mean = 100 Hz when None). ``levels`` (F0mean, max
+    power dB, max energy dB) replaces what this signal gives (segmented extraction passes the
+    whole file's, :func:`level_maxima`)."""
     x = np.asarray(x, dtype=float)
     n_det = x.size // HOP
     if n_det < 2:
@@ -235,7 +260,7 @@ def creak_features(x: np.ndarray, fs: float, res18=None, srh_vuv=None, srh_f0=No
     if not np.all(np.isfinite(x)):
         raise FeatureError("creak: signal has NaN or infinite samples")
     bp = _bandpass(x, fs)
-    centres, rise, fall, _ = _power_peaks(bp, fs)
+    centres, rise, fall, _ = _power_peaks(bp, fs, None if levels is None else levels[1])
     ips = _inter_pulse_similarity(bp, centres, fs)
     det = HOP * np.arange(1, n_det + 1) - 1  # 0-based detector samples
     nxt = np.searchsorted(centres, det, side="left")
@@ -247,7 +272,7 @@ def creak_features(x: np.ndarray, fs: float, res18=None, srh_vuv=None, srh_f0=No
     else:
         r = f = s = np.zeros(n_det)
     ifp = _intraframe_periodicity(bp, fs, n_det)
-    e_db, zcr = _energy_zcr(x, fs, n_det)
+    e_db, zcr = _energy_zcr(x, fs, n_det, None if levels is None else levels[2])
     pwp = np.minimum(r, f)
     if res18 is None:
         from cmbert_pipe.acoustic.covarep.lpres import lpc_residual
@@ -261,6 +286,8 @@ def creak_features(x: np.ndarray, fs: float, res18=None, srh_vuv=None, srh_f0=No
         f0v = np.asarray(srh_f0, dtype=float).ravel()[np.asarray(srh_vuv).ravel() > 0]
         if f0v.size:
             f0_mean = float(np.median(f0v))
+    if levels is not None:
+        f0_mean = levels[0]
     h2h1, f0_loc = _h2_h1(np.asarray(res18, dtype=float), fs, n_det, f0_mean)
     return np.column_stack([r, f, s, ifp, e_db, zcr, pwp, s * pwp, rpp, vuv, d_e, h2h1, f0_loc])
 
@@ -281,10 +308,11 @@ def detector_to_grid(p: np.ndarray, n_samples: int) -> np.ndarray:
     return out
 
 
-def creak_posterior(x, fs, res18=None, srh_f0=None, srh_vuv=None) -> np.ndarray:
+def creak_posterior(x, fs, res18=None, srh_f0=None, srh_vuv=None, levels=None) -> np.ndarray:
     """Creak column on the 10 ms grid, (K,) in [0, 1]. ``res18`` is the LP residual of x
     (recomputed when None), ``srh_f0``/``srh_vuv`` the SRH pitch and voicing (F0mean for the
     resonator; 100 Hz and unvoiced when None).
     Raises FeatureError when the signal cannot be analysed (the caller writes zeros)."""
     x = np.asarray(x, dtype=float)
-    return detector_to_grid(creak_probability(creak_features(x, fs, res18, srh_vuv, srh_f0)), x.size)
+    return detector_to_grid(creak_probability(creak_features(x, fs, res18, srh_vuv, srh_f0, levels)),
+                            x.size)

@@ -45,40 +45,60 @@ def mean_based_signal(x: np.ndarray, fs: int, f0_mean_hz: float) -> np.ndarray:
     return mbs / peak if peak > 0 else mbs
 
 
-def sedreams(x: np.ndarray, fs: int, f0_mean_hz: float, res: np.ndarray) -> np.ndarray:
+def sedreams_cycles(x: np.ndarray, fs: int, f0_mean_hz: float) -> tuple[np.ndarray, np.ndarray]:
+    """(minima, maxima) of the mean-based signal as paired 1-based sample numbers (§5 step 5):
+    maxima before the first minimum and minima after the last maximum dropped."""
+    mbs = mean_based_signal(np.asarray(x, dtype=float), fs, f0_mean_hz)
+    maxis = findpeaks_matlab(mbs) + 1  # 1-based
+    minis = findpeaks_matlab(-mbs) + 1
+    empty = np.zeros(0, dtype=int)
+    if maxis.size == 0 or minis.size == 0:
+        return empty, empty
+    first_ok = np.searchsorted(maxis, minis[0], side="left")  # drop maxima before the first minimum
+    maxis = maxis[first_ok:]
+    if maxis.size == 0:
+        return empty, empty
+    minis = minis[minis <= maxis[-1]]  # drop minima after the last maximum
+    n_pairs = min(minis.size, maxis.size)
+    return minis[:n_pairs], maxis[:n_pairs]
+
+
+def sedreams_ratio_samples(res: np.ndarray, minis: np.ndarray, maxis: np.ndarray
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """(1-based sample numbers of residual samples > 0.4, their relative position within their
+    nearest-minimum cycle); ``res`` already normalised to its peak. The median of the positions
+    is the file's ``ratio``."""
+    posis = np.flatnonzero(res > 0.4) + 1
+    if posis.size == 0 or minis.size == 0:
+        return posis, np.zeros(0)
+    n_pairs = minis.size
+    right = np.clip(np.searchsorted(minis, posis, side="left"), 0, n_pairs - 1)
+    left = np.clip(right - 1, 0, n_pairs - 1)
+    nearest = np.where(np.abs(minis[left] - posis) <= np.abs(minis[right] - posis), left, right)
+    return posis, (posis - minis[nearest]) / (maxis[nearest] - minis[nearest])
+
+
+def sedreams(x: np.ndarray, fs: int, f0_mean_hz: float, res: np.ndarray,
+             ratio: float | None = None, res_peak: float | None = None) -> np.ndarray:
     """SEDREAMS GCIs as **1-based sample numbers** of the residual peaks, (n_gci,) int.
 
-    ``res`` is the order-18 LP residual of ``x`` (NaN allowed; treated as 0).
+    ``res`` is the order-18 LP residual of ``x`` (NaN allowed; treated as 0). The residual is
+    normalised by its peak and ``ratio`` is the median relative position of its strong samples
+    (:func:`sedreams_ratio_samples`); segmented extraction passes both for the whole file.
     """
     x = np.asarray(x, dtype=float)
     n = x.size
     res = np.nan_to_num(np.asarray(res, dtype=float), nan=0.0)
-    mbs = mean_based_signal(x, fs, f0_mean_hz)
-    maxis = findpeaks_matlab(mbs) + 1  # 1-based
-    minis = findpeaks_matlab(-mbs) + 1
-    if maxis.size == 0 or minis.size == 0:
+    minis, maxis = sedreams_cycles(x, fs, f0_mean_hz)
+    if minis.size == 0:
         return np.zeros(0, dtype=int)
-    first_ok = np.searchsorted(maxis, minis[0], side="left")  # drop maxima before the first minimum
-    maxis = maxis[first_ok:]
-    if maxis.size == 0:
-        return np.zeros(0, dtype=int)
-    minis = minis[minis <= maxis[-1]]  # drop minima after the last maximum
-    n_pairs = min(minis.size, maxis.size)
-    minis, maxis = minis[:n_pairs], maxis[:n_pairs]
-    if n_pairs == 0:
-        return np.zeros(0, dtype=int)
-    peak = np.max(np.abs(res))
-    if peak > 0:
+    peak = np.max(np.abs(res)) if res_peak is None else res_peak
+    if peak > 0 and peak != 1.0:
         res = res / peak
     # Relative position of strong residual samples within their (nearest-minimum) cycle.
-    posis = np.flatnonzero(res > 0.4) + 1
-    if posis.size:
-        right = np.clip(np.searchsorted(minis, posis, side="left"), 0, n_pairs - 1)
-        left = np.clip(right - 1, 0, n_pairs - 1)
-        nearest = np.where(np.abs(minis[left] - posis) <= np.abs(minis[right] - posis), left, right)
-        ratio = float(np.median((posis - minis[nearest]) / (maxis[nearest] - minis[nearest])))
-    else:
-        ratio = 0.0
+    if ratio is None:
+        _, rel = sedreams_ratio_samples(res, minis, maxis)
+        ratio = float(np.median(rel)) if rel.size else 0.0
     gcis = []
     for lo_min, hi_max in zip(minis, maxis):
         interval = hi_max - lo_min

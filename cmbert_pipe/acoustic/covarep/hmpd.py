@@ -303,8 +303,11 @@ def _filtfilt_short(b, x):  # pragma: no cover - compiled
     return out
 
 
-def hmpd_features(frames: HarmonicFrames, fs: float, rng=None):
+def hmpd_features(frames: HarmonicFrames, fs: float, rng=None, hmax: int | None = None):
     """HMPD streams on the 5 ms grid (§13 K1–K8).
+
+    ``hmax`` is the largest harmonic count of the file (default: of ``frames``; segmented
+    extraction passes the whole file's, with ``frames`` padded to its width).
 
     Returns (u_s (n,), PDM (n, 25) in rad, PDD (n, 13) warped cepstrum). Needs more than 72
     frames (the 25-frame filtfilt), i.e. about 0.82 s of audio; raises ValueError otherwise.
@@ -316,7 +319,7 @@ def hmpd_features(frames: HarmonicFrames, fs: float, rng=None):
         raise ValueError(f"HMPD needs more than {3 * (PDM_TAPS - 1)} analysis frames, got {n_fr}")
     nbin = HMPD_DFTLEN // 2 + 1
     pd = phase_distortion(frames, fs)
-    hmax = int(frames.n_harm.max())
+    hmax = int(frames.n_harm.max()) if hmax is None else int(hmax)
     # RNG draw #1, column-major: drawing blocks of columns in order gives the same stream
     pe = np.empty((n_fr, hmax + 1))
     for c in range(0, hmax + 1, 8):

@@ -146,13 +146,14 @@ def _analyse_block(x, block, starts, stops, lengths, fs, p_vt, p_gl, d, hp):
 
 
 def iaif_gci(x: np.ndarray, fs: int, gcis: np.ndarray, p_vt: int | None = None, p_gl: int | None = None,
-             d: float = 0.99) -> tuple[np.ndarray, np.ndarray]:
+             d: float = 0.99, t0: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """GCI-synchronous IAIF over the whole signal: (L,) speech, G list -> (g (L,), dg (L,)).
 
     ``gcis`` are the selected G values used as 1-based sample numbers; frame n spans
     G_n - T0 .. G_n + T0 (T0 = distance to the previous GCI, or to the next for the first).
     Frames of similar length are analysed in batches (:func:`iaif_batch`); the overlap-add
-    then runs in GCI order, as in the reference.
+    then runs in GCI order, as in the reference. ``t0`` gives each frame's T0 when ``gcis`` is
+    part of a longer list (segmented extraction).
     """
     x = np.asarray(x, dtype=float)
     n = x.size
@@ -164,7 +165,7 @@ def iaif_gci(x: np.ndarray, fs: int, gcis: np.ndarray, p_vt: int | None = None, 
     gcis = np.asarray(gcis, dtype=int)
     if gcis.size < 2:
         return g, dg
-    t0 = np.diff(gcis, prepend=2 * gcis[0] - gcis[1])
+    t0 = np.diff(gcis, prepend=2 * gcis[0] - gcis[1]) if t0 is None else np.asarray(t0, dtype=int)
     starts = np.maximum(gcis - t0, 1)
     stops = np.minimum(gcis + t0, n)
     lengths = stops - starts + 1

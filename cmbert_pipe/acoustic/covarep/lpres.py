@@ -50,12 +50,14 @@ def _overlap_add(res, starts, frames):  # pragma: no cover - compiled
             res[s + j] += frames[f, j]
 
 
-def lpc_residual_two(x: np.ndarray, x_for_lpc: np.ndarray, win_len: int, shift: int, order: int) -> np.ndarray:
+def lpc_residual_two(x: np.ndarray, x_for_lpc: np.ndarray, win_len: int, shift: int, order: int,
+                     peak: float | None = None) -> np.ndarray:
     """Residual of ``x`` with LPC coefficients estimated on ``x_for_lpc`` (§2.2). (L,) -> (L,).
 
     Frames of ``win_len+1`` samples hopped by ``shift``, windowed by MATLAB ``hanning``,
     inverse-filtered, energy-matched to the windowed frame, overlap-added, and divided by the
-    maximum absolute value. An all-zero frame gives NaN over its span (as in the reference).
+    maximum absolute value (``peak`` when given: segmented extraction passes the whole file's,
+    1.0 for the raw residual). An all-zero frame gives NaN over its span (as in the reference).
     """
     win_len, shift, order = iround(win_len), iround(shift), iround(order)
     x = np.asarray(x, dtype=float)
@@ -75,13 +77,16 @@ def lpc_residual_two(x: np.ndarray, x_for_lpc: np.ndarray, win_len: int, shift: 
             gain = np.sqrt(np.einsum("ij,ij->i", seg, seg) / np.einsum("ij,ij->i", inv, inv))
             inv *= gain[:, None]
             _overlap_add(res, starts[c0 : c0 + _CHUNK_FRAMES], inv)
-        peak = np.nanmax(np.abs(res)) if n else 0.0
-        if peak > 0:
+        if peak is None:
+            peak = np.nanmax(np.abs(res)) if n else 0.0
+        if peak > 0 and peak != 1.0:
             res = res / peak
     return res
 
 
-def lpc_residual(x: np.ndarray, win_len: int = 400, shift: int = 80, order: int = 18) -> np.ndarray:
-    """COVAREP ``lpcresidual``: (L,) signal -> (L,) normalised LP residual (§2.1)."""
+def lpc_residual(x: np.ndarray, win_len: int = 400, shift: int = 80, order: int = 18,
+                 peak: float | None = None) -> np.ndarray:
+    """COVAREP ``lpcresidual``: (L,) signal -> (L,) normalised LP residual (§2.1); ``peak`` as
+    in :func:`lpc_residual_two`."""
     x = np.asarray(x, dtype=float)
-    return lpc_residual_two(x, x, win_len, shift, order)
+    return lpc_residual_two(x, x, win_len, shift, order, peak)
