@@ -8,8 +8,9 @@ The recordings: each of RAVDESS actors 01-04 (all 60 clips of the actor, ~220 s,
 emotional speech) and the three read-speech files of one speaker in the MFA test corpus
 (``../shared/data/mfa-test``: acoustic_corpus, cold_corpus, cold_corpus3; 77 s), clips joined
 without gaps, transcripts in the same order; a clip refused on its own has no reference and is
-left out. One speaker and one channel per recording, as in a real long recording (clips of
-different corpora joined change the channel abruptly mid-piece; see docs/alignment.md). The
+left out. The three MFA files, although read by one speaker, were not recorded alike: joined,
+they defeat the one-pass alignment as well (no path), so that row shows what happens to a
+recording whose channel changes at a join. The
 reference is each clip aligned alone (what a user with the pieces would get), its times shifted
 by where the clip starts. Each alignment of a whole recording runs in its own child process, so
 its CPU time and peak resident memory (``wait4``) are its own. Writes ``results/align_long.md``

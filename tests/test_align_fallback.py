@@ -129,6 +129,16 @@ def test_another_sentence_is_refused(ravdess, aligner):
         aligner.align(Utterance("w", path, DOGS))
 
 
+def test_path_evidence_is_what_align_judges(ravdess, aligner):
+    """The evidence the refusal reads, before any decision: the right statement's path has a
+    small poor-word share, the other statement's more than the limit."""
+    path = _clip(ravdess, "03-01-02-01-01-01-02")
+    method, quality, share = aligner.path_evidence(Utterance("r", path, KIDS))
+    assert method == "viterbi" and quality == aligner.align(Utterance("r", path, KIDS)).quality
+    assert share <= aligner.config.max_poor_share
+    assert aligner.path_evidence(Utterance("w", path, DOGS))[2] > aligner.config.max_poor_share
+
+
 def test_another_language_is_refused(shared_data, aligner):
     mfa = shared_data / "mfa-test"
     with pytest.raises(TranscriptError, match="not English|does not look English"):

@@ -13,6 +13,7 @@ from functools import lru_cache
 import numpy as np
 import scipy.signal
 
+from cmbert_pipe.acoustic.covarep.lpres import _inverse_filter
 from cmbert_pipe.acoustic.covarep.mcompat import hanning_m, iround, lpc_frame, lpc_m
 
 
@@ -69,11 +70,9 @@ def iaif_frame(frame: np.ndarray, fs: int, p_vt: int = 20, p_gl: int = 8, d: flo
 
 
 def _fir_rows(a: np.ndarray, sig: np.ndarray) -> np.ndarray:
-    """Row-wise FIR: coefficients a (B, p+1) applied to sig (B, M), zero initial state."""
-    p = a.shape[1] - 1
-    padded = np.concatenate((np.zeros((sig.shape[0], p)), sig), axis=1)
-    windows = np.lib.stride_tricks.sliding_window_view(padded, p + 1, axis=1)  # (B, M, p+1)
-    return np.einsum("bmk,bk->bm", windows, a[:, ::-1])
+    """Row-wise FIR: coefficients a (B, p+1) applied to sig (B, M), zero initial state (the
+    compiled LP-residual inverse filter, which adds the taps from the oldest sample on)."""
+    return _inverse_filter(np.ascontiguousarray(sig, dtype=float), np.ascontiguousarray(a, dtype=float))
 
 
 def iaif_batch(frames: np.ndarray, lengths: np.ndarray, fs: int, p_vt: int = 20, p_gl: int = 8,

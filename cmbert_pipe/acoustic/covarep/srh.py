@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import scipy.fft
 
@@ -58,6 +59,8 @@ def srh_scores(res: np.ndarray, fs: int, f0min: int, f0max: int) -> tuple[np.nda
     plus = [k * cands - 1 for k in range(1, N_HARMONICS + 1)]  # 1-based row r -> index r-1
     minus = [(mround((k + 0.5) * cands).astype(int) - 1) % n_bins for k in range(1, N_HARMONICS)]
     plus = [p % n_bins for p in plus]
+    plus_idx = np.ascontiguousarray(np.array(plus, dtype=np.int64))  # (5, C)
+    minus_idx = np.ascontiguousarray(np.array(minus, dtype=np.int64))  # (4, C)
     top = int(max(max(int(p.max()) for p in plus), max(int(m.max()) for m in minus))) + 1
     scores = np.empty((n_frames, cands.size))
     offsets = np.arange(frame_len) - half_dur  # sample numbers m-799..m+798 -> 0-based m-800+...
@@ -72,13 +75,22 @@ def srh_scores(res: np.ndarray, fs: int, f0min: int, f0max: int) -> tuple[np.nda
         energy = x0 * x0 + 0.5 * (fs * np.einsum("ij,ij->i", frames, frames) - x0 * x0 - xn * xn)
         with np.errstate(invalid="ignore", divide="ignore"):
             spec /= np.sqrt(energy)[:, None]
-        s = np.zeros((spec.shape[0], cands.size))
-        for p in plus:
-            s += spec[:, p]
-        for m in minus:
-            s -= spec[:, m]
-        scores[c0 : c0 + spec.shape[0]] = s
+        _harmonic_sums(spec, plus_idx, minus_idx, scores[c0 : c0 + spec.shape[0]])
     return scores, centres
+
+
+@numba.njit(cache=True, nogil=True)
+def _harmonic_sums(spec, plus, minus, out):  # pragma: no cover - compiled
+    """out[r, c] = 0 + spec[r, plus[0, c]] + ... + spec[r, plus[4, c]] - spec[r, minus[0, c]] - ...
+    (the harmonics, then the inter-harmonics, in the reference's order)."""
+    for r in range(spec.shape[0]):
+        for c in range(plus.shape[1]):
+            acc = 0.0
+            for k in range(plus.shape[0]):
+                acc += spec[r, plus[k, c]]
+            for k in range(minus.shape[0]):
+                acc -= spec[r, minus[k, c]]
+            out[r, c] = acc
 
 
 def _pick(scores: np.ndarray, lo: int, hi: int, f0min_all: int) -> tuple[np.ndarray, np.ndarray]:
