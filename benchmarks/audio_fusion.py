@@ -568,9 +568,10 @@ per-speaker standardisation, frame encoder) and not tuned on any test actor. Pro
 class-balanced logistic regression on mean/std/first/last standardised word vectors (global or
 per-speaker statistics), C chosen on the dev actors. time ÷ T-BERT: seconds per training step
 divided by T-BERT's, the models interleaved in one process on the same batches
-(`--timing`, OUT/timing.json). The machine was a shared 2-core VM under heavy load (load
-average 10-18 throughout), which bounded what could run: the `runs` column says how many
-trained models each figure pools; rows absent from a table were not run."""
+(`--timing`, OUT/timing.json; "—": not timed, a modality-dropout row costs what its path row
+costs). The machine was a shared 2-core VM under load (load average 3-18 over the runs), which
+bounded what could run: the `runs` column says how many trained models each figure pools; rows
+absent from a table were not run. MOSI rows: see the MOSI table's own line."""
 
 
 def main() -> None:
