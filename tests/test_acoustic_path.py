@@ -326,3 +326,19 @@ def test_no_audio_baseline_without_audio(tmp_path):
     assert audio.baselines == {}
     with pytest.raises(ConfigError, match="baselines"):
         TrainConfig(baselines=("probe",))
+
+
+@pytest.mark.parametrize("head", ["none", "encoder"])
+def test_cmbert_trains_on_zero_audio_without_nan(head):
+    """Text-only data (zero audio) through CM-BERT's paper scaling: the loss and every gradient
+    stay finite (sqrt's infinite slope at 0 used to turn the weights into NaN after one step)."""
+    cfg = ModelConfig(model="cmbert", audio_dim=DIM, audio_head=head)
+    torch.manual_seed(0)
+    net = build_model(cfg).train()
+    tok = load_tokenizer("")
+    items = [(tuple(s.split()), None) for s in SENTENCES]
+    out = net(**prepare_batch(tok, items, cfg, None), labels=torch.tensor([1.0, -1.0]))
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
+    for name, p in net.named_parameters():
+        assert p.grad is None or torch.isfinite(p.grad).all(), name

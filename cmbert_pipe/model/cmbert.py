@@ -42,8 +42,13 @@ EPS = 1e-12
 def scale_paper(x: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
     """``x / sqrt(‖x‖₂)`` per utterance, the norm over real tokens only.
 
-    x (B, L, d), token_mask (B, L) bool → (B, L, d)."""
-    norm = torch.sqrt((x.pow(2) * token_mask[..., None]).sum(dim=(1, 2)))  # (B,)
+    x (B, L, d), token_mask (B, L) bool → (B, L, d). An all-zero ``x`` (an utterance without
+    audio) stays zero with a zero gradient: ``sqrt`` is only differentiated where its argument is
+    positive (d sqrt(s)/ds is infinite at 0, and 0 · inf would turn every weight into NaN)."""
+    sq = (x.pow(2) * token_mask[..., None]).sum(dim=(1, 2))  # (B,)
+    pos = sq > 0
+    norm = torch.where(pos, torch.sqrt(torch.where(pos, sq, torch.ones_like(sq))),
+                       torch.zeros_like(sq))  # (B,): sqrt(sq), 0 where sq = 0
     return x / torch.sqrt(norm + EPS)[:, None, None]
 
 
