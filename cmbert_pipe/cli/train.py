@@ -52,11 +52,12 @@ def metrics_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
 
 
 def mean_std_table(title: str, ms: dict[str, dict[str, dict[str, float]]]) -> Table:
-    """Mean ± std over seeds: metrics as rows, splits as columns."""
+    """Mean ± std over seeds: metrics as rows, one column per key of ``ms`` (a split, or a
+    model), each ``{metric: {"mean": .., "std": ..}}``."""
     table = Table(title=title)
     table.add_column("metric")
-    for split in ms:
-        table.add_column(split, justify="right")
+    for column in ms:
+        table.add_column(column, justify="right")
     for name in METRIC_NAMES:
         table.add_row(name, *[format_mean_std(name, m.get(name)) for m in ms.values()])
     return table
@@ -70,13 +71,7 @@ def baseline_table(summary) -> Table:
     for name, base in summary.baselines.items():
         what = ("audio only" if name == "audio" else "text only")
         cols[f"{base.model_config.model} ({what})"] = base.mean_std.get(split, {})
-    table = Table(title=f"{split} split: the model beside its baselines (same seeds)")
-    table.add_column("metric")
-    for name in cols:
-        table.add_column(name, justify="right")
-    for name in METRIC_NAMES:
-        table.add_row(name, *[format_mean_std(name, m.get(name)) for m in cols.values()])
-    return table
+    return mean_std_table(f"{split} split: the model beside its baselines (same seeds)", cols)
 
 
 MODEL, TRAIN = ModelConfig(), TrainConfig()  # the defaults the help shows

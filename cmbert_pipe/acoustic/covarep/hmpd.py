@@ -247,19 +247,27 @@ def _fir_steady_symmetric(w, u):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _filtfilt_symmetric(b, x):  # pragma: no cover - compiled
-    """The long-filter branch of :func:`_filtfilt_m` for a symmetric FIR (PDM's 25-frame mean),
-    operation for operation: odd extension by 3 (len(b) - 1) rows, steady-state FIR forward,
-    then over the reversed output, reversed back and cut. x (N, B) -> (N, B)."""
+def _odd_extension(x, edge):  # pragma: no cover - compiled
+    """scipy's ``padtype="odd"`` along axis 0: ``2 x[0] - x[edge..1]`` before and
+    ``2 x[-1] - x[-2..-edge-1]`` after. x (N, B) -> (N + 2 edge, B)."""
     n, nb = x.shape
-    edge = 3 * (b.size - 1)
-    m = n + 2 * edge
-    ext = np.empty((m, nb))
+    ext = np.empty((n + 2 * edge, nb))
     for i in range(edge):
         for c in range(nb):
             ext[i, c] = 2 * x[0, c] - x[edge - i, c]
             ext[edge + n + i, c] = 2 * x[n - 1, c] - x[n - 2 - i, c]
     ext[edge : edge + n] = x
+    return ext
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _filtfilt_symmetric(b, x):  # pragma: no cover - compiled
+    """The long-filter branch of :func:`_filtfilt_m` for a symmetric FIR (PDM's 25-frame mean),
+    operation for operation: odd extension by 3 (len(b) - 1) rows, steady-state FIR forward,
+    then over the reversed output, reversed back and cut. x (N, B) -> (N, B)."""
+    n = x.shape[0]
+    edge = 3 * (b.size - 1)
+    ext = _odd_extension(x, edge)
     y = _fir_steady_symmetric(b, ext)
     y = _fir_steady_symmetric(b, y[::-1].copy())
     return y[::-1][edge : edge + n].copy()
@@ -276,13 +284,7 @@ def _filtfilt_short(b, x):  # pragma: no cover - compiled
     n, nb = x.shape
     h = b.size - 1
     edge = 3 * h
-    m = n + 2 * edge
-    ext = np.empty((m, nb))
-    for i in range(edge):
-        for c in range(nb):
-            ext[i, c] = 2 * x[0, c] - x[edge - i, c]
-            ext[edge + n + i, c] = 2 * x[n - 1, c] - x[n - 2 - i, c]
-    ext[edge : edge + n] = x
+    ext = _odd_extension(x, edge)
     fwd = np.zeros((n + 2 * h, nb))  # forward outputs edge - h .. edge + n + h - 1 (interior)
     for k in range(n + 2 * h):
         t = edge - h + k
