@@ -9,6 +9,11 @@ by the door" / "Dogs are sitting by the door": four of six words shared, the har
 sentence" there is). Rows are split by voice: raised (median F0 >= the backend's
 ``raised_voice_f0_hz``) or not, because per-word fit is not used as evidence in raised voices.
 
+Also the refusal as it was before ``poor_share_of_phones`` (the poorly fitting words' share of
+the words' time alone, not also of the transcript's phones), on the same clips in the same run:
+only a clip the default keeps by a full path can differ (the rule before refuses a superset),
+so only those are aligned again with it.
+
 Then a corpus-level rule that was considered, and what it would do on the same clips: a clip
 refused because too much of its words' time fits poorly is kept when its quality is no outlier
 among the speaker's other clips (those aligned with their right statement by a full path):
@@ -74,8 +79,8 @@ def _speaker_relative(peers, share_refused, counts, data, max_share) -> str:
         data["raised_limit"] = {"max_poor_share": limit, "wrong_kept": wrong_let}
     n_wrong = sum(n for (k, _, _), n in counts.items() if k == "wrong")
     data["right_kept_modified_z_min"] = float(min(right_z)) if right_z else None
-    table = markdown_table(["transcript", f"refused: > {max_share:.0%} of the words' time "
-                            "fitting poorly", "kept by the speaker-relative rule"], rows)
+    table = markdown_table(["transcript", f"refused: poorly fitting words > {max_share:.0%} "
+                            "(time and phones)", "kept by the speaker-relative rule"], rows)
     return (f"\n### Considered, not adopted: speaker-relative evidence\n\n{table}\n"
             f"Right transcripts kept today reach a modified z-score of "
             f"{min(right_z, default=float('nan')):.2f} against their speaker's other clips, so a quality outlier "
@@ -83,15 +88,22 @@ def _speaker_relative(peers, share_refused, counts, data, max_share) -> str:
             f"above (of {n_wrong}) to save the right ones. The refusal stays.\n")
 
 
+def _refused_ids(counts_ids, kind: str, voice: str) -> set[str]:
+    return counts_ids.get((kind, voice), set())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--every", type=int, default=6, help="use every N-th clip")
     args = parser.parse_args()
     aligner = get_aligner("pocketsphinx")
+    before = get_aligner("pocketsphinx", poor_share_of_phones=False)
+    before_refused: dict[tuple[str, str], list[str]] = {}  # (kind, voice) -> ids
     raised_hz = aligner.config.raised_voice_f0_hz
     counts: dict[tuple[str, str, str], int] = {}
     peers: dict[str, list[float]] = {}  # speaker -> qualities of right transcripts, full path
     share_refused: list[dict] = []  # refused by the poor-share rule: their evidence
+    counts_ids: dict[tuple[str, str], set[str]] = {}  # (kind, voice) -> ids refused
     for utt in ravdess_utterances(args.every):
         wave = load_audio(utt.audio)
         voice = "raised" if median_f0_hz(wave, speech_segments(wave)) >= raised_hz else "normal"
@@ -103,13 +115,21 @@ def main() -> int:
                 outcome = ali.method
                 if kind == "right" and ali.method in FULL_PATH:
                     peers.setdefault(utt.speaker, []).append(ali.quality)
+                if ali.method in FULL_PATH and voice == "normal":
+                    try:
+                        before.align(clip, wave=wave)
+                    except CmbertError:
+                        before_refused.setdefault((kind, voice), []).append(utt.id)
             except CmbertError as e:
                 outcome = "refused"
+                before_refused.setdefault((kind, voice), []).append(utt.id)
                 if "fit the sound poorly" in e.reason:
                     _, quality, share = aligner.path_evidence(clip, wave)
                     share_refused.append({"id": utt.id, "speaker": utt.speaker, "kind": kind,
                                           "quality": quality, "share": share})
             counts[(kind, voice, outcome)] = counts.get((kind, voice, outcome), 0) + 1
+            if outcome == "refused":
+                counts_ids.setdefault((kind, voice), set()).add(utt.id)
     rows, data = [], {}
     for kind in ("right", "wrong"):
         for voice in ("normal", "raised"):
@@ -128,6 +148,25 @@ def main() -> int:
             "(wrong: four of six words shared).\n\n" + table
             + "\nA right transcript refused is a lost clip; a wrong one kept is a wrong "
               "alignment (its quality is lower: filter with `--min-align-quality`).\n")
+    rows_before = []
+    for kind in ("right", "wrong"):
+        for voice in ("normal", "raised"):
+            total = sum(n for (k, v, _), n in counts.items() if k == kind and v == voice)
+            if not total:
+                continue
+            now = counts.get((kind, voice, "refused"), 0)
+            was = before_refused.get((kind, voice), [])
+            rows_before.append([kind, voice, total, now, len(was),
+                                ", ".join(sorted(set(was) - _refused_ids(counts_ids, kind, voice)))
+                                if kind == "right" else ""])
+            data[f"{kind}/{voice}/refused_before"] = len(was)
+    body += ("\n### The refusal before: the words' time alone\n\n"
+             "Refused by the default (poorly fitting words hold more than "
+             f"{aligner.config.max_poor_share:.0%} of the words' time *and* of the transcript's "
+             "phones), and by the rule before (of the words' time alone):\n\n"
+             + markdown_table(["transcript", "voice", "clips", "refused (default)",
+                               "refused (time alone)", "right ones only the rule before refuses"],
+                              rows_before))
     body += _speaker_relative(peers, share_refused, counts, data, aligner.config.max_poor_share)
     print(body)
     path = write_result("align_mismatch", body, data,
