@@ -146,6 +146,13 @@ def test_a_drawn_out_word_is_not_another_sentence(ravdess, aligner):
     path = _clip(ravdess, "03-01-04-02-02-02-03")
     right = Utterance("r", path, DOGS)
     assert aligner.align(right).method == "viterbi"
+    _, _, evidence = aligner.word_evidence(right)
+    poor = [w for w in evidence if w[2] < aligner.config.min_word_quality]
+    assert [w[0] for w in poor] == ["are", "door"]
+    limit = aligner.config.max_poor_share
+    assert sum(w[1] for w in poor) / sum(w[1] for w in evidence) > limit  # frames
+    assert sum(w[3] for w in poor) / sum(w[3] for w in evidence) <= limit  # phones: 5 of 18
+    assert aligner.path_evidence(right)[2] <= limit
     time_only = get_aligner("pocketsphinx", poor_share_of_phones=False)
     with pytest.raises(AlignmentError, match=r"'door' \(43% of the words' time, more than"):
         time_only.align(right)

@@ -433,9 +433,10 @@ class PocketsphinxAligner(Aligner):
             share = self._poor_share(time_share, phone_share)
             f0_hz = median_f0_hz(wave, segments) if share > cfg.max_poor_share else 0.0
             if share > cfg.max_poor_share and f0_hz >= cfg.raised_voice_f0_hz:
-                log.warning("%s: %.0f%% of the words' time fits poorly, in a raised voice "
-                            "(median F0 %.0f Hz) where word fit is no evidence: kept",
-                            utterance.id, 100 * share, f0_hz)
+                log.warning("%s: words fitting poorly hold %.0f%% of the words' time and %.0f%% "
+                            "of the phones, in a raised voice (median F0 %.0f Hz) where word "
+                            "fit is no evidence: kept", utterance.id, 100 * time_share,
+                            100 * phone_share, f0_hz)
             elif share > cfg.max_poor_share:
                 of_phones = (f" and {phone_share:.0%} of the transcript's phones"
                              if cfg.poor_share_of_phones else "")
@@ -465,6 +466,20 @@ class PocketsphinxAligner(Aligner):
         """(method, quality, poor-word share as the refusal reads it, :meth:`_poor_share`) of
         the path the search finds for a short recording, before any refusal; None when no full
         path is found. For diagnosis and benchmarks: what :meth:`align` judges."""
+        found = self.word_evidence(utterance, wave)
+        if found is None:
+            return None
+        method, quality, evidence = found
+        poor = [w for w in evidence if w[2] < self.config.min_word_quality]
+        time_share = sum(w[1] for w in poor) / max(sum(w[1] for w in evidence), 1)
+        phone_share = sum(w[3] for w in poor) / max(sum(w[3] for w in evidence), 1)
+        return method, quality, self._poor_share(time_share, phone_share)
+
+    def word_evidence(self, utterance: Utterance, wave: np.ndarray | None = None
+                      ) -> tuple[str, float, list[tuple[str, int, float, int]]] | None:
+        """(method, quality, per word: (dictionary key, frames, quality of its own fit, phones of
+        its first pronunciation)) of the path the search finds for a short recording, noise
+        words left out; None when no full path is found (what :meth:`path_evidence` reads)."""
         words = spoken_words(utterance.transcript, source=str(utterance.audio))
         wave = load_audio(utterance.audio) if wave is None else wave
         keys, lexicon, _ = self._lexicon(words, str(utterance.audio))
@@ -472,9 +487,10 @@ class PocketsphinxAligner(Aligner):
         if not isinstance(found, tuple):
             return None
         method, path, _ = found
-        n_phones = [0 if k == NOISE_WORD else len(lexicon[k][0].split()) for k in keys]
-        _, time_share, phone_share = path.poor_words(keys, self.config.min_word_quality, n_phones)
-        return (method, quality_from_fit(path.fit(keys)), self._poor_share(time_share, phone_share))
+        evidence = [(keys[i], e - s, quality_from_fit(f), len(lexicon[keys[i]][0].split()))
+                    for i, (s, e, f) in sorted(path.anchors(keys).items())
+                    if keys[i] != NOISE_WORD]
+        return method, quality_from_fit(path.fit(keys)), evidence
 
     # -- long recordings ----------------------------------------------------------------------
     def _spot(self, keys, lexicon, wave, beams: tuple[float, ...], t0_s: float, t1_s: float,
