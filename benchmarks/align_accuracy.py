@@ -27,6 +27,9 @@ The ideas (each a sweep over backend settings, or a post-processing of the defau
 - boundary refiner: each boundary moved, within ``radius`` ms on a 5 ms grid, to the local
   energy minimum or the local maximum of spectral change (positive log-spectral flux) of
   20 ms frames every 5 ms; a boundary shared by two adjacent words moves for both;
+- state pass over stretches: the words between two pauses (>= 150 ms) of the first
+  alignment made one dictionary word, so that PocketSphinx's state-level pass, not its word
+  pass, places the boundaries inside it (on the first grid or the one shifted by 5 ms);
 - two-grid fusion (a 5 ms boundary resolution from the 100 Hz model): the words are aligned
   again on the frame grid shifted by half a hop (5 ms), piece by piece between the pauses
   (>= 150 ms) of the first alignment (the whole-utterance search on the shifted grid finds no
@@ -182,17 +185,14 @@ class TwoGrids:
     failed: int
 
 
-def two_grids(aligner, utterance, grid_shift_s: float = GRID_SHIFT_S) -> TwoGrids:
-    """The first alignment's word pass again (for the per-word fits), then the words aligned on
-    the grid shifted by ``grid_shift_s`` (half a hop; 0: the same grid, the control), piece by
-    piece between the first alignment's pauses of at least ``GRID_MIN_PAUSE_S``; a piece uses
-    the default search, else the wide one."""
+def _first_pass(aligner, utterance):
+    """(wave, keys, lexicon, word pass path, its grid shift, per-word (start_s, end_s, fit),
+    pieces) of the first alignment; pieces: (first word, end word, start sample, end sample)
+    between its pauses of at least ``GRID_MIN_PAUSE_S``, cut in their middles."""
     from cmbert_pipe.align.normalize import spoken_words
-    from cmbert_pipe.align.pocketsphinx_backend import _pcm16, _reused_decoder
     from cmbert_pipe.schema import SAMPLE_RATE
 
-    cfg = aligner.config
-    hop = 1.0 / cfg.frame_rate_hz
+    hop = 1.0 / aligner.config.frame_rate_hz
     wave = load_audio(utterance.audio)
     words = spoken_words(utterance.transcript, source=str(utterance.audio))
     keys, lexicon, _ = aligner._lexicon(words, str(utterance.audio))
@@ -205,9 +205,7 @@ def two_grids(aligner, utterance, grid_shift_s: float = GRID_SHIFT_S) -> TwoGrid
         raise RuntimeError(f"{utterance.id}: {len(placed)} of {len(keys)} words placed")
     base = tuple((s * hop + shift_s, e * hop + shift_s, f)
                  for _, (s, e, f) in sorted(placed.items()))
-    other_s = (shift_s + grid_shift_s) % hop
-    cuts = [0]  # (sample of the cut, first word after it)
-    firsts = [0]
+    cuts, firsts = [0], [0]
     for i in range(len(keys) - 1):
         end, start = placed[i][1], placed[i + 1][0]
         if (start - end) * hop >= GRID_MIN_PAUSE_S:
@@ -215,14 +213,36 @@ def two_grids(aligner, utterance, grid_shift_s: float = GRID_SHIFT_S) -> TwoGrid
             firsts.append(i + 1)
     cuts.append(wave.shape[0])
     firsts.append(len(keys))
+    pieces = [(firsts[k], firsts[k + 1], cuts[k], cuts[k + 1]) for k in range(len(cuts) - 1)]
+    return wave, keys, lexicon, path, shift_s, base, pieces
+
+
+def _piece_start(cut: int, other_s: float, hop: float) -> int:
+    """First sample at or after ``cut`` where a frame of the grid offset ``other_s`` starts."""
+    from cmbert_pipe.schema import SAMPLE_RATE
+
+    frame = math.ceil((cut / SAMPLE_RATE - other_s) / hop - 1e-9)
+    return round((frame * hop + other_s) * SAMPLE_RATE)
+
+
+def two_grids(aligner, utterance, grid_shift_s: float = GRID_SHIFT_S) -> TwoGrids:
+    """The first alignment's word pass again (for the per-word fits), then the words aligned on
+    the grid shifted by ``grid_shift_s`` (half a hop; 0: the same grid, the control), piece by
+    piece between the first alignment's pauses of at least ``GRID_MIN_PAUSE_S``; a piece uses
+    the default search, else the wide one."""
+    from cmbert_pipe.align.pocketsphinx_backend import _pcm16, _reused_decoder
+    from cmbert_pipe.schema import SAMPLE_RATE
+
+    cfg = aligner.config
+    hop = 1.0 / cfg.frame_rate_hz
+    wave, keys, lexicon, _, shift_s, base, pieces = _first_pass(aligner, utterance)
+    other_s = (shift_s + grid_shift_s) % hop
     other: list = []
     failed = 0
-    for k in range(len(cuts) - 1):
-        sub = keys[firsts[k]:firsts[k + 1]]
-        # the piece's frames on the other grid: frame j starts at (j * hop + other_s) s
-        start = round((math.ceil((cuts[k] / SAMPLE_RATE - other_s) / hop - 1e-9) * hop + other_s)
-                      * SAMPLE_RATE)
-        pcm = _pcm16(wave[start:cuts[k + 1]])
+    for first, end, cut0, cut1 in pieces:
+        sub = keys[first:end]
+        start = _piece_start(cut0, other_s, hop)
+        pcm = _pcm16(wave[start:cut1])
         got = None
         for wide in (False, True):
             got = aligner._run(_reused_decoder(cfg, wide, lexicon), sub, pcm)
@@ -235,7 +255,64 @@ def two_grids(aligner, utterance, grid_shift_s: float = GRID_SHIFT_S) -> TwoGrid
         t0 = start / SAMPLE_RATE
         other += [(t0 + s * hop, t0 + e * hop, f)
                   for _, (s, e, f) in sorted(got.anchors(sub).items())]
-    return TwoGrids(base, tuple(other), len(cuts) - 1, failed)
+    return TwoGrids(base, tuple(other), len(pieces), failed)
+
+
+def stretch_state_pass(aligner, utterance, grid_shift_s: float) -> TwoGrids:
+    """Word boundaries from PocketSphinx's state-level pass alone: each piece of the first
+    alignment (words between pauses of at least ``GRID_MIN_PAUSE_S``) becomes one dictionary
+    word, its words' phones in a row (the pronunciation variants the first pass chose); the
+    word pass places that word in the piece's audio (on the grid shifted by ``grid_shift_s``),
+    the state pass its phones, and each word spans its own phones. PocketSphinx's own phone
+    pass cannot move a word boundary: it runs inside the word pass's word windows
+    (``ps_set_alignment``). ``other`` holds the result (fit 0), None where a piece failed."""
+    from cmbert_pipe.align.pocketsphinx_backend import _base, _decoder, _pcm16
+    from cmbert_pipe.schema import SAMPLE_RATE
+
+    cfg = aligner.config
+    hop = 1.0 / cfg.frame_rate_hz
+    wave, keys, lexicon, path, shift_s, base, pieces = _first_pass(aligner, utterance)
+    prons, i = [], 0  # the first pass's pronunciation of each word
+    for name, _, _, _ in path.scores:
+        if i < len(keys) and _base(name) == keys[i]:
+            variant = int(name[name.index("(") + 1:-1]) - 1 if name.endswith(")") else 0
+            prons.append(lexicon[keys[i]][variant].split())
+            i += 1
+    other_s = (shift_s + grid_shift_s) % hop
+    other: list = []
+    failed = 0
+    for first, end, cut0, cut1 in pieces:
+        phones = [p for pron in prons[first:end] for p in pron]
+        start = _piece_start(cut0, other_s, hop)
+        pcm = _pcm16(wave[start:cut1])
+        got = None
+        for wide in (False, True):
+            decoder = _decoder(cfg, wide, {"zzstretchzz": (" ".join(phones),)})
+            try:
+                decoder.set_align_text("zzstretchzz")
+                decoder.start_utt()
+                decoder.process_raw(pcm, full_utt=True)
+                decoder.end_utt()
+                if decoder.hyp() is None:
+                    continue
+                decoder.set_alignment()
+                decoder.start_utt()
+                decoder.process_raw(pcm, full_utt=True)
+                decoder.end_utt()
+                got = [(p.start, p.start + p.duration) for w in decoder.get_alignment().words()
+                       if w.name == "zzstretchzz" for p in w]
+                break
+            except RuntimeError:
+                got = None
+        if not got or len(got) != len(phones):
+            failed += 1
+            other += [None] * (end - first)
+            continue
+        t0, k = start / SAMPLE_RATE, 0
+        for pron in prons[first:end]:
+            other.append((t0 + got[k][0] * hop, t0 + got[k + len(pron) - 1][1] * hop, 0.0))
+            k += len(pron)
+    return TwoGrids(base, tuple(other), len(pieces), failed)
 
 
 def fuse_grids(ali: Alignment, grids: TwoGrids, rule: str, reach_ms: float) -> Alignment:
@@ -399,6 +476,19 @@ def main() -> int:
         for n in FILES}
     pieces_text = ", ".join(f"{n}: {g['lost']} of {g['pieces']}" for n, g in
                             data["ideas"]["two-grid fusion (5 ms)"]["pieces"].items())
+    stretches = {g: {runner.utts[n].id: stretch_state_pass(aligner, runner.utts[n], g)
+                     for n in FILES} for g in (0.0, GRID_SHIFT_S)}
+    row_, data["ideas"]["state pass over stretches"] = sweep_idea(
+        runner, "state pass over stretches", "grid shift (ms)", ["none", 0.0, GRID_SHIFT_S],
+        lambda v: v if v == "none" else f"{v * 1000:g} ms", lambda v: base,
+        lambda v: (lambda a: a) if v == "none" else (
+            lambda a: fuse_grids(a, stretches[v][a.utterance_id], "shifted", math.inf)))
+    ideas_rows.append(row_)
+    stretch_text = "; ".join(
+        f"{g * 1000:g} ms grid: " + ", ".join(f"{n}: {st[runner.utts[n].id].failed} of "
+                                            f"{st[runner.utts[n].id].pieces}" for n in FILES)
+        for g, st in stretches.items())
+    data["ideas"]["state pass over stretches"]["pieces_lost"] = stretch_text
     # control: the same piece-by-piece alignment on the first grid itself
     same = {runner.utts[n].id: two_grids(aligner, runner.utts[n], 0.0) for n in FILES}
     control = {}
@@ -432,6 +522,8 @@ def main() -> int:
         + "\nTwo-grid fusion: pieces of the shifted grid that found no path (their words keep "
         f"the first grid's times): {pieces_text}. Control, every boundary from the piece-by-piece "
         f"alignment on the first grid itself vs on the 5 ms grid: {control_text}.\n"
+        "\nState pass over stretches: pieces whose state pass failed (their words keep the "
+        f"first alignment's times): {stretch_text}.\n"
         + f"\n(CPU time of all alignments: {runner.cpu_s:.0f} s for {runner.audio_s:.0f} s "
         "of audio.)\n")
     path = write_result("align_accuracy", body, data, title="Alignment accuracy (MFA test corpus)")
