@@ -9,6 +9,14 @@ by the door" / "Dogs are sitting by the door": four of six words shared, the har
 sentence" there is). Rows are split by voice: raised (median F0 >= the backend's
 ``raised_voice_f0_hz``) or not, because per-word fit is not used as evidence in raised voices.
 
+Then the poor-word refusal under other rules, from each path's per-word evidence (the backend's
+``word_evidence``: frames, fit, phones of every word), at the same limit (``max_poor_share``):
+the default (poorly fitting words hold more than the limit of the words' time *and* of the
+transcript's phones), the rule before it (of the words' time alone), phones alone, and two
+weightings by word type: function words (:data:`FUNCTION_WORDS`, closed-class words, reduced in
+fluent speech) left out, or at half weight. Only clips that reach that check can differ (normal
+voice, a full path of sufficient quality); the others keep their outcome.
+
 Then a corpus-level rule that was considered, and what it would do on the same clips: a clip
 refused because too much of its words' time fits poorly is kept when its quality is no outlier
 among the speaker's other clips (those aligned with their right statement by a full path):
@@ -39,8 +47,32 @@ from cmbert_pipe.datasets.ravdess import STATEMENTS  # noqa: E402
 from cmbert_pipe.errors import CmbertError  # noqa: E402
 from cmbert_pipe.schema import Utterance  # noqa: E402
 
-
 FULL_PATH = ("viterbi", "viterbi-wide", "garbage")
+#: closed-class English words (articles, auxiliaries, prepositions, pronouns, conjunctions)
+FUNCTION_WORDS = frozenset(
+    "a an the am is are was were be been being do does did have has had will would shall should "
+    "can could may might must of to in on at by for from with about as into onto over under "
+    "up down out off than then and or but nor so if that this these those it its i me my we us "
+    "our you your he him his she her they them their there here not no".split())
+
+
+def _share(evidence, min_quality: float, weight) -> float:
+    """Weighted share of the poorly fitting words; ``weight(key, frames, phones)``."""
+    total = sum(weight(k, n, p) for k, n, _, p in evidence)
+    poor = sum(weight(k, n, p) for k, n, q, p in evidence if q < min_quality)
+    return poor / max(total, 1e-9)
+
+
+RULES = {  # name -> (evidence, min word quality) -> share compared with the limit
+    "time and phones (default)": lambda ev, m: min(_share(ev, m, lambda k, n, p: n),
+                                                   _share(ev, m, lambda k, n, p: p)),
+    "words' time alone (before)": lambda ev, m: _share(ev, m, lambda k, n, p: n),
+    "phones alone": lambda ev, m: _share(ev, m, lambda k, n, p: p),
+    "time, function words left out": lambda ev, m: _share(
+        ev, m, lambda k, n, p: 0.0 if k in FUNCTION_WORDS else n),
+    "time, function words at half weight": lambda ev, m: _share(
+        ev, m, lambda k, n, p: 0.5 * n if k in FUNCTION_WORDS else n),
+}
 OUTLIER_Z = -3.5  # Iglewicz & Hoaglin's modified z-score limit
 MIN_PEERS = 5  # other clips of the speaker the rule needs
 
@@ -60,7 +92,8 @@ def _speaker_relative(peers, share_refused, counts, data, max_share) -> str:
     rows = []
     for kind in ("right", "wrong"):
         refused = [r for r in share_refused if r["kind"] == kind]
-        kept_rel = [r for r in refused if r["speaker"] in peers and len(peers[r["speaker"]]) >= MIN_PEERS
+        kept_rel = [r for r in refused
+                    if r["speaker"] in peers and len(peers[r["speaker"]]) >= MIN_PEERS
                     and modified_z(r["quality"], peers[r["speaker"]]) >= OUTLIER_Z]
         rows.append([kind, len(refused), len(kept_rel)])
         data[f"share_refused/{kind}"] = len(refused)
@@ -78,9 +111,33 @@ def _speaker_relative(peers, share_refused, counts, data, max_share) -> str:
                             "fitting poorly", "kept by the speaker-relative rule"], rows)
     return (f"\n### Considered, not adopted: speaker-relative evidence\n\n{table}\n"
             f"Right transcripts kept today reach a modified z-score of "
-            f"{min(right_z, default=float('nan')):.2f} against their speaker's other clips, so a quality outlier "
-            f"is no proof of a wrong transcript; the rule would keep the wrong transcripts "
-            f"above (of {n_wrong}) to save the right ones. The refusal stays.\n")
+            f"{min(right_z, default=float('nan')):.2f} against their speaker's other clips, so a "
+            f"quality outlier is no proof of a wrong transcript; the rule would keep the wrong "
+            f"transcripts above (of {n_wrong}) to save the right ones. The refusal stays.\n")
+
+
+def _rules_table(judged, counts, min_q: float, limit: float, data) -> str:
+    """Refusals in normal voices under each of :data:`RULES` (markdown)."""
+    fixed = {kind: counts.get((kind, "normal", "refused"), 0)
+             - sum(1 for j in judged if j["kind"] == kind
+                   and RULES["time and phones (default)"](j["evidence"], min_q) > limit)
+             for kind in ("right", "wrong")}  # refused before the poor-share check
+    totals = {kind: sum(n for (k, v, _), n in counts.items() if k == kind and v == "normal")
+              for kind in ("right", "wrong")}
+    rows = []
+    for name, rule in RULES.items():
+        refused = {kind: [j["id"] for j in judged if j["kind"] == kind
+                          and rule(j["evidence"], min_q) > limit] for kind in ("right", "wrong")}
+        n_right, n_wrong = (fixed[k] + len(refused[k]) for k in ("right", "wrong"))
+        rows.append([name, f"{totals['right'] - n_right} of {totals['right']}",
+                     ", ".join(sorted(refused["right"])) or "-",
+                     f"{n_wrong} of {totals['wrong']} "
+                     f"({100.0 * n_wrong / max(totals['wrong'], 1):.1f} %)"])
+        data[f"rules/{name}"] = {"right_refused": refused["right"], "wrong_refused": n_wrong}
+    return (f"\n### The poor-word refusal under other rules (normal voices, limit {limit:.0%})\n\n"
+            + markdown_table(["share of the poorly fitting words", "right kept",
+                              "right refused by it", "wrong refused"], rows)
+            + "\nRaised voices are not judged on word fit, so these rules change nothing there.\n")
 
 
 def main() -> int:
@@ -89,26 +146,34 @@ def main() -> int:
     args = parser.parse_args()
     aligner = get_aligner("pocketsphinx")
     raised_hz = aligner.config.raised_voice_f0_hz
+    min_q, limit = aligner.config.min_word_quality, aligner.config.max_poor_share
     counts: dict[tuple[str, str, str], int] = {}
     peers: dict[str, list[float]] = {}  # speaker -> qualities of right transcripts, full path
     share_refused: list[dict] = []  # refused by the poor-share rule: their evidence
+    judged: list[dict] = []  # clips that reached the poor-share check: their evidence
     for utt in ravdess_utterances(args.every):
         wave = load_audio(utt.audio)
         voice = "raised" if median_f0_hz(wave, speech_segments(wave)) >= raised_hz else "normal"
         own = int(utt.id.split("-")[4])
         for kind, text in (("right", STATEMENTS[own]), ("wrong", STATEMENTS[3 - own])):
             clip = Utterance(utt.id, utt.audio, text)
+            evidence = None
             try:
                 ali = aligner.align(clip, wave=wave)
                 outcome = ali.method
                 if kind == "right" and ali.method in FULL_PATH:
                     peers.setdefault(utt.speaker, []).append(ali.quality)
+                if ali.method in FULL_PATH and voice == "normal":
+                    evidence = aligner.word_evidence(clip, wave)
             except CmbertError as e:
                 outcome = "refused"
                 if "fit the sound poorly" in e.reason:
-                    _, quality, share = aligner.path_evidence(clip, wave)
+                    evidence = aligner.word_evidence(clip, wave)
+                    share = RULES["time and phones (default)"](evidence[2], min_q)
                     share_refused.append({"id": utt.id, "speaker": utt.speaker, "kind": kind,
-                                          "quality": quality, "share": share})
+                                          "quality": evidence[1], "share": share})
+            if evidence is not None:
+                judged.append({"id": utt.id, "kind": kind, "evidence": evidence[2]})
             counts[(kind, voice, outcome)] = counts.get((kind, voice, outcome), 0) + 1
     rows, data = [], {}
     for kind in ("right", "wrong"):
@@ -128,6 +193,7 @@ def main() -> int:
             "(wrong: four of six words shared).\n\n" + table
             + "\nA right transcript refused is a lost clip; a wrong one kept is a wrong "
               "alignment (its quality is lower: filter with `--min-align-quality`).\n")
+    body += _rules_table(judged, counts, min_q, limit, data)
     body += _speaker_relative(peers, share_refused, counts, data, aligner.config.max_poor_share)
     print(body)
     path = write_result("align_mismatch", body, data,

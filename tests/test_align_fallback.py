@@ -139,6 +139,28 @@ def test_path_evidence_is_what_align_judges(ravdess, aligner):
     assert aligner.path_evidence(Utterance("w", path, DOGS))[2] > aligner.config.max_poor_share
 
 
+def test_a_drawn_out_word_is_not_another_sentence(ravdess, aligner):
+    """03-01-04-02-02-02-03 (sad, strong) says its statement with a long, poorly fitting 'door':
+    43 % of the words' time fits poorly but 5 of the 18 phones, so it is kept; measured on the
+    words' time alone (the rule before) it was refused. The other statement stays refused."""
+    path = _clip(ravdess, "03-01-04-02-02-02-03")
+    right = Utterance("r", path, DOGS)
+    assert aligner.align(right).method == "viterbi"
+    _, _, evidence = aligner.word_evidence(right)
+    poor = [w for w in evidence if w[2] < aligner.config.min_word_quality]
+    assert [w[0] for w in poor] == ["are", "door"]
+    limit = aligner.config.max_poor_share
+    assert sum(w[1] for w in poor) / sum(w[1] for w in evidence) > limit  # frames
+    assert sum(w[3] for w in poor) / sum(w[3] for w in evidence) <= limit  # phones: 5 of 18
+    assert aligner.path_evidence(right)[2] <= limit
+    time_only = get_aligner("pocketsphinx", poor_share_of_phones=False)
+    with pytest.raises(AlignmentError, match=r"'door' \(43% of the words' time, more than"):
+        time_only.align(right)
+    with pytest.raises(AlignmentError, match="of the words' time and .* of the transcript's "
+                                             "phones, more than 30%"):
+        aligner.align(Utterance("w", path, KIDS))
+
+
 def test_another_language_is_refused(shared_data, aligner):
     mfa = shared_data / "mfa-test"
     with pytest.raises(TranscriptError, match="not English|does not look English"):

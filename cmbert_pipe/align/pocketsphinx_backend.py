@@ -25,8 +25,9 @@ order, each only where the one before found no path:
 
 Every result carries ``method`` and ``quality`` (per-frame acoustic fit normalised to (0, 1],
 :func:`.quality.quality_from_fit`). A transcript is refused, with the evidence named, when the
-fit is very poor overall, when a large share of the words' time fits poorly (another sentence),
-or when the fallbacks find too few of its words in a voice the model can score.
+fit is very poor overall, when the poorly fitting words hold a large share both of the words'
+time and of the transcript's phones (another sentence), or when the fallbacks find too few of
+its words in a voice the model can score.
 
 Times: PocketSphinx analyses 25.6 ms windows every 10 ms; a boundary before frame ``k`` is
 reported at ``k * 10 ms + boundary_offset_s`` (0 measured best among -10..+10 ms).
@@ -106,6 +107,8 @@ class PocketsphinxConfig:
     min_quality: float = 0.135  # below: the transcript does not match (exp(-4 / 2): fit -4)
     min_word_quality: float = 0.2  # a word whose own fit is below this fits poorly
     max_poor_share: float = 0.3  # more of the words' time fitting poorly: transcript mismatch,
+    poor_share_of_phones: bool = True  # ... only if those words also hold more than that share
+    #   of the transcript's phones (one drawn-out word is not another sentence)
     raised_voice_f0_hz: float = 350.0  # Hz: ... unless the voice is raised (median F0 above
     #   this: shouting), where the model's word fit is unreliable (RAVDESS strong intensity)
     min_anchor_share: float = 0.5  # anchoring: at least this share of the words must be found
@@ -426,30 +429,57 @@ class PocketsphinxAligner(Aligner):
                     f"the transcript does not match the audio: acoustic fit {fit:.2f} nats per "
                     f"frame (quality {quality:.3f}, below {cfg.min_quality}) with method "
                     f"{method}", utterance.audio)
-            poor, share = path.poor_words(keys, cfg.min_word_quality)
+            poor, time_share, phone_share = path.poor_words(keys, cfg.min_word_quality, n_phones)
+            share = self._poor_share(time_share, phone_share)
             f0_hz = median_f0_hz(wave, segments) if share > cfg.max_poor_share else 0.0
             if share > cfg.max_poor_share and f0_hz >= cfg.raised_voice_f0_hz:
-                log.warning("%s: %.0f%% of the words' time fits poorly, in a raised voice "
-                            "(median F0 %.0f Hz) where word fit is no evidence: kept",
-                            utterance.id, 100 * share, f0_hz)
+                log.warning("%s: words fitting poorly hold %.0f%% of the words' time and %.0f%% "
+                            "of the phones, in a raised voice (median F0 %.0f Hz) where word "
+                            "fit is no evidence: kept", utterance.id, 100 * time_share,
+                            100 * phone_share, f0_hz)
             elif share > cfg.max_poor_share:
+                of_phones = (f" and {phone_share:.0%} of the transcript's phones"
+                             if cfg.poor_share_of_phones else "")
                 raise AlignmentError(
                     "the transcript does not match the audio: "
                     + ", ".join(repr(words[i].text) for i in poor)
-                    + f" ({share:.0%} of the words' time, more than {cfg.max_poor_share:.0%}) "
-                    f"fit the sound poorly (quality below {cfg.min_word_quality}; voice median "
-                    f"F0 {f0_hz:.0f} Hz)",
+                    + f" ({time_share:.0%} of the words' time{of_phones}, more than "
+                    f"{cfg.max_poor_share:.0%}) fit the sound poorly (quality below "
+                    f"{cfg.min_word_quality}; voice median F0 {f0_hz:.0f} Hz)",
                     utterance.audio)
             return self._to_alignment(utterance, words, keys, path, duration_s, shift_s,
                                       method=method, quality=quality)
         return self._fallback(utterance, words, keys, found, wave, n_phones, segments,
                               duration_s)
 
+    def _poor_share(self, time_share: float, phone_share: float) -> float:
+        """The poor-word share the refusal compares with ``max_poor_share``: the share of the
+        words' time, or (``poor_share_of_phones``) the smaller of it and the share of the
+        transcript's phones, so that both must exceed the limit. Time alone lets one
+        lengthened word (a drawn-out phrase-final word in slow, sad speech: Klatt 1976,
+        "Linguistic uses of segmental duration in English") outweigh the rest; phones alone
+        let short reduced words count as full ones."""
+        return min(time_share, phone_share) if self.config.poor_share_of_phones else time_share
+
     def path_evidence(self, utterance: Utterance,
                       wave: np.ndarray | None = None) -> tuple[str, float, float] | None:
-        """(method, quality, poor-word share) of the path the search finds for a short
-        recording, before any refusal; None when no full path is found. For diagnosis and
-        benchmarks: what :meth:`align` judges."""
+        """(method, quality, poor-word share as the refusal reads it, :meth:`_poor_share`) of
+        the path the search finds for a short recording, before any refusal; None when no full
+        path is found. For diagnosis and benchmarks: what :meth:`align` judges."""
+        found = self.word_evidence(utterance, wave)
+        if found is None:
+            return None
+        method, quality, evidence = found
+        poor = [w for w in evidence if w[2] < self.config.min_word_quality]
+        time_share = sum(w[1] for w in poor) / max(sum(w[1] for w in evidence), 1)
+        phone_share = sum(w[3] for w in poor) / max(sum(w[3] for w in evidence), 1)
+        return method, quality, self._poor_share(time_share, phone_share)
+
+    def word_evidence(self, utterance: Utterance, wave: np.ndarray | None = None
+                      ) -> tuple[str, float, list[tuple[str, int, float, int]]] | None:
+        """(method, quality, per word: (dictionary key, frames, quality of its own fit, phones of
+        its first pronunciation)) of the path the search finds for a short recording, noise
+        words left out; None when no full path is found (what :meth:`path_evidence` reads)."""
         words = spoken_words(utterance.transcript, source=str(utterance.audio))
         wave = load_audio(utterance.audio) if wave is None else wave
         keys, lexicon, _ = self._lexicon(words, str(utterance.audio))
@@ -457,8 +487,10 @@ class PocketsphinxAligner(Aligner):
         if not isinstance(found, tuple):
             return None
         method, path, _ = found
-        return (method, quality_from_fit(path.fit(keys)),
-                path.poor_words(keys, self.config.min_word_quality)[1])
+        evidence = [(keys[i], e - s, quality_from_fit(f), len(lexicon[keys[i]][0].split()))
+                    for i, (s, e, f) in sorted(path.anchors(keys).items())
+                    if keys[i] != NOISE_WORD]
+        return method, quality_from_fit(path.fit(keys)), evidence
 
     # -- long recordings ----------------------------------------------------------------------
     def _spot(self, keys, lexicon, wave, beams: tuple[float, ...], t0_s: float, t1_s: float,
@@ -732,13 +764,17 @@ class _Path:
             i += 1
         return out
 
-    def poor_words(self, keys: list[str], min_quality: float) -> tuple[list[int], float]:
+    def poor_words(self, keys: list[str], min_quality: float,
+                   n_phones: list[int]) -> tuple[list[int], float, float]:
         """(indices of the words whose own fit is below ``min_quality``, their share of the
-        frames of all words); noise words are left out."""
+        frames of all words, their share of the phones of all words); ``n_phones``: phones of
+        each word's first pronunciation. Noise words are left out."""
         anchors = {i: a for i, a in self.anchors(keys).items() if keys[i] != NOISE_WORD}
         frames = sum(e - s for s, e, _ in anchors.values())
+        phones = sum(n_phones[i] for i in anchors)
         poor = [i for i, (_, _, f) in anchors.items() if quality_from_fit(f) < min_quality]
-        return poor, sum(anchors[i][1] - anchors[i][0] for i in poor) / max(frames, 1)
+        return (poor, sum(anchors[i][1] - anchors[i][0] for i in poor) / max(frames, 1),
+                sum(n_phones[i] for i in poor) / max(phones, 1))
 
     def fit(self, keys: list[str]) -> float:
         """Mean log acoustic score per frame over the transcript's words (noise words out)."""
