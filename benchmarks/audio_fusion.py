@@ -66,6 +66,7 @@ class Row:
     objective: str = "regression"
     audio_norm: str = "global"
     frames: bool = False
+    frame_pool: int = 5
     epochs: int = 3
     patience: int = 0
     lr_head: float = 1e-2
@@ -80,6 +81,7 @@ class Row:
         return ModelConfig(**{**dict(
             model=self.model, audio_dim=audio_dim, audio_head=self.audio_head,
             objective=self.objective, audio_norm=self.audio_norm, frames=self.frames,
+            frame_pool=self.frame_pool,
             modality_dropout=self.modality_dropout, options=dict(self.extra) or None),
             **changes})
 
@@ -113,6 +115,9 @@ ROWS = (
         **{**ACOUSTIC, "audio_norm": "global"}),
     Row("audio-encoder-words", "  audio encoder, words only (no frames)", "audio",
         **{**ACOUSTIC, "frames": False}),
+    # the frame step of the frame encoder (--frame-pool), chosen on the dev actors: 50 ms
+    *(Row(f"audio-encoder-f{n}", f"  audio encoder, {10 * n} ms frame steps instead of 50",
+          "audio", **ACOUSTIC, frame_pool=n) for n in (1, 3, 8)),
 )
 REFERENCE_ROWS = ("majority", "probe", "probe-speaker")
 BY_KEY = {r.key: r for r in ROWS}
@@ -212,9 +217,9 @@ def reference_rows(examples, dim: int, c_grid=(0.01, 0.1, 1.0)) -> dict[str, dic
                                          clf.predict(x_dv[keep_dv]).astype(bool))
             if best is None or dev_bacc > best[0]:
                 best = (dev_bacc, c, clf)
-        _, c, clf = best
+        dev_bacc, c, clf = best
         prob = clf.predict_proba(x_te)[:, 1]
-        out[key] = {**scores(3 * (2 * prob - 1), y_te, c_te), "C": c}
+        out[key] = {**scores(3 * (2 * prob - 1), y_te, c_te), "C": c, "dev_bacc": dev_bacc}
     return out
 
 
@@ -247,7 +252,7 @@ def train_row(row: Row, examples, settings, seeds, out_dir: Path, args) -> list[
                      else False)]
     scored = [out_dir / f"seed-{seed}" / "test_scores.json" for seed in seeds]
     if all(f.is_file() for f in scored):  # finished earlier (weights already deleted)
-        return [json.loads(f.read_text()) for f in scored]
+        return [with_dev(f.parent, json.loads(f.read_text())) for f in scored]
     test = by_split(examples)["test"]
     labels = np.array([x.label for x in test])
     truth = binary_truth([x.id for x in test])
@@ -255,7 +260,8 @@ def train_row(row: Row, examples, settings, seeds, out_dir: Path, args) -> list[
     for seed in seeds:
         seed_dir = out_dir / f"seed-{seed}"
         if (seed_dir / "test_scores.json").is_file():
-            per_seed.append(json.loads((seed_dir / "test_scores.json").read_text()))
+            per_seed.append(with_dev(seed_dir, json.loads((seed_dir / "test_scores.json")
+                                                          .read_text())))
             continue
         if not args.score_only:
             train_seeds(examples, mcfg, tcfg, [seed], out_dir, settings)
@@ -263,7 +269,7 @@ def train_row(row: Row, examples, settings, seeds, out_dir: Path, args) -> list[
         note = json.loads((seed_dir / "settings.json").read_text()).get("audio_norm_note", "")
         cached = seed_dir / "test_scores.json"
         if cached.is_file():
-            per_seed.append(json.loads(cached.read_text()))
+            per_seed.append(with_dev(seed_dir, json.loads(cached.read_text())))
             continue
         bundle = load_bundle(seed_dir)
         norm = standardise_audio(examples, mcfg.audio_norm, dim, bundle.audio_stats,
@@ -272,13 +278,24 @@ def train_row(row: Row, examples, settings, seeds, out_dir: Path, args) -> list[
         pred = predict_examples(bundle.model, ntest, bundle.tokenizer, norm.word_stats,
                                 frame_stats=norm.frame_stats)
         st = json.loads((seed_dir / "settings.json").read_text())
-        sc = {**scores(pred, labels, truth), "epoch_s": st.get("epoch_seconds", []),
-              "best_epoch": best_epoch, "note": note}
+        sc = with_dev(seed_dir, {**scores(pred, labels, truth),
+                                 "epoch_s": st.get("epoch_seconds", []),
+                                 "best_epoch": best_epoch, "note": note})
         (seed_dir / "test_scores.json").write_text(json.dumps(sc))
         if not args.keep_weights:
             (seed_dir / "model.safetensors").unlink(missing_ok=True)
         per_seed.append(sc)
     return per_seed
+
+
+def with_dev(seed_dir: Path, sc: dict) -> dict:
+    """Add the dev actors' balanced accuracy of the chosen epoch (what choices are made on)."""
+    metrics = seed_dir / "metrics.json"
+    if "dev_bacc" not in sc and metrics.is_file():
+        dev = json.loads(metrics.read_text()).get("dev") or {}
+        if "bacc2_non0" in dev:
+            sc = {**sc, "dev_bacc": dev["bacc2_non0"]}
+    return sc
 
 
 def run(args) -> None:
@@ -535,7 +552,9 @@ def report(args) -> None:
                     ratio = "—"
                 else:
                     ratio = (f"{np.mean(secs) / tbert_s:.2f}" if secs and tbert_s else "—")
+                dev = [s["dev_bacc"] for s in per if "dev_bacc" in s]
                 table.append([names.get(key, key), str(len(per)),
+                              fmt(dev) if len(dev) == len(per) else "—",
                               fmt([s["bacc"] for s in per]), fmt([s["acc"] for s in per]),
                               fmt([s["mae"] for s in per], pct=False),
                               fmt([s["r"] for s in per], pct=False), ratio])
@@ -544,7 +563,8 @@ def report(args) -> None:
                     "(test pair k, dev pair k+1); values pooled over folds and seeds")
             body.append(f"## {features}: {what}\n")
             body.append(markdown_table(
-                ["model", "runs", "bacc (%)", "acc (%)", "MAE", "r", "time ÷ T-BERT"],
+                ["model", "runs", "dev bacc (%)", "bacc (%)", "acc (%)", "MAE", "r",
+                 "time ÷ T-BERT"],
                 table))
             body.append("")
     for out in args.report:
@@ -562,9 +582,16 @@ does); runs = seeds × folds pooled (mean ± std over them). Acoustic rows: `--o
 (score = 3·tanh(z/2)), `--audio-norm speaker` — each actor standardised with statistics of its
 own unlabelled clips, test actors included —, at most 12 epochs, the epoch with the best dev
 balanced accuracy (`--select-metric bacc2_non0`, early stopping patience 3), lr 1e-3 for the
-acoustic path, fusion layers and output layer, 2e-5 for BERT; encoder = words + 10 ms frames.
-These settings were fixed beforehand from the issue's own findings (binary objective,
-per-speaker standardisation, frame encoder) and not tuned on any test actor. Probes:
+acoustic path, fusion layers and output layer, 2e-5 for BERT; encoder = words + frames
+averaged to 50 ms steps (`--frame-pool 5`). These settings were fixed beforehand from the
+issue's own findings (binary objective, per-speaker standardisation, frame encoder) and not
+tuned on any test actor. One later choice, the frame step of the frame encoder (50 ms), was
+made on eGeMAPS dev accuracies in a scratch run (fixed split: 10 ms 71.2, 30 ms 73.3, 50 ms
+75.8, 80 ms 73.5; CV folds' dev pairs: 30 ms 76.1, 50 ms 78.4) and applied unchanged to every
+row and feature set. The CV dev pairs are other folds' test actors, and test figures were on
+screen, so the encoder rows' figures carry a small selection effect; the "frame steps" rows
+below, re-run with the final code, put 30 and 50 ms level on the dev actors. dev bacc: the dev actors' balanced accuracy of the chosen
+epoch (for the probes, of the chosen C). Probes:
 class-balanced logistic regression on mean/std/first/last standardised word vectors (global or
 per-speaker statistics), C chosen on the dev actors. time ÷ T-BERT: seconds per training step
 divided by T-BERT's, the models interleaved in one process on the same batches

@@ -56,6 +56,7 @@ SCALINGS = ("paper", "reference")
 CLS_AUDIO = ("zero", "mean")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 BASELINES = ("audio", "tbert")  # reference models trained beside a model (TrainConfig.baselines)
+LEGACY_FRAME_POOL = 1  # bundles written before ModelConfig.frame_pool read the 10 ms frames as they are
 AUDIO_HEADS = ("none", "pool", "encoder")  # cmbert_pipe.model.acoustic
 OBJECTIVES = ("regression", "binary", "class7")  # cmbert_pipe.model.objectives
 AUDIO_NORMS = ("global", "speaker")
@@ -208,6 +209,7 @@ class ModelConfig:
     # model "audio" is the head alone: "none" there means "pool"
     audio_head_dim: int = 64  # d_a, the size of the utterance audio vector
     frames: bool = False  # the encoder head also reads the 10 ms frames (cache with --frames)
+    frame_pool: int = 5  # ... averaged in groups of N (N × 10 ms steps) before its convolutions
     objective: str = "regression"  # regression (MSE) | binary | class7 (model/objectives.py)
     audio_norm: str = "global"  # audio standardisation: global (train stats) | speaker
     # Modality dropout (ModDrop): in training, hide [CLS] from the acoustic fusion for this
@@ -227,6 +229,8 @@ class ModelConfig:
                  "(audio_head pool or encoder)")
         _require(self.audio_head_dim >= 2,
                  f"audio_head_dim must be at least 2, got {self.audio_head_dim}")
+        _require(self.frame_pool >= 1,
+                 f"frame_pool must be at least 1 (1 = the 10 ms frames), got {self.frame_pool}")
         _require(not self.frames or self.audio_head == "encoder",
                  "frames = true needs audio_head = 'encoder' (only it reads frames)")
         if self.model == "audio" and self.audio_head == "none":
@@ -263,6 +267,7 @@ class ModelConfig:
         d = dict(d)
         if "extra" in d and "options" not in d:
             d["options"] = d.pop("extra")
+        d.setdefault("frame_pool", LEGACY_FRAME_POOL)  # bundles from before the option
         return build(cls, d, "model")
 
     def replace(self, **changes: Any) -> ModelConfig:

@@ -37,7 +37,7 @@ import torch
 from cmbert_pipe import __version__
 from cmbert_pipe import distributed as ddp
 from cmbert_pipe.cache import FeatureCache
-from cmbert_pipe.config import ModelConfig, TrainConfig
+from cmbert_pipe.config import LEGACY_FRAME_POOL, ModelConfig, TrainConfig
 from cmbert_pipe.errors import ConfigError, ModelError
 from cmbert_pipe.io import atomic_write_text
 from cmbert_pipe.metrics import mean_std, sentiment_metrics
@@ -588,8 +588,10 @@ def seed_is_current(seed_dir: Path, model_config: ModelConfig, train_config: Tra
     changes = []
     # keys a bundle predates (options added later) read as their defaults
     had = {**_plain(ModelConfig(model=config.get("model", model_config.model)).to_dict()),
-           **_plain(config)}
+           "frame_pool": LEGACY_FRAME_POOL, **_plain(config)}
     want = _plain(model_config.to_dict())
+    if not had.get("frames") and not want.get("frames"):  # read only by the frame encoder
+        had.pop("frame_pool", None), want.pop("frame_pool", None)
     changes += [f"model {k}: {had.get(k)!r} -> {want.get(k)!r}"
                 for k in sorted(set(had) | set(want)) if had.get(k) != want.get(k)]
     had = {**_plain(TrainConfig().to_dict()), **_plain(settings.get("train") or {})}
@@ -685,6 +687,7 @@ def baseline_configs(examples: Sequence[Example], model_config: ModelConfig,
                 model="audio", audio_dim=model_config.audio_dim, audio_head=head,
                 audio_head_dim=model_config.audio_head_dim,
                 frames=model_config.frames and head == "encoder",
+                frame_pool=model_config.frame_pool,
                 objective=model_config.objective, audio_norm=model_config.audio_norm,
                 dropout=model_config.dropout)
         else:

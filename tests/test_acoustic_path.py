@@ -12,7 +12,7 @@ import torch
 
 from cmbert_pipe.errors import ConfigError
 from cmbert_pipe.model import ModelConfig, build_model
-from cmbert_pipe.model.acoustic import AcousticGate, AudioHead, masked_word_stats
+from cmbert_pipe.model.acoustic import AcousticGate, AudioHead, average_steps, masked_word_stats
 from cmbert_pipe.model.bundle import load_bundle
 from cmbert_pipe.model.inputs import AudioStats, load_tokenizer, prepare_batch
 from cmbert_pipe.model.objectives import (
@@ -81,10 +81,48 @@ def test_pool_statistics():
     torch.testing.assert_close(got[1], torch.tensor([4.0, 0.0, 0.0, 0.0, 4.0, 0.0, 4.0, 0.0]))
 
 
-@pytest.mark.parametrize("kind,frames", [("pool", False), ("encoder", False), ("encoder", True)])
-def test_zero_audio_gives_zero_audio_vector(kind, frames):
+def test_frames_averaged_in_groups():
+    """Groups of ``pool`` steps, the last one padded; masked steps left out of each mean; a
+    group without a valid step is masked and zero."""
+    x = torch.arange(1.0, 8.0).reshape(1, 7, 1)  # steps 1..7
+    mask = torch.tensor([[True, True, False, True, True, True, True]])
+    got, m = average_steps(x, mask, 3)
+    torch.testing.assert_close(got[0, :, 0], torch.tensor([1.5, 5.0, 7.0]))
+    assert m.tolist() == [[True, True, True]]
+    got, m = average_steps(x, torch.tensor([[True] * 3 + [False] * 4]), 3)
+    torch.testing.assert_close(got[0, :, 0], torch.tensor([2.0, 0.0, 0.0]))
+    assert m.tolist() == [[True, False, False]]
+    same, m1 = average_steps(x, mask, 1)
+    torch.testing.assert_close(same, x * mask[..., None])  # pool 1: masked steps zeroed
+    assert torch.equal(m1, mask)
+
+
+def test_frame_attention_covers_every_input_frame():
     torch.manual_seed(0)
-    head = AudioHead(kind, DIM, 16, frames)
+    head = AudioHead("encoder", DIM, 16, True, frame_pool=5).eval()
+    f, fmask = torch.randn(2, 23, DIM), torch.ones(2, 23, dtype=torch.bool)
+    fmask[1, 17:] = False
+    _, extras = head(torch.randn(2, 4, DIM), torch.ones(2, 4, dtype=torch.bool), f, fmask)
+    attn = extras["frame_attn"]
+    assert attn.shape == (2, 23)
+    torch.testing.assert_close(attn.sum(1), torch.ones(2))
+    assert torch.count_nonzero(attn[1, 20:]) == 0  # a fully masked group gets nothing
+
+
+def test_bundles_from_before_frame_pool_read_the_10ms_frames():
+    old = ModelConfig(model="audio", audio_dim=DIM, audio_head="encoder", frames=True).to_dict()
+    del old["frame_pool"]
+    assert ModelConfig.from_dict(old).frame_pool == 1
+    assert ModelConfig(model="audio", audio_head="encoder", frames=True).frame_pool == 5
+    with pytest.raises(ConfigError, match="frame_pool"):
+        ModelConfig(frame_pool=0)
+
+
+@pytest.mark.parametrize("kind,frames,pool", [("pool", False, 1), ("encoder", False, 1),
+                                              ("encoder", True, 1), ("encoder", True, 5)])
+def test_zero_audio_gives_zero_audio_vector(kind, frames, pool):
+    torch.manual_seed(0)
+    head = AudioHead(kind, DIM, 16, frames, frame_pool=pool)
     head.train()  # dropout active: zero stays zero
     w = torch.zeros(2, 5, DIM)
     mask = torch.ones(2, 5, dtype=torch.bool)
@@ -342,3 +380,27 @@ def test_cmbert_trains_on_zero_audio_without_nan(head):
     assert torch.isfinite(out.loss)
     for name, p in net.named_parameters():
         assert p.grad is None or torch.isfinite(p.grad).all(), name
+
+
+def test_resume_reads_a_bundle_from_before_frame_pool_as_10ms_frames(tmp_path):
+    """A bundle without ``frame_pool`` read its frames at 10 ms: resuming with the new default
+    retrains a frame model, and never a model that reads no frames."""
+    from cmbert_pipe.train import seed_is_current
+
+    exs = examples()
+    tc = TrainConfig(epochs=1, batch_size=8, device="cpu", threads=1, baselines=())
+    for frames in (False, True):
+        cfg = ModelConfig(model="audio", audio_dim=DIM, audio_head="encoder", frames=frames)
+        train_seeds(exs, cfg.replace(frame_pool=1), tc, [0], tmp_path / str(frames))
+        seed_dir = tmp_path / str(frames) / "seed-0"
+        saved = json.loads((seed_dir / "config.json").read_text())
+        del saved["frame_pool"]  # as written before the option
+        (seed_dir / "config.json").write_text(json.dumps(saved))
+        (seed_dir / "checksums.json").unlink()  # hand-edited: its sums no longer hold
+        sha = json.loads((seed_dir / "settings.json").read_text()).get("data_sha256")
+        current, why = seed_is_current(seed_dir, cfg, tc, sha)
+        assert current == (not frames), why
+        if frames:
+            assert "frame_pool: 1 -> 5" in why
+            assert seed_is_current(seed_dir, cfg.replace(frame_pool=1), tc, sha)[0]
+        assert load_bundle(seed_dir).config.frame_pool == 1

@@ -130,7 +130,8 @@ class SentimentModel(nn.Module):
         self.audio_head = self.acoustic_gate = None
         if config.audio_head != "none":
             self.audio_head = AudioHead(config.audio_head, config.audio_dim,
-                                        config.audio_head_dim, config.frames, config.dropout)
+                                        config.audio_head_dim, config.frames, config.dropout,
+                                        config.frame_pool)
             if self.uses_encoder:
                 self.acoustic_gate = AcousticGate(self.hidden_size, self.audio_head.out_dim)
         if config.objective != "regression":
