@@ -73,6 +73,7 @@ class Row:
     lr_fusion: float = 0.0
     select_metric: str = "loss"
     modality_dropout: float = 0.0
+    audio_aux_weight: float = 0.0
     extra: dict = field(default_factory=dict)
 
     def model_config(self, audio_dim: int, **changes):
@@ -82,7 +83,8 @@ class Row:
             model=self.model, audio_dim=audio_dim, audio_head=self.audio_head,
             objective=self.objective, audio_norm=self.audio_norm, frames=self.frames,
             frame_pool=self.frame_pool,
-            modality_dropout=self.modality_dropout, options=dict(self.extra) or None),
+            modality_dropout=self.modality_dropout, audio_aux_weight=self.audio_aux_weight,
+            options=dict(self.extra) or None),
             **changes})
 
 
@@ -108,6 +110,13 @@ ROWS = (
         **ACOUSTIC, modality_dropout=0.3),
     Row("cmsbert-clr+path+md", "CMSBERT-CLR + acoustic path + modality dropout",
         "cmsbert-clr", **ACOUSTIC, modality_dropout=0.3),
+    # auxiliary audio-only loss (Self-MM-style unimodal subtask), weight 1 fixed beforehand
+    Row("cmbert+path+aux", "CM-BERT + acoustic path + audio-only auxiliary loss", "cmbert",
+        **ACOUSTIC, audio_aux_weight=1.0),
+    Row("magbert+path+aux", "MAG-BERT + acoustic path + audio-only auxiliary loss", "magbert",
+        **ACOUSTIC, audio_aux_weight=1.0),
+    Row("cmsbert-clr+path+aux", "CMSBERT-CLR + acoustic path + audio-only auxiliary loss",
+        "cmsbert-clr", **ACOUSTIC, audio_aux_weight=1.0),
     # one part at a time, on the audio-only model (cheap): what each choice is worth
     Row("audio-encoder-mse", "  audio encoder, MSE instead of binary", "audio",
         **{**ACOUSTIC, "objective": "regression"}),

@@ -215,6 +215,9 @@ class ModelConfig:
     # Modality dropout (ModDrop): in training, hide [CLS] from the acoustic fusion for this
     # share of utterances, so that the acoustic path learns to carry the score alone.
     modality_dropout: float = 0.0
+    # Auxiliary audio-only objective: an output layer on the acoustic path's vector ``a`` alone,
+    # trained on the same labels; its loss is added with this weight (0 = off, no layer).
+    audio_aux_weight: float = 0.0
 
     def __post_init__(self) -> None:
         _choice("model", self.model, MODEL_NAMES)
@@ -226,6 +229,12 @@ class ModelConfig:
         _require(self.modality_dropout == 0 or (self.audio_head != "none"
                                                 and self.model not in ("audio", "tbert")),
                  "modality_dropout needs a text model with an acoustic path "
+                 "(audio_head pool or encoder)")
+        _require(self.audio_aux_weight >= 0,
+                 f"audio_aux_weight must be >= 0 (0 = off), got {self.audio_aux_weight}")
+        _require(self.audio_aux_weight == 0 or (self.audio_head != "none"
+                                                and self.model not in ("audio", "tbert")),
+                 "audio_aux_weight needs a text model with an acoustic path "
                  "(audio_head pool or encoder)")
         _require(self.audio_head_dim >= 2,
                  f"audio_head_dim must be at least 2, got {self.audio_head_dim}")

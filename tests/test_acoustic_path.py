@@ -404,3 +404,27 @@ def test_resume_reads_a_bundle_from_before_frame_pool_as_10ms_frames(tmp_path):
             assert "frame_pool: 1 -> 5" in why
             assert seed_is_current(seed_dir, cfg.replace(frame_pool=1), tc, sha)[0]
         assert load_bundle(seed_dir).config.frame_pool == 1
+
+
+@pytest.mark.parametrize("model", ["cmbert", "magbert", "cmsbert-clr"])
+def test_audio_aux_loss_is_the_weighted_audio_only_objective(model):
+    """--audio-aux-weight λ: loss = the model's loss + λ · the objective on Linear(a) alone."""
+    torch.manual_seed(0)
+    exs = examples(8)
+    cfg = ModelConfig(model=model, audio_dim=DIM, audio_head="pool", objective="binary")
+    tok = load_tokenizer("")
+    batch = prepare_batch(tok, [(x.words, x.word_features) for x in exs], cfg, None,
+                          labels=[x.label for x in exs])
+    base = build_model(cfg).eval()
+    assert base.audio_aux is None
+    torch.manual_seed(0)
+    aux = build_model(cfg.replace(audio_aux_weight=0.5)).eval()
+    aux.load_state_dict(base.state_dict(), strict=False)  # same weights but the aux layer
+    out_base, out_aux = base(**batch), aux(**batch)
+    torch.testing.assert_close(out_aux.pred, out_base.pred)  # the score is the model's own
+    a_logits = out_aux.extras["audio_aux_logits"]
+    expected = objective_loss("binary", a_logits, score_from_logits("binary", a_logits),
+                              batch["labels"])
+    torch.testing.assert_close(out_aux.loss, out_base.loss + 0.5 * expected)
+    with pytest.raises(ConfigError, match="audio_aux_weight"):
+        ModelConfig(model="audio", audio_aux_weight=0.5)

@@ -134,6 +134,9 @@ class SentimentModel(nn.Module):
                                         config.frame_pool)
             if self.uses_encoder:
                 self.acoustic_gate = AcousticGate(self.hidden_size, self.audio_head.out_dim)
+        self.audio_aux = None
+        if config.audio_aux_weight > 0 and self.acoustic_gate is not None:
+            self.audio_aux = nn.Linear(self.audio_head.out_dim, n_outputs(config.objective))
         if config.objective != "regression":
             self.register_buffer("class_weight", torch.ones(n_classes(config.objective)))
 
@@ -171,6 +174,8 @@ class SentimentModel(nn.Module):
             raise ModelError("this model has an acoustic path: the batch needs word_audio and "
                              "word_mask (prepare_batch adds them)")
         a, extras = self.audio_head(word_audio, word_mask, frames, frame_mask)  # (B, d_a)
+        if self.audio_aux is not None:
+            extras = dict(extras, audio_aux_logits=self.audio_aux(a).float())  # (B, K)
         h_cls = self.drop_text(h_cls, a)
         h, g = self.acoustic_gate(h_cls, a)
         return h, dict(extras, acoustic_gate=g.detach(),
@@ -195,8 +200,16 @@ class SentimentModel(nn.Module):
         """logits (B, K) → :class:`ModelOutput` with the objective's score and loss."""
         objective = self.config.objective
         pred = score_from_logits(objective, logits)
-        loss = objective_loss(objective, logits, pred, labels,
-                              getattr(self, "class_weight", None))
+        weights = getattr(self, "class_weight", None)
+        loss = objective_loss(objective, logits, pred, labels, weights)
+        aux = (extras or {}).get("audio_aux_logits")
+        if aux is not None and loss is not None:
+            # the acoustic path must also score the utterance alone: unimodal subtasks as in
+            # Self-MM (Yu, Xu, Yuan & Wu, AAAI 2021), here with the utterance's own label (the
+            # multi-task baseline of CH-SIMS, Yu et al., ACL 2020)
+            aux_loss = objective_loss(objective, aux, score_from_logits(objective, aux), labels,
+                                      weights)
+            loss = loss + self.config.audio_aux_weight * aux_loss
         return ModelOutput(pred=pred, loss=loss, extras=extras or {}, logits=logits)
 
     @torch.no_grad()

@@ -165,7 +165,7 @@ class CmsBertClr(SentimentModel):
         h_cls, acoustic = self.fuse_acoustic(hidden[:, 0], word_audio, word_mask, frames,
                                              frame_mask)
         cls = self.dropout(h_cls)  # (B, H)
-        main = self.output(self.regressor(cls).float(), labels)  # (B, K) logits
+        main = self.output(self.regressor(cls).float(), labels, acoustic)  # (B, K) logits
         pred = main.pred  # (B,)
         class_logits = self.classifier(cls).float()  # (B, 7)
         extras = dict(extras, class_logits=class_logits.detach(), **acoustic)
