@@ -428,3 +428,16 @@ def test_audio_aux_loss_is_the_weighted_audio_only_objective(model):
     torch.testing.assert_close(out_aux.loss, out_base.loss + 0.5 * expected)
     with pytest.raises(ConfigError, match="audio_aux_weight"):
         ModelConfig(model="audio", audio_aux_weight=0.5)
+
+
+def test_audio_aux_model_trains_saves_loads_and_predicts(tmp_path):
+    exs = examples()
+    cfg = ModelConfig(model="cmbert", audio_dim=DIM, audio_head="encoder", frames=True,
+                      objective="binary", audio_aux_weight=1.0)
+    tc = TrainConfig(epochs=1, batch_size=8, device="cpu", threads=1, lr_fusion=1e-3,
+                     baselines=())
+    summary = train_seeds(exs, cfg, tc, [0], tmp_path / "run")
+    bundle = load_bundle(tmp_path / "run" / "seed-0")
+    assert bundle.config.audio_aux_weight == 1.0 and bundle.model.audio_aux is not None
+    metrics, _ = evaluate_bundle_with_notes(tmp_path / "run" / "seed-0", exs, ["test"], "cpu")
+    assert metrics["test"] == summary.per_seed[0].metrics["test"]
