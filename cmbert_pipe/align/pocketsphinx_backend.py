@@ -48,6 +48,7 @@ import math
 import os
 import tempfile
 import threading
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -470,9 +471,8 @@ class PocketsphinxAligner(Aligner):
         if found is None:
             return None
         method, quality, evidence = found
-        poor = [w for w in evidence if w[2] < self.config.min_word_quality]
-        time_share = sum(w[1] for w in poor) / max(sum(w[1] for w in evidence), 1)
-        phone_share = sum(w[3] for w in poor) / max(sum(w[3] for w in evidence), 1)
+        _, time_share, phone_share = poor_shares([w[1:] for w in evidence],
+                                                 self.config.min_word_quality)
         return method, quality, self._poor_share(time_share, phone_share)
 
     def word_evidence(self, utterance: Utterance, wave: np.ndarray | None = None
@@ -730,6 +730,18 @@ class PocketsphinxAligner(Aligner):
         )
 
 
+def poor_shares(evidence: Sequence[tuple[int, float, int]], min_quality: float
+                ) -> tuple[list[int], float, float]:
+    """Per word ``(frames, quality of its own fit, phones)``: (indices of the words whose
+    quality is below ``min_quality``, their share of all the words' frames, their share of all
+    the words' phones)."""
+    poor = [j for j, (_, q, _) in enumerate(evidence) if q < min_quality]
+    frames = sum(w[0] for w in evidence)
+    phones = sum(w[2] for w in evidence)
+    return (poor, sum(evidence[j][0] for j in poor) / max(frames, 1),
+            sum(evidence[j][2] for j in poor) / max(phones, 1))
+
+
 @dataclass
 class _Path:
     """One search result: ``words`` and ``phones`` as (name, start_frame, end_frame), phones
@@ -769,12 +781,10 @@ class _Path:
         """(indices of the words whose own fit is below ``min_quality``, their share of the
         frames of all words, their share of the phones of all words); ``n_phones``: phones of
         each word's first pronunciation. Noise words are left out."""
-        anchors = {i: a for i, a in self.anchors(keys).items() if keys[i] != NOISE_WORD}
-        frames = sum(e - s for s, e, _ in anchors.values())
-        phones = sum(n_phones[i] for i in anchors)
-        poor = [i for i, (_, _, f) in anchors.items() if quality_from_fit(f) < min_quality]
-        return (poor, sum(anchors[i][1] - anchors[i][0] for i in poor) / max(frames, 1),
-                sum(n_phones[i] for i in poor) / max(phones, 1))
+        items = [(i, e - s, quality_from_fit(f), n_phones[i])
+                 for i, (s, e, f) in self.anchors(keys).items() if keys[i] != NOISE_WORD]
+        poor, time_share, phone_share = poor_shares([it[1:] for it in items], min_quality)
+        return [items[j][0] for j in poor], time_share, phone_share
 
     def fit(self, keys: list[str]) -> float:
         """Mean log acoustic score per frame over the transcript's words (noise words out)."""
