@@ -74,6 +74,7 @@ class Row:
     select_metric: str = "loss"
     modality_dropout: float = 0.0
     audio_aux_weight: float = 0.0
+    audio_start: bool = False
     extra: dict = field(default_factory=dict)
 
     def model_config(self, audio_dim: int, **changes):
@@ -84,6 +85,7 @@ class Row:
             objective=self.objective, audio_norm=self.audio_norm, frames=self.frames,
             frame_pool=self.frame_pool,
             modality_dropout=self.modality_dropout, audio_aux_weight=self.audio_aux_weight,
+            audio_start=self.audio_start,
             options=dict(self.extra) or None),
             **changes})
 
@@ -117,6 +119,14 @@ ROWS = (
         **ACOUSTIC, audio_aux_weight=1.0),
     Row("cmsbert-clr+path+aux", "CMSBERT-CLR + acoustic path + audio-only auxiliary loss",
         "cmsbert-clr", **ACOUSTIC, audio_aux_weight=1.0),
+    # starting from the audio-only model of the same seed (late fusion, zero-initialised text)
+    Row("cmbert+path+start", "CM-BERT + acoustic path, started from the audio-only model",
+        "cmbert", **ACOUSTIC, audio_start=True),
+    Row("magbert+path+start", "MAG-BERT + acoustic path, started from the audio-only model",
+        "magbert", **ACOUSTIC, audio_start=True),
+    Row("cmsbert-clr+path+start",
+        "CMSBERT-CLR + acoustic path, started from the audio-only model", "cmsbert-clr",
+        **ACOUSTIC, audio_start=True),
     # one part at a time, on the audio-only model (cheap): what each choice is worth
     Row("audio-encoder-mse", "  audio encoder, MSE instead of binary", "audio",
         **{**ACOUSTIC, "objective": "regression"}),

@@ -218,6 +218,11 @@ class ModelConfig:
     # Auxiliary audio-only objective: an output layer on the acoustic path's vector ``a`` alone,
     # trained on the same labels; its loss is added with this weight (0 = off, no layer).
     audio_aux_weight: float = 0.0
+    # Start from the audio-only model (model/base.py, "start_from_audio"): the trainer first
+    # trains the audio-only model with this acoustic head, copies its head and output layer in,
+    # and zeroes this model's own output layer, so training starts from the audio-only model's
+    # predictions and the text is learnt as what it adds (late fusion of the two logits).
+    audio_start: bool = False
 
     def __post_init__(self) -> None:
         _choice("model", self.model, MODEL_NAMES)
@@ -235,6 +240,10 @@ class ModelConfig:
         _require(self.audio_aux_weight == 0 or (self.audio_head != "none"
                                                 and self.model not in ("audio", "tbert")),
                  "audio_aux_weight needs a text model with an acoustic path "
+                 "(audio_head pool or encoder)")
+        _require(not self.audio_start or (self.audio_head != "none"
+                                          and self.model not in ("audio", "tbert")),
+                 "audio_start needs a text model with an acoustic path "
                  "(audio_head pool or encoder)")
         _require(self.audio_head_dim >= 2,
                  f"audio_head_dim must be at least 2, got {self.audio_head_dim}")

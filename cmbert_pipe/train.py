@@ -371,6 +371,9 @@ def _check_audio(examples: Sequence[Example], model_config: ModelConfig) -> None
     if model_config.model == "audio" and not any(ex.word_features is not None
                                                  for ex in examples):
         raise ConfigError("model 'audio' needs audio features (a cache), not text only")
+    if model_config.audio_start and not any(ex.word_features is not None for ex in examples):
+        raise ConfigError("audio_start needs audio features (a cache), not text only: there "
+                          "is no audio-only model to start from")
 
 
 def train_one(
@@ -382,9 +385,14 @@ def train_one(
     settings: dict[str, Any] | None = None,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     on_step: Callable[[int, int], None] | None = None,
+    start_from: str | Path | None = None,
 ) -> SeedResult:
     """Train one seed; write the bundle of the best epoch to ``out_dir``: the lowest dev loss
     (``select_metric="loss"``, the published rule) or the best dev value of another metric.
+
+    ``start_from``: the bundle of a trained audio-only model, for a model with
+    ``audio_start`` (:meth:`SentimentModel.start_from_audio`). The start is scored on dev like
+    an epoch and is the result (``best_epoch`` -1) when no epoch beats it.
 
     The bundle is (re)written every time dev loss improves, so an interrupted run
     (``KeyboardInterrupt``) leaves the best checkpoint so far; the interrupt is re-raised.
@@ -417,6 +425,11 @@ def train_one(
     train = splits["train"][: train_config.max_train or None]
     dev = splits["dev"] or train
     model = build_model(model_config).to(device)
+    if model_config.audio_start:
+        if start_from is None:
+            raise ModelError("audio_start: the trained audio-only model to start from is "
+                             "missing (train_seeds trains it first)")
+        model.start_from_audio(load_bundle(start_from, device).model)
     model.set_class_weights(balanced_class_weights(model_config.objective,
                                                    [ex.label for ex in train]))
     model.train()
@@ -447,13 +460,36 @@ def train_one(
     if norm.note:
         run_settings["audio_norm_note"] = norm.note
     best_loss, best_epoch, epoch_seconds, interrupted = math.inf, -1, [], False
-    n_trained, t_train, stale, stopped_early = 0, 0.0, 0, False
+    n_trained, t_train, stale, stopped_early, have_best = 0, 0.0, 0, False, False
 
     def save(path, net, metrics, extra_settings):
         save_bundle(path, net, tokenizer, stats, dict(run_settings, **extra_settings), metrics,
                     frame_stats=frame_stats)
 
+    def consider(epoch: int) -> tuple[dict[str, float], bool]:
+        """Score the model on dev; keep it (write the bundle) if it is the best so far."""
+        nonlocal best_loss, best_epoch, stale, have_best
+        ctx = ema.applied(model) if ema is not None else _nullcontext(model)
+        with ctx:
+            dev_m = score(model, dev, tokenizer, norm.word_stats,
+                          train_config.eval_batch_size, device, amp_dtype, norm.frame_stats)
+            # the selection score, lower is better (the NaN of a constant prediction's
+            # correlation counts as the worst)
+            sel = dev_m[train_config.select_metric]
+            sel = (sel if train_config.select_metric in ("loss", "mae") else -sel)
+            sel = math.inf if sel != sel else sel
+            improved = sel < best_loss or not have_best
+            if improved:
+                best_loss, best_epoch, stale, have_best = sel, epoch, 0, True
+                save(out_dir, model, {"dev": dev_m, "final": False}, {"best_epoch": epoch})
+            else:
+                stale += 1
+        return dev_m, improved
+
     try:
+        if model_config.audio_start and main:  # the start itself is a candidate ("epoch -1")
+            dev_m, _ = consider(-1)
+            log.info("seed %d: the audio-only start scores dev loss %.4f", seed, dev_m["loss"])
         for epoch in range(train_config.epochs):
             t0 = time.perf_counter()
             order = ddp.shard(torch.randperm(len(train), generator=gen).tolist())
@@ -486,21 +522,7 @@ def train_one(
                     stopped_early = True
                     break
                 continue
-            ctx = ema.applied(model) if ema is not None else _nullcontext(model)
-            with ctx:
-                dev_m = score(model, dev, tokenizer, norm.word_stats,
-                              train_config.eval_batch_size, device, amp_dtype, norm.frame_stats)
-                # the selection score, lower is better (the NaN of a constant prediction's
-                # correlation counts as the worst)
-                sel = dev_m[train_config.select_metric]
-                sel = (sel if train_config.select_metric in ("loss", "mae") else -sel)
-                sel = math.inf if sel != sel else sel
-                improved = sel < best_loss or best_epoch < 0
-                if improved:
-                    best_loss, best_epoch, stale = sel, epoch, 0
-                    save(out_dir, model, {"dev": dev_m, "final": False}, {"best_epoch": epoch})
-                else:
-                    stale += 1
+            dev_m, improved = consider(epoch)
             if on_epoch is not None:
                 on_epoch(epoch, {"train_loss": train_loss, "epoch_s": dt, "improved": improved,
                                  **{f"dev_{k}": v for k, v in dev_m.items()}})
@@ -667,6 +689,18 @@ class TrainSummary:
                               for name, b in self.baselines.items()}}
 
 
+def audio_model_config(model_config: ModelConfig) -> ModelConfig:
+    """The audio-only model beside ``model_config``: its acoustic head (``pool`` when it has
+    none), objective, standardisation and dropout."""
+    head = model_config.audio_head if model_config.audio_head != "none" else "pool"
+    return ModelConfig(
+        model="audio", audio_dim=model_config.audio_dim, audio_head=head,
+        audio_head_dim=model_config.audio_head_dim,
+        frames=model_config.frames and head == "encoder", frame_pool=model_config.frame_pool,
+        objective=model_config.objective, audio_norm=model_config.audio_norm,
+        dropout=model_config.dropout)
+
+
 def baseline_configs(examples: Sequence[Example], model_config: ModelConfig,
                      train_config: TrainConfig) -> dict[str, ModelConfig]:
     """The reference models of ``train_config.baselines`` that make sense beside
@@ -682,14 +716,7 @@ def baseline_configs(examples: Sequence[Example], model_config: ModelConfig,
         if name == model_config.model or (name == "audio" and not has_audio):
             continue
         if name == "audio":
-            head = model_config.audio_head if model_config.audio_head != "none" else "pool"
-            out[name] = ModelConfig(
-                model="audio", audio_dim=model_config.audio_dim, audio_head=head,
-                audio_head_dim=model_config.audio_head_dim,
-                frames=model_config.frames and head == "encoder",
-                frame_pool=model_config.frame_pool,
-                objective=model_config.objective, audio_norm=model_config.audio_norm,
-                dropout=model_config.dropout)
+            out[name] = audio_model_config(model_config)
         else:
             out[name] = ModelConfig(model="tbert", bert=model_config.bert,
                                     max_len=model_config.max_len,
@@ -711,12 +738,23 @@ def train_seeds(
 ) -> TrainSummary:
     """Train every seed into ``out_dir/seed-N`` (skipping seeds already finished there) and
     write ``out_dir/summary.json`` (:meth:`TrainSummary.to_dict`): metrics per split and seed,
-    mean ± std, the effective configs, library versions and wall time."""
+    mean ± std, the effective configs, library versions and wall time.
+
+    A model with ``audio_start`` starts each seed from the audio-only model of the same seed,
+    trained first into ``out_dir/baselines/audio`` (it is also the ``audio`` baseline)."""
     ddp.local_batch_size(train_config.batch_size)  # under DDP: refused before any work
+    _check_audio(examples, model_config)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     results: list[SeedResult] = []
+    baselines: dict[str, TrainSummary] = {}
+    start_dir = out_dir / "baselines" / "audio"
+    if model_config.audio_start:
+        log.info("audio_start: training the audio-only model first, in %s", start_dir)
+        baselines["audio"] = train_seeds(examples, audio_model_config(model_config),
+                                         dataclasses.replace(train_config, baselines=()), seeds,
+                                         start_dir, settings)
     for seed in seeds:
         seed_dir = out_dir / f"seed-{seed}"
         done, changed = completed_seed(seed_dir), ""
@@ -744,12 +782,15 @@ def train_seeds(
             on_seed(seed)
         res = train_one(examples, model_config, train_config, seed, seed_dir, settings,
                         on_epoch=(lambda e, m, s=seed: on_epoch(s, e, m)) if on_epoch else None,
-                        on_step=on_step)
+                        on_step=on_step,
+                        start_from=start_dir / f"seed-{seed}" if model_config.audio_start
+                        else None)
         results.append(dataclasses.replace(res, retrained_because=changed) if changed else res)
     mean_std_ = {split: mean_std([r.metrics[split] for r in results if split in r.metrics])
                  for split in SPLITS if any(split in r.metrics for r in results)}
-    baselines = {}
     for name, config in baseline_configs(examples, model_config, train_config).items():
+        if name in baselines:  # the audio-only start
+            continue
         log.info("baseline %s beside %s: %s/baselines/%s", name, model_config.model, out_dir,
                  name)
         baselines[name] = train_seeds(examples, config,

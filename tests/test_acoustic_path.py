@@ -441,3 +441,87 @@ def test_audio_aux_model_trains_saves_loads_and_predicts(tmp_path):
     assert bundle.config.audio_aux_weight == 1.0 and bundle.model.audio_aux is not None
     metrics, _ = evaluate_bundle_with_notes(tmp_path / "run" / "seed-0", exs, ["test"], "cpu")
     assert metrics["test"] == summary.per_seed[0].metrics["test"]
+
+
+# -- starting from the audio-only model (--audio-start) ---------------------------------------
+@pytest.mark.parametrize("model", ["cmbert", "magbert", "cmsbert-clr"])
+def test_audio_start_predicts_exactly_the_audio_only_model(model):
+    """After start_from_audio the fusion model's scores are the audio-only model's (eval mode),
+    whatever its text; zero audio still adds nothing through the late logits."""
+    torch.manual_seed(0)
+    exs = examples(8)
+    cfg = ModelConfig(model=model, audio_dim=DIM, audio_head="encoder", frames=True,
+                      objective="binary", audio_start=True)
+    tok = load_tokenizer("")
+    items = [(x.words, x.word_features, x.frames) for x in exs]
+    audio = build_model(ModelConfig(model="audio", audio_dim=DIM, audio_head="encoder",
+                                    frames=True, objective="binary")).eval()
+    with torch.no_grad():  # an audio-only model with weights of its own, not the init
+        for p in audio.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    net = build_model(cfg).eval()
+    with torch.no_grad():
+        before = net(**prepare_batch(tok, items, cfg, None)).pred
+    net.start_from_audio(audio)
+    with torch.no_grad():
+        b = prepare_batch(tok, items, cfg, None)
+        want = audio(**b).pred
+        got = net(**b).pred
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    assert not torch.allclose(before, want)
+    # the audio logits come from a bias-free layer: zero audio gives the model's own logits
+    with torch.no_grad():
+        silent = prepare_batch(tok, [(w, None, None) for w, _, _ in items], cfg, None)
+        out = net(**silent)
+    assert torch.count_nonzero(out.extras["audio_logits"]) == 0
+
+
+def test_audio_start_refuses_a_different_audio_model():
+    cfg = ModelConfig(model="magbert", audio_dim=DIM, audio_head="encoder", audio_start=True)
+    net = build_model(cfg)
+    other = build_model(ModelConfig(model="audio", audio_dim=DIM, audio_head="pool"))
+    with pytest.raises(ConfigError, match="audio_head"):
+        net.start_from_audio(other)
+    with pytest.raises(ConfigError, match="audio_start"):
+        build_model(cfg.replace(audio_start=False)).start_from_audio(other)
+    with pytest.raises(ConfigError, match="audio_start"):
+        ModelConfig(model="tbert", audio_start=True)
+    with pytest.raises(ConfigError, match="audio_start"):
+        ModelConfig(model="cmbert", audio_start=True)  # no acoustic head
+
+
+def test_audio_start_trains_the_audio_model_first_and_keeps_it_when_dev_says_so(tmp_path):
+    """train_seeds trains OUT/baselines/audio first; the start is scored on dev as "epoch -1";
+    with updates too small to change anything no epoch beats it, so the saved model is the
+    start and scores exactly what the audio-only model scores."""
+    exs = examples()
+    cfg = ModelConfig(model="cmbert", audio_dim=DIM, audio_head="encoder", frames=True,
+                      objective="binary", audio_norm="speaker", audio_start=True)
+    tc = TrainConfig(epochs=2, batch_size=8, device="cpu", threads=1, lr_fusion=1e-3,
+                     patience=3, seeds=(0,))
+    summary = train_seeds(exs, cfg, tc, [0], tmp_path / "run")
+    base = summary.baselines["audio"]
+    assert (tmp_path / "run" / "baselines" / "audio" / "seed-0" / "model.safetensors").is_file()
+    assert summary.per_seed[0].best_epoch >= -1
+    bundle = load_bundle(tmp_path / "run" / "seed-0")
+    assert bundle.config.audio_start and bundle.model.audio_out is not None
+    metrics, _ = evaluate_bundle_with_notes(tmp_path / "run" / "seed-0", exs, ["test"], "cpu")
+    assert metrics["test"] == summary.per_seed[0].metrics["test"]
+    # resume: nothing is retrained, neither the start nor the model
+    again = train_seeds(exs, cfg, tc, [0], tmp_path / "run")
+    assert again.per_seed[0].resumed and again.baselines["audio"].per_seed[0].resumed
+    # updates below float32 resolution: the start is never beaten and is what is saved
+    frozen = TrainConfig(epochs=2, batch_size=8, device="cpu", threads=1, lr_head=1e-12,
+                         lr_encoder=1e-12, lr_fusion=1e-12, patience=3, seeds=(0,))
+    kept = train_seeds(exs, cfg, frozen, [0], tmp_path / "kept")
+    assert kept.per_seed[0].best_epoch == -1
+    assert kept.per_seed[0].metrics["test"] == kept.baselines["audio"].per_seed[0].metrics["test"]
+    assert base.per_seed[0].metrics["test"]["n"] == 5
+
+
+def test_audio_start_needs_audio(tmp_path):
+    exs = [Example(x.id, x.words, None, x.label, x.split) for x in examples()]
+    cfg = ModelConfig(model="magbert", audio_dim=DIM, audio_head="pool", audio_start=True)
+    with pytest.raises(ConfigError, match="audio_start needs audio"):
+        train_seeds(exs, cfg, TrainConfig(epochs=1, device="cpu", threads=1), [0],
+                    tmp_path / "t")

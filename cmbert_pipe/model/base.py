@@ -137,6 +137,13 @@ class SentimentModel(nn.Module):
         self.audio_aux = None
         if config.audio_aux_weight > 0 and self.acoustic_gate is not None:
             self.audio_aux = nn.Linear(self.audio_head.out_dim, n_outputs(config.objective))
+        self.audio_out = None
+        if config.audio_start and self.acoustic_gate is not None:
+            # the audio-only model's output layer, without its bias (folded into the model's
+            # own output layer by start_from_audio), so that zero audio still adds nothing
+            self.audio_out = nn.Sequential(
+                nn.Dropout(config.dropout),
+                nn.Linear(self.audio_head.out_dim, self.n_outputs, bias=False))
         if config.objective != "regression":
             self.register_buffer("class_weight", torch.ones(n_classes(config.objective)))
 
@@ -176,6 +183,8 @@ class SentimentModel(nn.Module):
         a, extras = self.audio_head(word_audio, word_mask, frames, frame_mask)  # (B, d_a)
         if self.audio_aux is not None:
             extras = dict(extras, audio_aux_logits=self.audio_aux(a).float())  # (B, K)
+        if self.audio_out is not None:
+            extras = dict(extras, audio_logits=self.audio_out(a).float())  # (B, K)
         h_cls = self.drop_text(h_cls, a)
         h, g = self.acoustic_gate(h_cls, a)
         return h, dict(extras, acoustic_gate=g.detach(),
@@ -199,6 +208,9 @@ class SentimentModel(nn.Module):
                extras: dict[str, torch.Tensor] | None = None) -> ModelOutput:
         """logits (B, K) → :class:`ModelOutput` with the objective's score and loss."""
         objective = self.config.objective
+        late = (extras or {}).get("audio_logits")
+        if late is not None:  # late fusion with the audio-only model's output layer
+            logits = logits.float() + late
         pred = score_from_logits(objective, logits)
         weights = getattr(self, "class_weight", None)
         loss = objective_loss(objective, logits, pred, labels, weights)
@@ -211,6 +223,36 @@ class SentimentModel(nn.Module):
                                       weights)
             loss = loss + self.config.audio_aux_weight * aux_loss
         return ModelOutput(pred=pred, loss=loss, extras=extras or {}, logits=logits)
+
+    @torch.no_grad()
+    def start_from_audio(self, audio_model: SentimentModel) -> None:
+        """Start from a trained audio-only model (``model = "audio"``, the same acoustic head):
+        copy its acoustic head, put its output layer's weights in ``audio_out`` and its bias in
+        this model's output layer ``regressor``, whose weights are zeroed. The model then
+        predicts exactly what the audio-only model predicts (in eval mode), and training learns
+        the text's contribution from there; the early stopping on dev keeps this start when no
+        epoch beats it.
+
+        Zero-initialised residual branches: Goyal et al., "Accurate, large minibatch SGD"
+        (2017) and ReZero (Bachlechner et al., UAI 2021); separately trained unimodal models as
+        the start of fusion: Du et al., "On uni-modal feature learning in supervised
+        multi-modal learning", ICML 2023. With Adam the zero weights do not slow the encoder
+        down: its first update already has the learning rate's size."""
+        if self.audio_out is None:
+            raise ConfigError("start_from_audio needs a model built with audio_start = true")
+        if getattr(audio_model, "registry_name", "") != "audio" or audio_model.audio_head is None:
+            raise ConfigError("start_from_audio needs an audio-only model (model 'audio')")
+        mine, theirs = self.config, audio_model.config
+        same = ("audio_head", "audio_dim", "audio_head_dim", "frames", "frame_pool", "objective")
+        diff = [k for k in same if getattr(mine, k) != getattr(theirs, k)]
+        if diff:
+            raise ConfigError("the audio-only model differs in " + ", ".join(
+                f"{k} ({getattr(theirs, k)!r}, this model {getattr(mine, k)!r})" for k in diff))
+        self.audio_head.load_state_dict(audio_model.audio_head.state_dict())
+        out = self.audio_out[1]
+        out.weight.copy_(audio_model.regressor.weight)
+        self.regressor.weight.zero_()
+        self.regressor.bias.copy_(audio_model.regressor.bias)
 
     @torch.no_grad()
     def explain(self, batch: dict[str, torch.Tensor]) -> Explanation:
