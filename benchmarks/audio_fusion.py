@@ -314,6 +314,11 @@ def with_dev(seed_dir: Path, sc: dict) -> dict:
         dev = json.loads(metrics.read_text()).get("dev") or {}
         if "bacc2_non0" in dev:
             sc = {**sc, "dev_bacc": dev["bacc2_non0"]}
+    start = seed_dir.parent / "baselines" / "audio" / seed_dir.name / "metrics.json"
+    if "start_bacc" not in sc and start.is_file():  # a +start row: its audio-only start
+        m = json.loads(start.read_text())
+        sc = {**sc, "start_bacc": m["test"]["bacc2_non0"],
+              "start_dev_bacc": m["dev"]["bacc2_non0"]}
     return sc
 
 
@@ -349,17 +354,22 @@ def run(args) -> None:
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
 
 
-MOSI_ROWS = ("tbert", "cmbert+path", "magbert+path", "cmsbert-clr+path", "magbert+path+md")
+MOSI_ROWS = ("tbert", "cmbert+path", "magbert+path", "cmsbert-clr+path", "magbert+path+md",
+             "magbert+path+start")
 
 
 def mosi(args) -> None:
     """MOSI text only (``--text-only``: train/dev/test.tsv, no audio): does the acoustic path
     hurt when there is no audio? Every row gets the published recipe (MSE, 3 epochs, lr 1e-2
     outside BERT, epoch chosen by dev loss); the path rows add the acoustic path (and modality
-    dropout for ``+md``), which sees all-zero audio."""
-    from cmbert_pipe.train import TrainConfig, load_text_examples, train_seeds
+    dropout for ``+md``), which sees all-zero audio. ``+start`` rows need audio to train the
+    audio-only start: they get all-zero word vectors (74 columns), so the start is the
+    audio-only model's constant and the text is learnt from the zeroed output layer."""
+    from cmbert_pipe.train import Example, TrainConfig, load_text_examples, train_seeds
 
-    examples, settings = load_text_examples(args.text_only)
+    text_examples, settings = load_text_examples(args.text_only)
+    silent = [Example(x.id, x.words, np.zeros((len(x.words), 74), np.float32), x.label,
+                      x.split, x.speaker) for x in text_examples]
     out = Path(args.out) / "mosi"
     out.mkdir(parents=True, exist_ok=True)
     keys = MOSI_ROWS if args.rows == "all" else args.rows.split(",")
@@ -368,6 +378,7 @@ def mosi(args) -> None:
                                   frames=False)
         tcfg = TrainConfig(epochs=3, device="cpu", threads=args.threads, baselines=(),
                            seeds=tuple(range(args.seeds)))
+        examples = silent if row.audio_start else text_examples
         summary = train_seeds(examples, row.model_config(74), tcfg, list(tcfg.seeds),
                               out / key, settings)
         per_seed = [{**r.metrics["test"], "epoch_s": list(r.epoch_seconds)}
@@ -586,12 +597,45 @@ def report(args) -> None:
                  "time ÷ T-BERT"],
                 table))
             body.append("")
+    body.append(start_section(data, names))
     for out in args.report:
         if (Path(out) / "mosi").is_dir() and any((Path(out) / "mosi").glob("results-*.json")):
             text, data["mosi"] = mosi_table(Path(out) / "mosi", names)
             body.append(text)
     body.append(NOTES)
     write_result(args.name, "\n".join(body), data)
+
+
+def start_section(data: dict, names: dict[str, str]) -> str:
+    """The ``+start`` rows paired with the audio-only model each run started from (same
+    features, split, fold and seed): the difference of test bacc, and how often the start
+    itself was kept (no epoch beat it on dev)."""
+    from _results import markdown_table
+
+    table = []
+    for features, plans in data.items():
+        for plan, rows in plans.items():
+            for key, per in rows.items():
+                pairs = [(s["bacc"], s["start_bacc"]) for s in per if "start_bacc" in s]
+                if not key.endswith("+start") or not pairs:
+                    continue
+                d = np.array([a - b for a, b in pairs])
+                kept = sum(1 for s in per if s.get("best_epoch") == -1)
+                table.append([features, plan, names.get(key, key), str(len(pairs)),
+                              fmt([b for _, b in pairs]), fmt([a for a, _ in pairs]),
+                              f"{100 * d.mean():+.1f}",
+                              f"{int((d > 1e-9).sum())} / {int((abs(d) <= 1e-9).sum())} / "
+                              f"{int((d < -1e-9).sum())}", f"{kept} of {len(per)}"])
+    if not table:
+        return ""
+    return ("## Started from the audio-only model (`--audio-start`), paired\n\n"
+            "Each run against the audio-only model it started from (same features, actors, "
+            "fold and seed; trained first by `cmbert train` into `OUT/baselines/audio`). "
+            "start kept: no epoch beat the start on the dev actors, so the saved model is the "
+            "audio-only model itself.\n\n"
+            + markdown_table(["features", "plan", "model", "runs", "audio-only start bacc (%)",
+                              "model bacc (%)", "Δ (points)", "better / same / worse",
+                              "start kept"], table) + "\n")
 
 
 NOTES = """Notes. bacc = balanced accuracy of `score > 0` on the binary task (positive: calm,
