@@ -86,15 +86,15 @@ def test_frames_averaged_in_groups():
     group without a valid step is masked and zero."""
     x = torch.arange(1.0, 8.0).reshape(1, 7, 1)  # steps 1..7
     mask = torch.tensor([[True, True, False, True, True, True, True]])
-    got, m = average_steps(x, mask, 3)
+    got, n = average_steps(x, mask, 3)
     torch.testing.assert_close(got[0, :, 0], torch.tensor([1.5, 5.0, 7.0]))
-    assert m.tolist() == [[True, True, True]]
-    got, m = average_steps(x, torch.tensor([[True] * 3 + [False] * 4]), 3)
+    assert n.tolist() == [[2.0, 3.0, 1.0]]  # valid steps per group
+    got, n = average_steps(x, torch.tensor([[True] * 3 + [False] * 4]), 3)
     torch.testing.assert_close(got[0, :, 0], torch.tensor([2.0, 0.0, 0.0]))
-    assert m.tolist() == [[True, False, False]]
-    same, m1 = average_steps(x, mask, 1)
+    assert (n > 0).tolist() == [[True, False, False]]
+    same, n1 = average_steps(x, mask, 1)
     torch.testing.assert_close(same, x * mask[..., None])  # pool 1: masked steps zeroed
-    assert torch.equal(m1, mask)
+    assert torch.equal(n1 > 0, mask)
 
 
 def test_frame_attention_covers_every_input_frame():

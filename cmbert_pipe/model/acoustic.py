@@ -59,8 +59,8 @@ def average_steps(x: torch.Tensor, mask: torch.Tensor, pool: int
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean of each group of ``pool`` consecutive valid steps.
 
-    x (B, T, D), mask (B, T) bool → (B, ⌈T/pool⌉, D) and its mask (a group with no valid step is
-    masked, its value 0)."""
+    x (B, T, D), mask (B, T) bool → (B, ⌈T/pool⌉, D) and the number of valid steps in each
+    group (B, ⌈T/pool⌉) float (a group with none has value 0: ``counts > 0`` is its mask)."""
     b, t, d = x.shape
     t2 = -(-t // pool)  # ceil
     pad = t2 * pool - t
@@ -71,7 +71,7 @@ def average_steps(x: torch.Tensor, mask: torch.Tensor, pool: int
     m = m.reshape(b, t2, pool)  # (B, T2, P)
     n = m.sum(-1)  # (B, T2)
     xs = (x.reshape(b, t2, pool, d) * m[..., None]).sum(2) / n.clamp(min=1.0)[..., None]
-    return xs, n > 0
+    return xs, n
 
 
 class ConvPoolEncoder(nn.Module):
@@ -95,9 +95,10 @@ class ConvPoolEncoder(nn.Module):
         self.out_dim = 2 * channels
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mask_in = mask
+        mask_in, counts = mask, None
         if self.pool > 1:
-            x, mask = average_steps(x, mask, self.pool)  # (B, T/pool, D)
+            x, counts = average_steps(x, mask, self.pool)  # (B, T/pool, D), (B, T/pool)
+            mask = counts > 0
         m = mask.to(x.dtype)  # (B, T)
         h = self.inp((x * m[..., None]).transpose(1, 2))  # (B, C, T)
         for conv in self.convs:
@@ -109,11 +110,9 @@ class ConvPoolEncoder(nn.Module):
         valid = mask.any(dim=1, keepdim=True)  # (B, 1)
         mx = h.masked_fill(~mask[..., None], NEG_INF).amax(1)  # (B, C)
         mx = torch.where(valid, mx, torch.zeros_like(mx))
-        if self.pool > 1:  # each valid input step gets an equal share of its group's weight
+        if counts is not None:  # each valid input step gets an equal share of its group's weight
             t_in, m_in = mask_in.shape[1], mask_in.to(attn.dtype)
-            n = torch.nn.functional.pad(m_in, (0, attn.shape[1] * self.pool - t_in))
-            n = n.reshape(attn.shape[0], -1, self.pool).sum(-1)  # (B, T/pool) valid per group
-            share = attn / n.clamp(min=1.0)
+            share = attn / counts.to(attn.dtype).clamp(min=1.0)
             attn = share.repeat_interleave(self.pool, dim=1)[:, :t_in] * m_in  # (B, T)
         return torch.cat([att_mean, mx], dim=-1), attn
 
