@@ -565,17 +565,21 @@ def report(args) -> None:
             tbert_s = None
             for key in order:
                 per = [s for t in tags for s in runs[t].get(key, [])]
-                if not per or (plan == "cv" and not all(key in runs[t] for t in tags)):
+                if not per:
                     continue
+                have = [t for t in tags if key in runs[t]]
+                label = names.get(key, key)
+                if plan == "cv" and len(have) < len(tags):  # a row not run on every fold
+                    label += f" (folds {', '.join(t[2:] for t in have)} only)"
                 secs = [e for s in per for e in s.get("epoch_s", [])]
                 if key == "tbert" and secs:
                     tbert_s = float(np.mean(secs))
-                rows.append((key, per, secs))
+                rows.append((key, label, per, secs))
                 data[features].setdefault(plan, {})[key] = per
             table = []
             timing_path = out / "timing.json"
             step = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
-            for key, per, secs in rows:
+            for key, label, per, secs in rows:
                 if key in step:
                     ratio = f"{step[key]['ratio_to_tbert']:.2f}"
                 elif step:
@@ -583,7 +587,7 @@ def report(args) -> None:
                 else:
                     ratio = (f"{np.mean(secs) / tbert_s:.2f}" if secs and tbert_s else "—")
                 dev = [s["dev_bacc"] for s in per if "dev_bacc" in s]
-                table.append([names.get(key, key), str(len(per)),
+                table.append([label, str(len(per)),
                               fmt(dev) if len(dev) == len(per) else "—",
                               fmt([s["bacc"] for s in per]), fmt([s["acc"] for s in per]),
                               fmt([s["mae"] for s in per], pct=False),
