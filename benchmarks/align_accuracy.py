@@ -574,6 +574,12 @@ def main() -> int:
     own_ref5 = {own_label(v): figures(runner.errors(base, FILES, lambda a, v=v: fuse_grids(
         a, own[v][a.utterance_id], "shifted", math.inf)))["within_20ms_ref5"] for v in runs}
     data["ideas"]["own state-level Viterbi"]["within_20ms_ref5_by_value"] = own_ref5
+    own_files = {own_label(v): {n: within_20(runner.errors(base, [n], None if v == "none" else (
+        lambda a, v=v: fuse_grids(a, own[v][a.utterance_id], "shifted", math.inf))))
+        for n in FILES} for v in OWN_VITERBI}
+    data["ideas"]["own state-level Viterbi"]["within_20ms_by_file"] = own_files
+    own_files_text = "; ".join(k + ": " + ", ".join(f"{v:.1f}" for v in per.values())
+                               for k, per in own_files.items())
     own_text = "; ".join(f"{k}: {a['same']:.1f} % the same, {a['within_10ms']:.1f} % within "
                          f"10 ms, {a['within_20ms']:.1f} % within 20 ms"
                          for k, a in own_agree.items())
@@ -626,7 +632,8 @@ def main() -> int:
         f"(the default alignment): {own_text}. Phase-neutral ≤20 ms, ref ±5 on all files "
         "(default " f"{figures(all_err)['within_20ms_ref5']:.1f} %): "
         + ", ".join(f"{k}: {v:.1f} %" for k, v in own_ref5.items())
-        + f". CPU time of its {len(runs)} runs (features, "
+        + f". % ≤20 ms per file ({', '.join(FILES)}): {own_files_text}."
+        + f" CPU time of its {len(runs)} runs (features, "
         f"scoring, Viterbi, first passes included): {own_cpu_s:.0f} s.\n"
         + f"\n(CPU time of all alignments: {runner.cpu_s:.0f} s for {runner.audio_s:.0f} s "
         "of audio.)\n")
