@@ -36,9 +36,16 @@ The ideas (each a sweep over backend settings, or a post-processing of the defau
   path on the two long files at any beam), and every boundary is taken from the shifted grid
   (``shifted``), the mean of the two grids (``mean``), or the grid whose two words beside the
   boundary fit better per frame (``fit``), each only where the grids are at most ``reach`` ms
-  apart. PocketSphinx 5's Python API exposes no per-frame senone or state scores (only
-  per-state sums along its own path, and the state pass cannot be constrained from Python),
-  so a 5 ms Viterbi of our own over the state sequence is not possible; this is the proxy.
+  apart (a proxy for a finer grid through PocketSphinx itself);
+- own state-level Viterbi: PocketSphinx 5's Python API exposes no per-frame senone scores, so
+  :mod:`cmbert_pipe.align.sphinx_am` reads the en-us model and scores it itself; a Viterbi
+  over the first alignment's phones (triphones, the model's 3-state HMMs, optional silence
+  between words) on 10 ms or 5 ms frames, each word kept within a band of its first-pass
+  span, and every boundary taken from it. Variants: at 5 ms each HMM state either one state
+  with its self-loop rescaled to the same expected duration, or a chain of two ("6-state",
+  the 10 ms model's minimum duration); one round of MLLR mean adaptation to the file from a
+  first Viterbi pass ("MLLR"); boundaries at the median of their posterior distribution
+  ("posterior"); and, as a control, our front end without the model's noise suppression.
 
 Besides the shares, the ideas table gives ``≤20 ms, ref ±5``: the expected 20 ms share when each
 reference boundary is taken as uniform within ±5 ms of its value (the reference is on a 10 ms
@@ -258,6 +265,64 @@ def two_grids(aligner, utterance, grid_shift_s: float = GRID_SHIFT_S) -> TwoGrid
     return TwoGrids(base, tuple(other), len(pieces), failed)
 
 
+def _chosen_prons(path, keys, lexicon) -> list[list[str]]:
+    """The phones of the pronunciation variant the first pass chose for each word."""
+    from cmbert_pipe.align.pocketsphinx_backend import _base
+
+    prons, i = [], 0
+    for name, _, _, _ in path.scores:
+        if i < len(keys) and _base(name) == keys[i]:
+            variant = int(name[name.index("(") + 1:-1]) - 1 if name.endswith(")") else 0
+            prons.append(lexicon[keys[i]][variant].split())
+            i += 1
+    return prons
+
+
+@dataclass(frozen=True)
+class Own:
+    """One setting of the own state-level Viterbi (see :func:`own_viterbi`)."""
+
+    hop_s: float
+    band_s: float
+    expand: bool = False  # at 5 ms: each HMM state a chain of two (the 10 ms minimum duration)
+    adapt: int = 0  # rounds of MLLR mean adaptation to the file first
+    posterior: bool = False  # boundaries at their posterior median, not the Viterbi path's
+    remove_noise: bool = True  # the model's noise suppression in our front end
+
+    def label(self) -> str:
+        return (f"{self.hop_s * 1000:g} ms ±{self.band_s * 1000:g}"
+                + (" 6-state" if self.expand else "") + (" MLLR" if self.adapt else "")
+                + (" posterior" if self.posterior else "")
+                + ("" if self.remove_noise else " no noise suppression"))
+
+
+OWN_VITERBI = ("none", Own(0.010, 0.05), Own(0.010, 0.1), Own(0.010, 0.05, adapt=1),
+               Own(0.010, 0.05, posterior=True), Own(0.010, 0.05, remove_noise=False),
+               Own(0.005, 0.05), Own(0.005, 0.05, expand=True),
+               Own(0.005, 0.05, expand=True, adapt=1, posterior=True))
+
+
+def own_label(v) -> str:
+    return v if v == "none" else v.label()
+
+
+def own_viterbi(aligner, utterance, own: Own) -> TwoGrids:
+    """Word boundaries from our own scoring of the acoustic model (:mod:`.sphinx_am`): a
+    state-level Viterbi over the first alignment's phones (its pronunciation variants) on
+    frames of ``own.hop_s``, each word kept within ``own.band_s`` of its first-pass span;
+    ``other`` holds the result (fit 0)."""
+    from cmbert_pipe.align import sphinx_am
+
+    wave, keys, lexicon, path, _, base, _ = _first_pass(aligner, utterance)
+    words = [sphinx_am.WordPhones(tuple(pron), s, e)
+             for pron, (s, e, _) in zip(_chosen_prons(path, keys, lexicon), base, strict=True)]
+    spans = sphinx_am.realign_words(
+        sphinx_am.load_model(), wave, words, hop_s=own.hop_s, band_s=own.band_s,
+        expand=own.expand, adapt=own.adapt, posterior_scale=1.0 if own.posterior else None,
+        remove_noise=own.remove_noise)
+    return TwoGrids(base, tuple((s, e, 0.0) for s, e in spans), 1, 0)
+
+
 def stretch_state_pass(aligner, utterance, grid_shift_s: float) -> TwoGrids:
     """Word boundaries from PocketSphinx's state-level pass alone: each piece of the first
     alignment (words between pauses of at least ``GRID_MIN_PAUSE_S``) becomes one dictionary
@@ -266,18 +331,13 @@ def stretch_state_pass(aligner, utterance, grid_shift_s: float) -> TwoGrids:
     the state pass its phones, and each word spans its own phones. PocketSphinx's own phone
     pass cannot move a word boundary: it runs inside the word pass's word windows
     (``ps_set_alignment``). ``other`` holds the result (fit 0), None where a piece failed."""
-    from cmbert_pipe.align.pocketsphinx_backend import _base, _decoder, _pcm16
+    from cmbert_pipe.align.pocketsphinx_backend import _decoder, _pcm16
     from cmbert_pipe.schema import SAMPLE_RATE
 
     cfg = aligner.config
     hop = 1.0 / cfg.frame_rate_hz
     wave, keys, lexicon, path, shift_s, base, pieces = _first_pass(aligner, utterance)
-    prons, i = [], 0  # the first pass's pronunciation of each word
-    for name, _, _, _ in path.scores:
-        if i < len(keys) and _base(name) == keys[i]:
-            variant = int(name[name.index("(") + 1:-1]) - 1 if name.endswith(")") else 0
-            prons.append(lexicon[keys[i]][variant].split())
-            i += 1
+    prons = _chosen_prons(path, keys, lexicon)  # the first pass's pronunciation of each word
     other_s = (shift_s + grid_shift_s) % hop
     other: list = []
     failed = 0
@@ -489,6 +549,40 @@ def main() -> int:
                                             f"{st[runner.utts[n].id].pieces}" for n in FILES)
         for g, st in stretches.items())
     data["ideas"]["state pass over stretches"]["pieces_lost"] = stretch_text
+    c0 = time.process_time()
+    runs = OWN_VITERBI[1:]
+    own = {r: {runner.utts[n].id: own_viterbi(aligner, runner.utts[n], r) for n in FILES}
+           for r in runs}
+    own_cpu_s = time.process_time() - c0
+    row_, data["ideas"]["own state-level Viterbi"] = sweep_idea(
+        runner, "own state-level Viterbi", "frame step ±band (ms), variant",
+        list(OWN_VITERBI), own_label, lambda v: base,
+        lambda v: (lambda a: a) if v == "none" else (
+            lambda a: fuse_grids(a, own[v][a.utterance_id], "shifted", math.inf)))
+    ideas_rows.append(row_)
+    own_agree = {}  # the own Viterbi against PocketSphinx's own boundaries
+    for r in runs:
+        d = np.concatenate([np.abs(np.subtract(
+            [b for w in base[n].words for b in (w.start_s, w.end_s)],
+            [b for sp in own[r][runner.utts[n].id].other for b in sp[:2]])) for n in FILES])
+        ms = np.round(d * 1000.0, 1)
+        own_agree[own_label(r)] = {
+            "same": float(100 * np.mean(ms == 0)), "within_10ms": float(100 * np.mean(ms <= 10)),
+            "within_20ms": float(100 * np.mean(ms <= 20))}
+    data["ideas"]["own state-level Viterbi"]["agreement_with_pocketsphinx"] = own_agree
+    data["ideas"]["own state-level Viterbi"]["cpu_s"] = own_cpu_s
+    own_ref5 = {own_label(v): figures(runner.errors(base, FILES, lambda a, v=v: fuse_grids(
+        a, own[v][a.utterance_id], "shifted", math.inf)))["within_20ms_ref5"] for v in runs}
+    data["ideas"]["own state-level Viterbi"]["within_20ms_ref5_by_value"] = own_ref5
+    own_files = {own_label(v): {n: within_20(runner.errors(base, [n], None if v == "none" else (
+        lambda a, v=v: fuse_grids(a, own[v][a.utterance_id], "shifted", math.inf))))
+        for n in FILES} for v in OWN_VITERBI}
+    data["ideas"]["own state-level Viterbi"]["within_20ms_by_file"] = own_files
+    own_files_text = "; ".join(k + ": " + ", ".join(f"{v:.1f}" for v in per.values())
+                               for k, per in own_files.items())
+    own_text = "; ".join(f"{k}: {a['same']:.1f} % the same, {a['within_10ms']:.1f} % within "
+                         f"10 ms, {a['within_20ms']:.1f} % within 20 ms"
+                         for k, a in own_agree.items())
     # control: the same piece-by-piece alignment on the first grid itself
     same = {runner.utts[n].id: two_grids(aligner, runner.utts[n], 0.0) for n in FILES}
     control = {}
@@ -533,6 +627,14 @@ def main() -> int:
         f"alignment on the first grid itself vs on the 5 ms grid: {control_text}.\n"
         "\nState pass over stretches: pieces whose state pass failed (their words keep the "
         f"first alignment's times): {stretch_text}.\n"
+        "\nOwn state-level Viterbi (our own scoring of the en-us model, "
+        "`cmbert_pipe/align/sphinx_am.py`): its word boundaries against PocketSphinx's own "
+        f"(the default alignment): {own_text}. Phase-neutral ≤20 ms, ref ±5 on all files "
+        "(default " f"{figures(all_err)['within_20ms_ref5']:.1f} %): "
+        + ", ".join(f"{k}: {v:.1f} %" for k, v in own_ref5.items())
+        + f". % ≤20 ms per file ({', '.join(FILES)}): {own_files_text}."
+        + f" CPU time of its {len(runs)} runs (features, "
+        f"scoring, Viterbi, first passes included): {own_cpu_s:.0f} s.\n"
         + f"\n(CPU time of all alignments: {runner.cpu_s:.0f} s for {runner.audio_s:.0f} s "
         "of audio.)\n")
     path = write_result("align_accuracy", body, data, title="Alignment accuracy (MFA test corpus)")
