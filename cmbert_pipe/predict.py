@@ -371,6 +371,8 @@ class Predictor:
             timings_s=timings,
             acoustic_gate=None if ex.acoustic_gate is None else float(ex.acoustic_gate[0]),
             acoustic_shift=None if ex.acoustic_shift is None else float(ex.acoustic_shift[0]),
+            audio_branch_score=(None if ex.audio_branch_score is None
+                                else float(ex.audio_branch_score[0])),
             note=note)
         maps = AttentionMaps(("[CLS]", *words, "[SEP]"), w_m, alpha_text)
         return prediction, maps

@@ -264,6 +264,8 @@ class Prediction:
     timings_s: dict = field(default_factory=dict)  # stage -> seconds (align, features, model)
     acoustic_gate: float | None = None  # mean gate of the acoustic path (0..1); None = no path
     acoustic_shift: float | None = None  # ‖h − h_CLS‖ / ‖h_CLS‖: how far the audio moved [CLS]
+    # --audio-start models: the score of the audio-only branch alone (None for other models)
+    audio_branch_score: float | None = None
     note: str = ""  # e.g. which audio statistics were used
 
     def to_dict(self) -> dict[str, Any]:

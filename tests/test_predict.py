@@ -222,3 +222,43 @@ def test_acoustic_path_bundle_predicts_with_gate_and_speaker_notes(tmp_path):
                                    "I really loved this movie", "--model", str(tmp_path / "m")])
     assert res.exit_code == 0, res.output
     assert "acoustic path: gate" in res.output
+
+
+def test_audio_start_bundle_shows_the_audio_branch_alone(tmp_path):
+    """A model started from an audio-only model (--audio-start): predict reports the score of
+    its audio-only branch, which right after the start is the whole score (the text side's
+    output weights are zero), and the CLI prints it."""
+    import torch
+    from typer.testing import CliRunner
+
+    from cmbert_pipe.acoustic import extract_frames, get_feature_set
+    from cmbert_pipe.audio import load_audio
+    from cmbert_pipe.cli import app
+    from cmbert_pipe.model import ModelConfig, build_model
+    from cmbert_pipe.model.bundle import save_bundle
+    from cmbert_pipe.model.inputs import AudioStats, load_tokenizer
+
+    torch.manual_seed(0)
+    dim = get_feature_set(FEATURE_SET).dim
+    config = ModelConfig(model="magbert", audio_dim=dim, audio_head="encoder", frames=True,
+                         objective="binary", audio_start=True)
+    audio = build_model(ModelConfig(model="audio", audio_dim=dim, audio_head="encoder",
+                                    frames=True, objective="binary"))
+    with torch.no_grad():
+        audio.regressor.bias.fill_(0.3)
+    net = build_model(config)
+    net.start_from_audio(audio)
+    frames = [extract_frames(load_audio(DEMO / f"{u}.flac"), 16_000, FEATURE_SET)
+              for u in ("pos02", "neg02", "neu02")]
+    stats = AudioStats.from_features(frames, dim)
+    settings = {"aligner": {"name": "pocketsphinx", "options": {}}, "feature_set": FEATURE_SET}
+    save_bundle(tmp_path / "m", net.eval(), load_tokenizer(""), stats, settings, {},
+                frame_stats=stats)
+    p = Predictor.from_pretrained(tmp_path / "m").predict(DEMO / "pos01.flac",
+                                                          "I really loved this movie")
+    assert p.audio_branch_score is not None
+    assert p.audio_branch_score == pytest.approx(p.score, abs=1e-5)
+    res = CliRunner().invoke(app, ["predict", str(DEMO / "pos01.flac"), "--text",
+                                   "I really loved this movie", "--model", str(tmp_path / "m")])
+    assert res.exit_code == 0, res.output
+    assert "audio-only branch alone" in res.output

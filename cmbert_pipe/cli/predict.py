@@ -63,6 +63,9 @@ def print_prediction(p: Prediction) -> None:
     if p.acoustic_gate is not None:
         out.print(f"acoustic path: gate {p.acoustic_gate:.3f} (mean over hidden units, 0..1)   "
                   f"[CLS] moved by {100 * (p.acoustic_shift or 0.0):.1f} % of its norm")
+    if p.audio_branch_score is not None:
+        out.print(f"audio-only branch alone: {p.audio_branch_score:+.2f}   "
+                  f"with the text: {p.score:+.2f}")
     if p.note:
         console.print(f"note: {p.note}")
     if p.timings_s:

@@ -56,7 +56,10 @@ class Explanation:
     - ``piece_text_attention`` (B, L, L): the same softmax without the audio term;
     - ``piece_shift`` (B, L): the relative audio shift of each word-piece (MAG / CMS);
     - ``acoustic_gate`` (B,): mean of the acoustic path's gate ``g`` over hidden units;
-    - ``acoustic_shift`` (B,): ``‖h − h_CLS‖ / ‖h_CLS‖``, how far the audio moved ``[CLS]``.
+    - ``acoustic_shift`` (B,): ``‖h − h_CLS‖ / ‖h_CLS‖``, how far the audio moved ``[CLS]``;
+    - ``audio_branch_score`` (B,): for a model started from the audio-only model
+      (``audio_start``), the score its audio-only branch gives alone (``W_o a`` plus the output
+      bias): at the start, the audio-only model's own score.
     """
 
     score: Any
@@ -65,6 +68,7 @@ class Explanation:
     piece_shift: Any = None
     acoustic_gate: Any = None
     acoustic_shift: Any = None
+    audio_branch_score: Any = None
 
 
 def default_encoder_path() -> str:
@@ -275,11 +279,16 @@ class SentimentModel(nn.Module):
             return None if t is None else t.float().cpu().numpy()
 
         gate = ex.get("acoustic_gate")
+        branch = ex.get("audio_logits")
+        if branch is not None:
+            bias = self.regressor.bias.float()  # the output bias, shared by both branches
+            branch = score_from_logits(self.config.objective, branch + bias).cpu().numpy()
         return Explanation(
             score=out.pred.float().cpu().numpy(),
             piece_shift=np_("gate"),
             acoustic_gate=None if gate is None else gate.float().mean(-1).cpu().numpy(),
-            acoustic_shift=np_("acoustic_shift"))
+            acoustic_shift=np_("acoustic_shift"),
+            audio_branch_score=branch)
 
     @staticmethod
     def mse(pred: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | None:
