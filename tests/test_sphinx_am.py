@@ -60,15 +60,21 @@ def test_noise_suppression_passes_a_burst_and_damps_stationary_noise():
         assert steady < 0.1 and burst > 5 * steady
 
 
-def test_own_viterbi_lands_near_pocketsphinx_at_10_ms(shared_data, model):
-    """On real speech, our scoring and Viterbi over the first alignment's phones put most
-    word boundaries where PocketSphinx's own search put them (same frame grid)."""
+def first_pass(shared_data):
+    """PocketSphinx's own alignment of one real MFA test clip, and its words' phones."""
     mfa = shared_data / "mfa-test"
     utt = single_clip(mfa / "wav" / "61-70968-0000.flac", mfa / "lab" / "61-70968-0000.lab")
     ali = get_aligner("pocketsphinx").align(utt)
     words = [sphinx_am.WordPhones(
         tuple(p.phone for p in ali.phones if w.start_s <= p.start_s and p.end_s <= w.end_s),
         w.start_s, w.end_s) for w in ali.words]
+    return utt, ali, words
+
+
+def test_own_viterbi_lands_near_pocketsphinx_at_10_ms(shared_data, model):
+    """On real speech, our scoring and Viterbi over the first alignment's phones put most
+    word boundaries where PocketSphinx's own search put them (same frame grid)."""
+    utt, ali, words = first_pass(shared_data)
     assert all(w.phones for w in words)
     wave = load_audio(utt.audio)
     spans = sphinx_am.realign_words(model, wave, words, hop_s=0.010, band_s=0.1)
@@ -87,12 +93,7 @@ def test_mllr_raises_the_likelihood_of_the_aligned_frames(shared_data, model):
     """MLLR is a maximum-likelihood estimate: with the frames assigned to the senones of a
     state alignment, the adapted means give those frames a higher likelihood (a wrong stream,
     sign or transpose would lower it)."""
-    mfa = shared_data / "mfa-test"
-    utt = single_clip(mfa / "wav" / "61-70968-0000.flac", mfa / "lab" / "61-70968-0000.lab")
-    ali = get_aligner("pocketsphinx").align(utt)
-    words = [sphinx_am.WordPhones(
-        tuple(p.phone for p in ali.phones if w.start_s <= p.start_s and p.end_s <= w.end_s),
-        w.start_s, w.end_s) for w in ali.words]
+    utt, ali, words = first_pass(shared_data)
     feats = sphinx_am.features(load_audio(utt.audio))  # (T, 39)
     g = sphinx_am._graph(model, feats, words, 0.010, 0.1, 0.03, True, False)
     senones = g.senones[sphinx_am._viterbi(g)]  # (T,)
