@@ -59,6 +59,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.special import logsumexp
 
 from cmbert_pipe.errors import AlignmentError
 
@@ -518,13 +519,6 @@ def _viterbi(g: _Graph) -> np.ndarray:
     return path
 
 
-def _logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
-    top = np.max(x, axis=axis, keepdims=True)
-    top = np.where(np.isfinite(top), top, 0.0)
-    with np.errstate(divide="ignore"):  # all -inf: log 0 = -inf, as meant
-        return np.log(np.sum(np.exp(x - top), axis=axis)) + np.squeeze(top, axis)
-
-
 def _boundary_posteriors(g: _Graph, scale: float) -> tuple[np.ndarray, np.ndarray]:
     """(n_words, T + 1) posterior probability that word i starts / ends at boundary t
     (before frame t), by the forward-backward algorithm with frame scores times ``scale``."""
@@ -533,7 +527,7 @@ def _boundary_posteriors(g: _Graph, scale: float) -> tuple[np.ndarray, np.ndarra
     alpha = np.full((n_frames, n_states), -np.inf)
     alpha[0, list(g.starts)] = loglik[0, list(g.starts)]
     for t in range(1, n_frames):
-        alpha[t] = _logsumexp(alpha[t - 1][g.src] + g.log_p, axis=1) + loglik[t]
+        alpha[t] = logsumexp(alpha[t - 1][g.src] + g.log_p, axis=1) + loglik[t]
     # outgoing arcs, for the backward pass
     outs: list[list[tuple[int, float]]] = [[] for _ in range(n_states)]
     for s in range(n_states):
@@ -549,8 +543,8 @@ def _boundary_posteriors(g: _Graph, scale: float) -> tuple[np.ndarray, np.ndarra
     beta = np.full((n_frames, n_states), -np.inf)
     beta[-1, list(g.ends)] = 0.0
     for t in range(n_frames - 1, 0, -1):
-        beta[t - 1] = _logsumexp(out_lp + (loglik[t] + beta[t])[dst], axis=1)
-    log_z = _logsumexp(alpha[-1, list(g.ends)], axis=0)
+        beta[t - 1] = logsumexp(out_lp + (loglik[t] + beta[t])[dst], axis=1)
+    log_z = logsumexp(alpha[-1, list(g.ends)], axis=0)
     if not np.isfinite(log_z):
         raise AlignmentError("the state-level re-alignment found no path")
     n_words = g.first.size
