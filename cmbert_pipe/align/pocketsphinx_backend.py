@@ -173,11 +173,16 @@ class _CmuDict:
 
 
 @functools.lru_cache(maxsize=1)
-def _cmudict() -> _CmuDict:
-    """CMUdict of the pocketsphinx wheel (word -> pronunciations, see :class:`_CmuDict`)."""
+def model_file(name: str) -> Path:
+    """A file (or folder) of the en-us model shipped in the pocketsphinx wheel."""
     import pocketsphinx
 
-    return _CmuDict(Path(pocketsphinx.get_model_path()) / "en-us" / "cmudict-en-us.dict")
+    return Path(pocketsphinx.get_model_path()) / "en-us" / name
+
+
+def _cmudict() -> _CmuDict:
+    """CMUdict of the pocketsphinx wheel (word -> pronunciations, see :class:`_CmuDict`)."""
+    return _CmuDict(model_file("cmudict-en-us.dict"))
 
 
 def _decoder(config: PocketsphinxConfig, wide: bool, lexicon: dict[str, tuple[str, ...]],
@@ -797,10 +802,9 @@ class _Path:
 def _count_phones(wave: np.ndarray, segments) -> int:
     """Speech phones (silence and noise left out) a free phone-loop recognition (the model's
     phonetic language model) finds in the voiced ``segments`` of ``wave``."""
-    import pocketsphinx
     from pocketsphinx import Decoder
 
-    model = Path(pocketsphinx.get_model_path()) / "en-us" / "en-us-phone.lm.bin"
+    model = model_file("en-us-phone.lm.bin")
     decoder = Decoder(loglevel="FATAL", allphone=str(model), lm=None, beam=1e-20, pbeam=1e-20,
                       lw=2.0)
     n = 0

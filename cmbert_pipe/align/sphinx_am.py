@@ -82,9 +82,9 @@ SILENCE = "SIL"
 
 def model_dir() -> Path:
     """The en-us acoustic model shipped in the pocketsphinx wheel."""
-    import pocketsphinx
+    from cmbert_pipe.align.pocketsphinx_backend import model_file
 
-    return Path(pocketsphinx.get_model_path()) / "en-us" / "en-us"
+    return model_file("en-us")
 
 
 def _read_s3(path: Path) -> tuple[dict[str, str], bytes, str]:
