@@ -71,11 +71,12 @@ DRIVER = textwrap.dedent("""
     from cmbert_pipe.model.base import ModelConfig
     from cmbert_pipe.train import TrainConfig, audio_dim_of, load_cache_examples, train_seeds
 
-    cache, out, bert = sys.argv[1:4]
+    cache, out, bert, variant = sys.argv[1:5]
     distributed.init_from_env("cpu")
     examples, settings = load_cache_examples(cache)
+    extra = {"audio_head": "pool", "audio_start": True} if variant == "audio-start" else {}
     mcfg = ModelConfig(model="cmbert", bert=bert, dropout=0.0,
-                       attn_dropout=0.0, audio_dim=audio_dim_of(examples, 74))
+                       attn_dropout=0.0, audio_dim=audio_dim_of(examples, 74), **extra)
     n_train = sum(ex.split == "train" for ex in examples)  # even: no rank pads its shard
     tcfg = TrainConfig(epochs=2, batch_size=8, device="cpu", threads=1,
                        max_train=n_train - n_train % 2)
@@ -90,27 +91,35 @@ def _torchrun(nproc: int, *args: str) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("variant", ["plain", "audio-start"])
 def test_two_gloo_ranks_train_the_same_model_as_one_process(demo_cache, encoder_without_dropout,
-                                                            tmp_path):
+                                                            tmp_path, variant):
+    """``audio-start``: each rank loads the audio-only start rank 0 wrote (after the start's
+    own DDP training), and the fusion trained from it matches the one-process run too."""
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
     cache, bert = str(demo_cache), str(encoder_without_dropout)
-    one = subprocess.run([sys.executable, str(driver), cache, str(tmp_path / "one"), bert],
-                         env=ENV, capture_output=True, text=True, timeout=300)
+    one = subprocess.run([sys.executable, str(driver), cache, str(tmp_path / "one"), bert,
+                          variant], env=ENV, capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run(_torchrun(2, str(driver), cache, str(tmp_path / "two"), bert),
+    two = subprocess.run(_torchrun(2, str(driver), cache, str(tmp_path / "two"), bert, variant),
                          env=ENV, capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
-    s1 = json.loads((tmp_path / "one" / "summary.json").read_text())["per_seed"]["0"]
-    s2 = json.loads((tmp_path / "two" / "summary.json").read_text())["per_seed"]["0"]
-    assert s1["best_epoch"] == s2["best_epoch"]
-    for split in ("train", "dev", "test"):
-        for name in ("loss", "mae", "corr"):
-            a, b = s1["metrics"][split][name], s2["metrics"][split][name]
-            assert abs(a - b) <= TOL, (split, name, a, b)
-        assert s1["metrics"][split]["acc7"] == s2["metrics"][split]["acc7"]
+    runs = [("", "summary.json")]
+    if variant == "audio-start":
+        runs.append(("baselines/audio/", "summary.json"))
+    for sub, name in runs:
+        s1 = json.loads((tmp_path / "one" / sub / name).read_text())["per_seed"]["0"]
+        s2 = json.loads((tmp_path / "two" / sub / name).read_text())["per_seed"]["0"]
+        assert s1["best_epoch"] == s2["best_epoch"], sub
+        for split in ("train", "dev", "test"):
+            for metric in ("loss", "mae", "corr"):
+                a, b = s1["metrics"][split][metric], s2["metrics"][split][metric]
+                assert abs(a - b) <= TOL, (sub, split, metric, a, b)
+            assert s1["metrics"][split]["acc7"] == s2["metrics"][split]["acc7"]
     # one bundle per seed, written once (by rank 0)
-    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["seed-0", "summary.json"]
+    expected = ["seed-0", "summary.json"] + (["baselines"] if variant == "audio-start" else [])
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(expected)
 
 
 NORM = textwrap.dedent("""
