@@ -118,6 +118,28 @@ def boundary_errors_s(hyp: Alignment, ref: Alignment) -> np.ndarray:
     return np.asarray(errors)
 
 
+def boundary_kinds(hyp: Alignment, ref: Alignment) -> list[tuple[str, float]]:
+    """(kind, hyp - ref in seconds) for the start and end of every word present in both, paired
+    as in :func:`boundary_errors_s`; kind: ``start``/``end`` and whether the reference has a
+    pause there (a gap of more than 5 ms to the neighbouring word, or the file's edge) or the
+    word joins its neighbour."""
+    ours = [w.word.lower() for w in hyp.words]
+    theirs = [w.word.lower() for w in ref.words]
+    out: list[tuple[str, float]] = []
+    matcher = difflib.SequenceMatcher(a=ours, b=theirs, autojunk=False)
+    for block in matcher.get_matching_blocks():
+        for k in range(block.size):
+            h, j = hyp.words[block.a + k], block.b + k
+            r = ref.words[j]
+            prev_end = ref.words[j - 1].end_s if j else -math.inf
+            next_start = ref.words[j + 1].start_s if j + 1 < len(ref.words) else math.inf
+            out.append(("start at a pause" if r.start_s - prev_end > 0.005 else "start, joined",
+                        h.start_s - r.start_s))
+            out.append(("end at a pause" if next_start - r.end_s > 0.005 else "end, joined",
+                        h.end_s - r.end_s))
+    return out
+
+
 def shift_pause_edges(ali: Alignment, start_ms: float, end_ms: float) -> Alignment:
     """Word starts after a pause moved by ``start_ms``, word ends before one by ``end_ms``
     (a pause: a gap between words, or audio before the first / after the last word);
@@ -717,8 +739,21 @@ def htk_idea(runner: Runner, aligner, base, data: dict, ideas_rows: list) -> str
         base[n], post(free)(base[n])) for n in FILES])
     agree = figures(between)
     audio_s = sum(base[n].duration_s for n in FILES)
+    kinds: dict[str, dict[str, list[float]]] = {}  # kind -> aligner -> signed errors (s)
+    for label, v in (("PocketSphinx", "none"), ("P2FA", free)):
+        for n in FILES:
+            for kind, e in boundary_kinds(post(v)(base[n]), runner.refs[n]):
+                kinds.setdefault(kind, {}).setdefault(label, []).append(e)
+    by_kind = {kind: {label: {"n": len(e), "within_20ms": figures(np.abs(e))["within_20ms"],
+                              "median_signed_ms": float(np.median(e) * 1000)}
+                      for label, e in per.items()} for kind, per in sorted(kinds.items())}
     data["ideas"][idea] |= {"within_20ms_by_file": by_file, "pocketsphinx_vs_p2fa": agree,
-                            "cpu_s": cpu_s, "runs": len(runs), "audio_s": audio_s}
+                            "by_kind": by_kind, "cpu_s": cpu_s, "runs": len(runs),
+                            "audio_s": audio_s}
+    kind_text = "; ".join(
+        f"{kind} ({per['PocketSphinx']['n']}): " + ", ".join(
+            f"{label} {f['within_20ms']:.1f} % (median {f['median_signed_ms']:+.0f} ms)"
+            for label, f in per.items()) for kind, per in by_kind.items())
     per_file = "; ".join(f"{n}: PocketSphinx {f['PocketSphinx']:.1f}, P2FA {f['P2FA']:.1f}"
                          for n, f in by_file.items())
     return (f"\n{idea} (the Penn Phonetics Lab Forced Aligner's 16 kHz monophone HMMs from the "
@@ -728,7 +763,8 @@ def htk_idea(runner: Runner, aligner, base, data: dict, ideas_rows: list) -> str
             f"boundaries against P2FA's are {agree['within_20ms']:.1f} % within 20 ms "
             f"({agree['within_10ms']:.1f} % within 10 ms, {agree['within_50ms']:.1f} % within "
             f"50 ms, {agree['boundaries']} boundaries): about what each of them reaches against "
-            "MFA's references. CPU time of its "
+            "MFA's references. By kind of boundary, % ≤20 ms against MFA and the median "
+            f"signed error (ours − MFA's): {kind_text}. CPU time of its "
             f"{len(runs)} runs: {cpu_s:.0f} s for {len(runs) * audio_s:.0f} s of audio "
             "(first passes included).\n")
 
