@@ -31,7 +31,12 @@ Alignment (HVite-style forced alignment, Young et al., "The HTK Book"): the word
 each with its dictionary pronunciations in parallel, an ``sp`` tee model after every word but
 the last and optional ``sil`` at both ends; Viterbi over the emitting states with the model's
 transition probabilities, non-emitting states folded into the arcs. A label starting at frame
-``t`` (window ``[10 t, 10 t + 25]`` ms) is placed at ``10 t + offset`` ms.
+``t`` (window ``[10 t, 10 t + 25]`` ms) is placed at ``10 t + offset`` ms (0: the frame's
+start, as MFA writes times; P2FA itself adds 12.5 ms, the frame's centre).
+
+Not part of the default alignment: ``benchmarks/align_accuracy.py`` measures it as an idea
+(68.9 % of the word boundaries within 20 ms of MFA's references, 67.2 % leave-one-out,
+against PocketSphinx's 68.6 %).
 """
 
 from __future__ import annotations
