@@ -92,6 +92,17 @@ def test_alignment_agrees_with_pocketsphinx(name, tmp_path):
     assert htk_am.align_words(load_audio(audio), wrong)[1] < fit
 
 
+def test_too_short_or_too_many_words_is_refused():
+    from cmbert_pipe.errors import AlignmentError
+
+    one = htk_am.pronunciations("one", ())
+    with pytest.raises(AlignmentError, match="shorter than one"):
+        htk_am.align_words(np.zeros(300), [one])
+    # 0.1 s cannot hold twenty words of at least three 10 ms states per phone
+    with pytest.raises(AlignmentError, match="no path"):
+        htk_am.align_words(np.random.default_rng(0).normal(0, 0.1, 1600), [one] * 20)
+
+
 def _clip(name: str = "03-01-01-01-01-01-01"):
     from conftest import SHARED_DATA
 

@@ -474,6 +474,8 @@ def align_words(wave: np.ndarray, prons: list[tuple[tuple[str, ...], ...]],
     within ``band_s`` of its span there."""
     model = load_model()
     feats = plp_features(wave)
+    if len(feats) == 0:
+        raise AlignmentError("the audio is shorter than one 25 ms analysis window")
     graph = _build_graph(model, prons)
     uniq = sorted(set(graph.keys))
     col = {k: i for i, k in enumerate(uniq)}
