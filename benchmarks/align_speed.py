@@ -32,8 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _results import markdown_table, write_result  # noqa: E402
 
-from cmbert_pipe.align import align_corpus, get_aligner  # noqa: E402
-from cmbert_pipe.align import pocketsphinx_backend  # noqa: E402
+from cmbert_pipe.align import align_corpus, get_aligner, pocketsphinx_backend  # noqa: E402
 from cmbert_pipe.audio import load_audio  # noqa: E402
 from cmbert_pipe.datasets.ravdess import STATEMENTS  # noqa: E402
 from cmbert_pipe.errors import CmbertError  # noqa: E402

@@ -73,8 +73,10 @@ def main() -> int:
     creak.BIAS = float(np.log(0.3 / 0.7) - np.quantile(logit, 1 - ref_rate))
     clf.intercept_[0] = creak.BIAS
     np.set_printoptions(precision=8, floatmode="maxprec", linewidth=100)
-    print("FEATURE_MEAN =", repr(mean)); print("FEATURE_STD =", repr(std))
-    print("WEIGHTS =", repr(clf.coef_[0])); print("BIAS =", float(clf.intercept_[0]))
+    print("FEATURE_MEAN =", repr(mean))
+    print("FEATURE_STD =", repr(std))
+    print("WEIGHTS =", repr(clf.coef_[0]))
+    print("BIAS =", float(clf.intercept_[0]))
     print(f"{'file':34s} {'set':5s} {'rows':>5s} {'rho':>6s} {'AUC':>6s} {'kappa':>6s} {'agree':>6s} "
           f"{'ref>.3':>6s} {'our>.3':>6s} {'med|d|':>7s}")
     pooled = {"train": ([], []), "valid": ([], [])}
@@ -84,7 +86,8 @@ def main() -> int:
         k = min(ours.size, ref_col.size)
         s = "train" if n in TRAIN else "valid"
         if n != "mfa_cold_corpus":
-            pooled[s][0].append(ours[:k]); pooled[s][1].append(ref_col[:k])
+            pooled[s][0].append(ours[:k])
+            pooled[s][1].append(ref_col[:k])
         r = metrics(ours[:k], ref_col[:k])
         print(f"{n:34s} {s:5s} {r['rows']:5d} {r['spearman']:6.3f} {r['auc']:6.3f} {r['kappa']:6.3f} "
               f"{r['agree']:6.3f} {r['ref_frac']:6.3f} {r['our_frac']:6.3f} {r['median_absdiff_noncreak']:7.4f}")

@@ -436,10 +436,10 @@ def timing(args) -> None:
         if ema is not None:
             ema.update(model)
 
-    for row, model, opt, ema, batch, _ in runners:  # warm-up
+    for _row, model, opt, ema, batch, _ in runners:  # warm-up
         step(model, opt, ema, batch)
     for _ in range(args.rounds):
-        for row, model, opt, ema, batch, times in runners:
+        for _row, model, opt, ema, batch, times in runners:
             t0 = time.perf_counter()
             step(model, opt, ema, batch)
             times.append(time.perf_counter() - t0)

@@ -539,7 +539,8 @@ def train_one(
         log.warning("interrupted: the best checkpoint so far is in %s", out_dir)
         raise
     finally:
-        del model, train_model, optimizer
+        # freed before the final scoring (the closures above are done with them)
+        model = train_model = optimizer = None
     ddp.barrier()  # the best bundle is written
     if not main:
         ddp.barrier()  # rank 0 scores and writes the final bundle

@@ -30,8 +30,8 @@ from cmbert_pipe.config import (
     CLS_AUDIO,
     MODEL_NAMES,
     OBJECTIVES,
-    SELECT_METRICS,
     SCALINGS,
+    SELECT_METRICS,
     ModelConfig,
     TrainConfig,
 )

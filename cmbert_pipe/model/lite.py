@@ -248,7 +248,7 @@ class LiteTokenizer:
         word_ids = [list(e.word_ids) for e in encs]
         width = max((len(i) for i in ids), default=0)
         if padding in (True, "longest"):
-            for k, e in enumerate(encs):
+            for k in range(len(encs)):
                 extra = width - len(ids[k])
                 ids[k] = list(ids[k]) + [self.pad_token_id] * extra
                 types[k] = list(types[k]) + [0] * extra

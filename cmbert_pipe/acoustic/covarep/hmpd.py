@@ -22,7 +22,6 @@ import numba
 import numpy as np
 import scipy.fft as sfft
 from scipy.ndimage import correlate1d
-from scipy.signal import filtfilt
 
 from cmbert_pipe.acoustic.covarep.envelope import hspec_to_mel_cepstrum
 from cmbert_pipe.acoustic.covarep.mcompat import wrap
