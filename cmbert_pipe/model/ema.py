@@ -35,10 +35,10 @@ class EMA:
         """Temporarily load the averaged weights into ``model`` (restored on exit)."""
         params = dict(model.named_parameters())
         backup = [params[n].detach().clone() for n in self.names]
-        for n, s in zip(self.names, self.shadow):
+        for n, s in zip(self.names, self.shadow, strict=True):
             params[n].copy_(s)
         try:
             yield model
         finally:
-            for n, b in zip(self.names, backup):
+            for n, b in zip(self.names, backup, strict=True):
                 params[n].copy_(b)

@@ -129,7 +129,7 @@ def _by_chunks(fn, n_det: int, *args):
     centres = HOP * np.arange(1, n_det + 1) - 1
     parts = [fn(centres[lo : lo + DET_CHUNK], *args) for lo in range(0, n_det, DET_CHUNK)]
     if isinstance(parts[0], tuple):
-        return tuple(np.concatenate(p) for p in zip(*parts))
+        return tuple(np.concatenate(p) for p in zip(*parts, strict=True))
     return np.concatenate(parts)
 
 
