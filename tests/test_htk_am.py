@@ -45,6 +45,20 @@ def test_model_files_read_consistently(model):
     assert len(model.hmms["AA1"].states) == 3
 
 
+def test_config_and_damaged_model_files_are_refused(tmp_path):
+    from cmbert_pipe.errors import AlignmentError
+
+    htk_am.check_config(htk_am.model_dir() / "16000" / "config")  # ours: accepted
+    other = (htk_am.model_dir() / "16000" / "config").read_text().replace("PLP_0", "MFCC_0")
+    (tmp_path / "config").write_text(other)
+    with pytest.raises(AlignmentError, match="TARGETKIND = MFCC_0_D_A_Z"):
+        htk_am.check_config(tmp_path / "config")
+    cut = (htk_am.model_dir() / "16000" / "hmmdefs").read_text()[:200_000]
+    (tmp_path / "hmmdefs").write_text(cut.rsplit("<VARIANCE>", 1)[0])
+    with pytest.raises(AlignmentError, match="hmmdefs: expected <VARIANCE>"):
+        htk_am.read_hmmdefs(tmp_path / "hmmdefs")
+
+
 def test_pronunciations_dictionary_then_fallback():
     assert ("DH", "AH0") in htk_am.pronunciations("the", ())
     # not in the dictionary: the given phones, vowels stressed, noise as silence

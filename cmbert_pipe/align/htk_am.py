@@ -57,6 +57,7 @@ WINDOW = 400  # samples: 25 ms
 N_FFT = 512
 N_CHANS, LPC_ORDER, LIFTER, COMPRESS = 20, 12, 22, 0.33
 PRE_EMPHASIS = 0.97
+MEL_FLOOR = 1.0  # HTK floors each channel at 1 (16-bit sample units) before the loudness curve
 DELTA_WINDOW = 2
 LOG_ZERO = -1e30
 
@@ -105,6 +106,11 @@ def read_hmmdefs(path: Path) -> HtkModel:
     hmms: dict[str, Hmm] = {}
     i = 0
 
+    def expect(tag: str) -> None:
+        if i >= len(toks) or toks[i].upper() != tag:
+            found = toks[i] if i < len(toks) else "the end of the file"
+            raise AlignmentError(f"{path}: expected {tag}, found {found!r}")
+
     def floats(n: int) -> np.ndarray:
         nonlocal i
         out = np.asarray(toks[i:i + n], dtype=np.float64)
@@ -124,8 +130,7 @@ def read_hmmdefs(path: Path) -> HtkModel:
                 w = float(toks[i + 2])
                 i += 3
             for tag, dest in (("<MEAN>", means), ("<VARIANCE>", vars_)):
-                if toks[i].upper() != tag:
-                    raise AlignmentError(f"{path}: expected {tag}, found {toks[i]!r}")
+                expect(tag)
                 dim = int(toks[i + 1])
                 i += 2
                 dest.append(floats(dim))
@@ -145,9 +150,11 @@ def read_hmmdefs(path: Path) -> HtkModel:
         elif t == "~h":
             name = toks[i + 1].strip('"')
             i += 2
-            assert toks[i].upper() == "<BEGINHMM>"
-            n = int(toks[i + 2])
-            i += 3
+            expect("<BEGINHMM>")
+            i += 1
+            expect("<NUMSTATES>")
+            n = int(toks[i + 1])
+            i += 2
             keys: list[str] = []
             while toks[i].upper() == "<STATE>":
                 k = int(toks[i + 1])
@@ -159,22 +166,47 @@ def read_hmmdefs(path: Path) -> HtkModel:
                     key = f"{name}[{k}]"
                     gmms[key] = state()
                     keys.append(key)
-            assert toks[i].upper() == "<TRANSP>"
+            expect("<TRANSP>")
             m = int(toks[i + 1])
             i += 2
             with np.errstate(divide="ignore"):
                 trans = np.log(floats(m * m).reshape(m, m))
-            assert toks[i].upper() == "<ENDHMM>"
+            expect("<ENDHMM>")
             i += 1
-            assert len(keys) == n - 2 == m - 2, (path, name)
+            if not len(keys) == n - 2 == m - 2:
+                raise AlignmentError(f"{path}: HMM {name!r} has {n} states, {len(keys)} "
+                                     f"emitting and a {m} x {m} transition matrix")
             hmms[name] = Hmm(keys, trans)
         else:
-            i += 1  # ~o, ~v and their contents: the options are checked against config
+            i += 1  # ~o (global options) and ~v (variance floor): not needed to score
     return HtkModel(gmms, hmms)
+
+
+#: What our front end computes, as HTK's config names it (``model_dir()/16000/config``).
+FRONT_END = {"SOURCERATE": 625.0, "TARGETKIND": "PLP_0_D_A_Z", "TARGETRATE": 100000.0,
+             "WINDOWSIZE": 250000.0, "ZMEANSOURCE": "T", "USEHAMMING": "T",
+             "PREEMCOEF": PRE_EMPHASIS, "NUMCHANS": N_CHANS, "LPCORDER": LPC_ORDER,
+             "USEPOWER": "T"}
+
+
+def check_config(path: Path) -> None:
+    """Refuse a model whose HTK config asks for another front end than ours."""
+    found: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        key, sep, value = line.split("#", 1)[0].partition("=")
+        if sep:
+            found[key.strip().upper()] = value.strip()
+    for key, want in FRONT_END.items():
+        got = found.get(key)
+        same = got is not None and (float(got) == want if isinstance(want, float | int)
+                                    else got.upper() == want)
+        if not same:
+            raise AlignmentError(f"{path}: {key} = {got}, but our front end computes {want}")
 
 
 @functools.lru_cache(maxsize=1)
 def load_model() -> HtkModel:
+    check_config(model_dir() / "16000" / "config")
     return read_hmmdefs(model_dir() / "16000" / "hmmdefs")
 
 
@@ -305,7 +337,7 @@ def plp_features(wave: np.ndarray) -> np.ndarray:
     ham = 0.54 - 0.46 * np.cos(2 * np.pi * np.arange(WINDOW) / (WINDOW - 1))
     power = np.abs(np.fft.rfft(pre * ham, N_FFT)) ** 2  # (T, 257)
     fbank = power @ fb  # (T, 20)
-    aspec = np.maximum(fbank * eql, 1e-10) ** COMPRESS
+    aspec = (np.maximum(fbank, MEL_FLOOR) * eql) ** COMPRESS
     aspec = np.concatenate([aspec[:, :1], aspec, aspec[:, -1:]], axis=1)  # (T, 22)
     r = aspec @ idft.T  # (T, 13)
     cep = _lpc_cepstra(r)
