@@ -51,8 +51,9 @@ The ideas (each a sweep over backend settings, or a post-processing of the defau
   not run without it). :mod:`cmbert_pipe.align.htk_am` reads it and aligns with its own PLP
   front end and Viterbi: all words free, or each within ±50 / ±100 ms of its first-pass span;
   frame times at the frame start (as MFA writes them) or at its centre (+12.5 ms, as P2FA
-  writes them). Beside it, PocketSphinx's boundaries against P2FA's: how far two aligners
-  agree when neither is MFA.
+  writes them); and with one or two rounds of MLLR adaptation of the means to the recording
+  (speech and silence classes), the self-training of speaker-adaptive aligners. Beside it,
+  PocketSphinx's boundaries against P2FA's: how far two aligners agree when neither is MFA.
 
 Besides the shares, the ideas table gives ``≤20 ms, ref ±5``: the expected 20 ms share when each
 reference boundary is taken as uniform within ±5 ms of its value (the reference is on a 10 ms
@@ -358,13 +359,16 @@ class Htk:
 
     band_s: float | None  # each word within this of its first-pass span; None: free
     offset_s: float = 0.0  # added to every frame time: 0 = frame start (as MFA writes)
+    adapt: int = 0  # rounds of MLLR adaptation of the means to the recording
 
     def label(self) -> str:
         return ("free" if self.band_s is None else f"±{self.band_s * 1000:g} ms") + (
-            f" +{self.offset_s * 1000:g} ms" if self.offset_s else "")
+            f" +{self.offset_s * 1000:g} ms" if self.offset_s else "") + (
+            f" MLLR ×{self.adapt}" if self.adapt else "")
 
 
-HTK_VITERBI = ("none", Htk(None), Htk(0.05), Htk(0.1), Htk(None, 0.0125))
+HTK_VITERBI = ("none", Htk(None), Htk(0.05), Htk(0.1), Htk(None, 0.0125), Htk(None, adapt=1),
+               Htk(None, adapt=2))
 
 
 def htk_viterbi(aligner, utterance, htk: Htk) -> TwoGrids:
@@ -379,7 +383,7 @@ def htk_viterbi(aligner, utterance, htk: Htk) -> TwoGrids:
              for k, p in zip(keys, _chosen_prons(path, keys, lexicon), strict=True)]
     spans, _ = htk_am.align_words(
         wave, prons, offset_s=htk.offset_s, near=None if htk.band_s is None else
-        [(s, e) for s, e, _ in base], band_s=htk.band_s or 0.0)
+        [(s, e) for s, e, _ in base], band_s=htk.band_s or 0.0, adapt=htk.adapt)
     return TwoGrids(base, tuple((s, e, 0.0) for s, e in spans), 1, 0)
 
 
@@ -728,7 +732,7 @@ def htk_idea(runner: Runner, aligner, base, data: dict, ideas_rows: list) -> str
             lambda a: fuse_grids(a, got[v][a.utterance_id], "shifted", math.inf))
 
     row_, data["ideas"][idea] = sweep_idea(
-        runner, idea, "word band, time of a frame", list(HTK_VITERBI),
+        runner, idea, "word band, time of a frame, MLLR rounds", list(HTK_VITERBI),
         lambda v: v if v == "none" else v.label(), lambda v: base, post)
     ideas_rows.append(row_)
     free = Htk(None)
