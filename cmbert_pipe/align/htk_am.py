@@ -43,11 +43,13 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import itertools
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.special import logsumexp
 
 from cmbert_pipe.errors import AlignmentError
 
@@ -350,18 +352,18 @@ def plp_features(wave: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- scoring
 
 
+def component_loglik(g: Gmm, x: np.ndarray) -> np.ndarray:
+    """(T, M): log of each weighted Gaussian of ``g`` at each frame of ``x`` (T, D)."""
+    prec = 1.0 / g.var  # (M, D)
+    const = g.log_w - 0.5 * (np.log(2 * np.pi * g.var).sum(1) + (g.mean ** 2 * prec).sum(1))
+    return const[None, :] - 0.5 * ((x * x) @ prec.T) + x @ (g.mean * prec).T
+
+
 def state_loglik(model: HtkModel, keys: list[str], feats: np.ndarray) -> np.ndarray:
     """(T, len(keys)) log-likelihood of each frame under each state's GMM."""
     out = np.empty((len(feats), len(keys)))
-    x = feats
-    x2 = x * x
     for j, key in enumerate(keys):
-        g = model.gmms[key]
-        prec = 1.0 / g.var  # (M, D)
-        const = g.log_w - 0.5 * (np.log(2 * np.pi * g.var).sum(1) + (g.mean ** 2 * prec).sum(1))
-        ll = const[None, :] - 0.5 * (x2 @ prec.T) + x @ (g.mean * prec).T  # (T, M)
-        m = ll.max(axis=1, keepdims=True)
-        out[:, j] = (m + np.log(np.exp(ll - m).sum(axis=1, keepdims=True)))[:, 0]
+        out[:, j] = logsumexp(component_loglik(model.gmms[key], feats), axis=1)
     return out
 
 
@@ -372,7 +374,7 @@ def state_loglik(model: HtkModel, keys: list[str], feats: np.ndarray) -> np.ndar
 class _Graph:
     keys: list[str]  # GMM key of each emitting state
     owner: list[tuple[int, str]]  # (word index or -1, unit name) of each emitting state
-    pred: np.ndarray  # (S, K) predecessor state, or -1
+    pred: np.ndarray  # (S, K) predecessor states (padded with 0 at LOG_ZERO)
     pred_lp: np.ndarray  # (S, K)
     start_lp: np.ndarray  # (S,)
     end_lp: np.ndarray  # (S,)
@@ -390,11 +392,10 @@ def _build_graph(model: HtkModel, prons: list[tuple[tuple[str, ...], ...]]) -> _
         d = eps.setdefault(a, {})
         d[b] = max(d.get(b, LOG_ZERO), lp)
 
-    n_nodes = [0]
+    node_ids = itertools.count()
 
     def new_node():
-        n_nodes[0] += 1
-        return ("n", n_nodes[0])
+        return ("n", next(node_ids))
 
     def add_hmm(name: str, word: int, entry, exit_):
         hmm = model.hmms[name]
@@ -407,11 +408,10 @@ def _build_graph(model: HtkModel, prons: list[tuple[tuple[str, ...], ...]]) -> _
         ids = [entry] + [base + s for s in range(n)] + [exit_]
         for a in range(n + 2):
             for b in range(n + 2):
-                if lt[a, b] > LOG_ZERO / 2 and np.isfinite(lt[a, b]) and a != n + 1:
+                if np.isfinite(lt[a, b]) and a != n + 1:
                     add_arc(ids[a], ids[b], float(lt[a, b]))
 
     start = new_node()
-    node = start
     after_sil = new_node()
     add_hmm("sil", -1, start, after_sil)
     add_arc(start, after_sil, 0.0)  # the leading silence is optional
@@ -465,7 +465,7 @@ def _build_graph(model: HtkModel, prons: list[tuple[tuple[str, ...], ...]]) -> _
                 arcs.setdefault(b, {})
                 arcs[b][a] = max(arcs[b].get(a, LOG_ZERO), lp)
     K = max(len(v) for v in arcs.values())
-    pred = np.full((S, K), -1, dtype=np.int64)
+    pred = np.zeros((S, K), dtype=np.int64)  # padding: state 0 at LOG_ZERO, never chosen
     pred_lp = np.full((S, K), LOG_ZERO)
     for b, d in arcs.items():
         for k, (a, lp) in enumerate(d.items()):
@@ -477,15 +477,14 @@ def _build_graph(model: HtkModel, prons: list[tuple[tuple[str, ...], ...]]) -> _
 def viterbi(graph: _Graph, loglik: np.ndarray) -> np.ndarray:
     """(T, S) state log-likelihoods -> (T,) best state sequence."""
     T, S = loglik.shape
-    safe_pred = np.where(graph.pred >= 0, graph.pred, 0)
+    rows = np.arange(S)
     bp = np.zeros((T, S), dtype=np.int32)
     delta = graph.start_lp + loglik[0]
     for t in range(1, T):
-        cand = delta[safe_pred] + graph.pred_lp
+        cand = delta[graph.pred] + graph.pred_lp
         k = np.argmax(cand, axis=1)
-        best = cand[np.arange(S), k]
-        bp[t] = safe_pred[np.arange(S), k]
-        delta = best + loglik[t]
+        bp[t] = graph.pred[rows, k]
+        delta = cand[rows, k] + loglik[t]
     final = delta + graph.end_lp
     s = int(np.argmax(final))
     if final[s] < LOG_ZERO / 2:
@@ -512,12 +511,8 @@ def mllr_adapted(model: HtkModel, feats: np.ndarray, frame_keys: list[str],
     first: dict[str, np.ndarray] = {}
     for key in set(frame_keys):
         x = feats[keys == key]
-        g = model.gmms[key]
-        prec = 1.0 / g.var
-        ll = (g.log_w - 0.5 * (np.log(2 * np.pi * g.var).sum(1) + (g.mean ** 2 * prec).sum(1))
-              - 0.5 * (x * x) @ prec.T + x @ (g.mean * prec).T)  # (n, M)
-        post = np.exp(ll - ll.max(axis=1, keepdims=True))
-        post /= post.sum(axis=1, keepdims=True)
+        ll = component_loglik(model.gmms[key], x)  # (n, M)
+        post = np.exp(ll - logsumexp(ll, axis=1, keepdims=True))
         occ[key], first[key] = post.sum(axis=0), post.T @ x
     gmms = dict(model.gmms)
     for is_sil in (False, True):
