@@ -371,16 +371,26 @@ HTK_VITERBI = ("none", Htk(None), Htk(0.05), Htk(0.1), Htk(None, 0.0125), Htk(No
                Htk(None, adapt=2))
 
 
-def htk_viterbi(aligner, utterance, htk: Htk) -> TwoGrids:
-    """Word boundaries from the P2FA HTK monophone model (:mod:`.htk_am`, model in the fave
-    wheel): a Viterbi over the transcript's words with every dictionary pronunciation,
-    optional ``sp`` between words and ``sil`` at the ends; words the model's dictionary lacks
-    take the first alignment's phones. ``other`` holds the result (fit 0)."""
+def htk_inputs(aligner, utterance):
+    """(wave, pronunciations, first-pass words) for :func:`htk_viterbi`: the model
+    dictionary's pronunciations of each word; words it lacks take the first alignment's
+    phones."""
     from cmbert_pipe.align import htk_am
 
     wave, keys, lexicon, path, _, base, _ = _first_pass(aligner, utterance)
     prons = [htk_am.pronunciations(k, tuple(p))
              for k, p in zip(keys, _chosen_prons(path, keys, lexicon), strict=True)]
+    return wave, prons, base
+
+
+def htk_viterbi(inputs, htk: Htk) -> TwoGrids:
+    """Word boundaries from the P2FA HTK monophone model (:mod:`.htk_am`, model in the fave
+    wheel): a Viterbi over the transcript's words with every dictionary pronunciation,
+    optional ``sp`` between words and ``sil`` at the ends. ``inputs``: :func:`htk_inputs`.
+    ``other`` holds the result (fit 0)."""
+    from cmbert_pipe.align import htk_am
+
+    wave, prons, base = inputs
     spans, _ = htk_am.align_words(
         wave, prons, offset_s=htk.offset_s, near=None if htk.band_s is None else
         [(s, e) for s, e, _ in base], band_s=htk.band_s or 0.0, adapt=htk.adapt)
@@ -723,8 +733,8 @@ def htk_idea(runner: Runner, aligner, base, data: dict, ideas_rows: list) -> str
         return f"\n{idea}: not run ({e}).\n"
     c0 = time.process_time()
     runs = HTK_VITERBI[1:]
-    got = {r: {runner.utts[n].id: htk_viterbi(aligner, runner.utts[n], r) for n in FILES}
-           for r in runs}
+    inputs = {runner.utts[n].id: htk_inputs(aligner, runner.utts[n]) for n in FILES}
+    got = {r: {u: htk_viterbi(i, r) for u, i in inputs.items()} for r in runs}
     cpu_s = time.process_time() - c0
 
     def post(v):
@@ -770,7 +780,7 @@ def htk_idea(runner: Runner, aligner, base, data: dict, ideas_rows: list) -> str
             "MFA's references. By kind of boundary, % ≤20 ms against MFA and the median "
             f"signed error (ours − MFA's): {kind_text}. CPU time of its "
             f"{len(runs)} runs: {cpu_s:.0f} s for {len(runs) * audio_s:.0f} s of audio "
-            "(first passes included).\n")
+            "(one first pass per file included).\n")
 
 
 def sweep_idea(runner: Runner, idea: str, values_text: str, candidates: list, label,
